@@ -1,0 +1,121 @@
+using Ballast.Engine.Log;
+using Ballast.Engine.Maps;
+
+namespace Ballast.Engine.Cleaning;
+
+/// <summary>
+/// The cleaner's mark result: for each candidate segment, the physical ranges some map still
+/// references, merged into components. Two maps reference overlapping ranges only when they
+/// share history (snapshot, clone), and then the union is moved as one piece so every
+/// referencing entry can be redirected by the same offset.
+/// </summary>
+internal sealed class LiveRanges
+{
+    private readonly PoolLayout _layout;
+    private readonly Dictionary<int, List<Component>> _bySegment = [];
+
+    public LiveRanges(PoolLayout layout) => _layout = layout;
+
+    public struct Component
+    {
+        public long Phys;
+        public int Count;
+        public long NewPhys;
+    }
+
+    public void Add(long phys, int count)
+    {
+        var seg = _layout.SegmentOf(phys);
+        if (!_bySegment.TryGetValue(seg, out var list))
+        {
+            return;
+        }
+        list.Add(new Component { Phys = phys, Count = count, NewPhys = -1 });
+    }
+
+    public void Track(int segment) => _bySegment[segment] = [];
+
+    public bool IsTracked(int segment) => _bySegment.ContainsKey(segment);
+
+    public IEnumerable<int> Segments => _bySegment.Keys;
+
+    /// <summary>Sorts and merges each segment's ranges; returns live blocks per segment.</summary>
+    public Dictionary<int, int> Merge()
+    {
+        var live = new Dictionary<int, int>();
+        foreach (var (seg, list) in _bySegment)
+        {
+            list.Sort((a, b) => a.Phys.CompareTo(b.Phys));
+            var merged = new List<Component>(list.Count);
+            foreach (var c in list)
+            {
+                if (merged.Count > 0 && c.Phys <= merged[^1].Phys + merged[^1].Count)
+                {
+                    var last = merged[^1];
+                    var end = Math.Max(last.Phys + last.Count, c.Phys + c.Count);
+                    last.Count = (int)(end - last.Phys);
+                    merged[^1] = last;
+                }
+                else
+                {
+                    merged.Add(c);
+                }
+            }
+            list.Clear();
+            list.AddRange(merged);
+            live[seg] = merged.Sum(c => c.Count);
+        }
+        return live;
+    }
+
+    public List<Component> ComponentsOf(int segment) => _bySegment[segment];
+
+    /// <summary>Only the chosen victims stay tracked.</summary>
+    public void KeepOnly(IReadOnlySet<int> victims)
+    {
+        foreach (var seg in _bySegment.Keys.ToList())
+        {
+            if (!victims.Contains(seg))
+            {
+                _bySegment.Remove(seg);
+            }
+        }
+    }
+
+    /// <summary>New location of a physical block that lies in a moved component, or -1.</summary>
+    public long Redirect(long phys)
+    {
+        if (!_layout.IsDataBlock(phys) || !_bySegment.TryGetValue(_layout.SegmentOf(phys), out var list))
+        {
+            return -1;
+        }
+        int lo = 0, hi = list.Count - 1;
+        while (lo <= hi)
+        {
+            var mid = (lo + hi) >>> 1;
+            var c = list[mid];
+            if (phys < c.Phys)
+            {
+                hi = mid - 1;
+            }
+            else if (phys >= c.Phys + c.Count)
+            {
+                lo = mid + 1;
+            }
+            else
+            {
+                return c.NewPhys < 0 ? -1 : c.NewPhys + (phys - c.Phys);
+            }
+        }
+        return -1;
+    }
+}
+/// <summary>What the cleaner has done since the pool opened.</summary>
+public sealed class CleanerStats
+{
+    public long Passes;
+    public long SegmentsFreed;
+    public long BlocksMoved;
+    public long CorruptBlocksCarried;
+    public double LastPassMs;
+}

@@ -1,0 +1,52 @@
+using System.Runtime.InteropServices;
+
+namespace Ballast.Engine.Interop;
+
+/// <summary>The few Linux syscalls the engine needs that .NET does not expose (O_DIRECT, fdatasync, fallocate).</summary>
+internal static partial class Libc
+{
+    public const int O_RDONLY = 0x0;
+    public const int O_RDWR = 0x2;
+    public const int O_CREAT = 0x40;
+    public const int O_EXCL = 0x80;
+    public const int O_CLOEXEC = 0x80000;
+    public const int O_DIRECT = 0x4000;
+
+    public const int FALLOC_FL_KEEP_SIZE = 0x01;
+    public const int FALLOC_FL_PUNCH_HOLE = 0x02;
+
+    public const int EIO = 5;
+    public const int EINTR = 4;
+    public const int EINVAL = 22;
+    public const int ENOSPC = 28;
+    public const int EOPNOTSUPP = 95;
+
+    [LibraryImport("libc", EntryPoint = "open", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    public static partial int Open(string path, int flags, int mode);
+
+    [LibraryImport("libc", EntryPoint = "close", SetLastError = true)]
+    public static partial int Close(int fd);
+
+    [LibraryImport("libc", EntryPoint = "pread", SetLastError = true)]
+    public static unsafe partial nint PRead(int fd, byte* buf, nuint count, long offset);
+
+    [LibraryImport("libc", EntryPoint = "pwrite", SetLastError = true)]
+    public static unsafe partial nint PWrite(int fd, byte* buf, nuint count, long offset);
+
+    [LibraryImport("libc", EntryPoint = "fdatasync", SetLastError = true)]
+    public static partial int FDataSync(int fd);
+
+    [LibraryImport("libc", EntryPoint = "fallocate", SetLastError = true)]
+    public static partial int FAllocate(int fd, int mode, long offset, long length);
+
+    [LibraryImport("libc", EntryPoint = "ftruncate", SetLastError = true)]
+    public static partial int FTruncate(int fd, long length);
+
+    [LibraryImport("libc", EntryPoint = "flock", SetLastError = true)]
+    public static partial int FLock(int fd, int operation);
+
+    public const int LOCK_EX = 2;
+    public const int LOCK_NB = 4;
+
+    public static string Describe(int errno) => Marshal.GetPInvokeErrorMessage(errno);
+}

@@ -1,0 +1,66 @@
+using System.Threading.Tasks.Sources;
+using Ballast.Engine.Volumes;
+
+namespace Ballast.Engine.Log;
+
+internal enum AppendOp : byte
+{
+    /// <summary>A record to write (and apply).</summary>
+    Record,
+    /// <summary>Completes when everything submitted before it is durable.</summary>
+    Flush,
+    /// <summary>Runs <see cref="AppendRequest.Apply"/> on the appender thread between batches (checkpoint freeze).</summary>
+    Control,
+}
+
+/// <summary>
+/// One unit of work for the appender, pooled so that a client write allocates nothing. The
+/// submitter fills it, awaits it, reads the result and returns it to the appender's pool.
+/// </summary>
+internal sealed class AppendRequest : IValueTaskSource
+{
+    private ManualResetValueTaskSourceCore<bool> _core = new() { RunContinuationsAsynchronously = true };
+
+    public AppendRequest(int maxBlocks) => Crcs = new uint[maxBlocks];
+
+    public AppendOp Op;
+    public RecordDescriptor Desc;
+    public VolumeState? Volume;
+    public ReadOnlyMemory<byte> Payload;
+    public readonly uint[] Crcs;
+    public byte[]? Inline;
+    /// <summary>Runs on the appender thread once the record is written, in log order (metadata changes, freezes).</summary>
+    public Action<AppendRequest>? Apply;
+    /// <summary>May take segments from the reserve kept for trims, metadata and the cleaner.</summary>
+    public bool UseReserve;
+    /// <summary>First physical block of the payload once written.</summary>
+    public long ResultPhys;
+    public object? State;
+
+    public short Version => _core.Version;
+
+    public void Reset()
+    {
+        _core.Reset();
+        Op = AppendOp.Record;
+        Desc = default;
+        Volume = null;
+        Payload = default;
+        Inline = null;
+        Apply = null;
+        UseReserve = false;
+        ResultPhys = -1;
+        State = null;
+    }
+
+    public void Complete() => _core.SetResult(true);
+
+    public void Fail(Exception e) => _core.SetException(e);
+
+    public void GetResult(short token) => _core.GetResult(token);
+
+    public ValueTaskSourceStatus GetStatus(short token) => _core.GetStatus(token);
+
+    public void OnCompleted(Action<object?> continuation, object? state, short token, ValueTaskSourceOnCompletedFlags flags)
+        => _core.OnCompleted(continuation, state, token, flags);
+}

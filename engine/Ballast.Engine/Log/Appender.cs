@@ -1,0 +1,543 @@
+using Ballast.Engine.Maps;
+using Ballast.Engine.Storage;
+using Ballast.Engine.Volumes;
+
+namespace Ballast.Engine.Log;
+
+/// <summary>
+/// The one writer of the log, for all volumes (group commit). Submitters queue requests; the
+/// appender thread takes everything queued, packs it into one batch, writes it with one pwrite,
+/// applies the records to the maps in log order, completes them, and issues one fdatasync if any
+/// request in the batch needs durability (FLUSH, FUA, metadata). Random client writes become
+/// sequential appends, and a flush costs one sync per batch, not per request.
+///
+/// After a failed fdatasync the pool is poisoned: what reached the disk is unknown, so writes
+/// fail until the pool is reopened and recovery establishes the truth (the lesson of fsyncgate).
+/// A failed pwrite only fails its batch: the next batch is written at the same offset.
+/// </summary>
+internal sealed class Appender : IDisposable
+{
+    private readonly IPoolStorage _storage;
+    private readonly PoolLayout _layout;
+    private readonly SegmentTable _segments;
+    private readonly SuperblockStore _superblock;
+    private readonly Guid _poolId;
+    private readonly BatchBuilder _builder;
+    private readonly BatchBuilder _sealBuilder = new(PoolLayout.BlockSize);
+    private readonly IDisplacedSink _displaced;
+    private readonly object _lock = new();
+    private readonly Stack<AppendRequest> _pool = new();
+    private readonly List<AppendRequest> _batchItems = [];
+    private readonly Thread _thread;
+    private List<AppendRequest> _queue = [];
+    private List<AppendRequest> _taken = [];
+    private bool _stopping;
+    private bool _writtenSinceSync;
+    private ulong _batchSeq;
+    private Exception? _poison;
+    private volatile bool _refuseWrites;
+
+    public Appender(IPoolStorage storage, PoolLayout layout, SegmentTable segments, SuperblockStore superblock, LogPosition position, int maxBatchPayloadBytes, IDisplacedSink displaced)
+    {
+        _storage = storage;
+        _layout = layout;
+        _segments = segments;
+        _superblock = superblock;
+        _poolId = superblock.Current.PoolId;
+        _displaced = displaced;
+        _builder = new BatchBuilder(maxBatchPayloadBytes);
+        MaxBatchBlocks = maxBatchPayloadBytes >> PoolLayout.BlockShift;
+        Segment = position.Segment;
+        Seq = position.Seq;
+        Offset = position.Offset;
+        LastSeq = position.Seq;
+        _thread = new Thread(Run) { IsBackground = true, Name = "ballast-appender" };
+    }
+
+    public int MaxBatchBlocks { get; }
+    public int Segment { get; private set; }
+    public ulong Seq { get; private set; }
+    public int Offset { get; private set; }
+    public ulong LastSeq { get; set; }
+
+    /// <summary>Free segments that data writes may not take: kept for trims, metadata, the cleaner and checkpoints.</summary>
+    public volatile int DataReserve = 2;
+
+    /// <summary>Segments that trims, metadata and relocation leave free (for the checkpoint).</summary>
+    public volatile int MinReserve = 1;
+
+    public Exception? Poison => Volatile.Read(ref _poison);
+
+    /// <summary>Raised on the appender thread when a data write found no free segment.</summary>
+    public event Action? SpaceLow;
+
+    /// <summary>Raised after each batch with the number of bytes it put on the device.</summary>
+    public event Action<long>? Appended;
+
+    // Statistics, updated on the appender thread only.
+    public long DeviceBytes;
+    public long ClientDataBlocks;
+    public long RelocatedBlocks;
+    public long Batches;
+    public long Syncs;
+
+    public void Start() => _thread.Start();
+
+    public AppendRequest Rent()
+    {
+        lock (_lock)
+        {
+            if (_pool.Count > 0)
+            {
+                var r = _pool.Pop();
+                r.Reset();
+                return r;
+            }
+        }
+        var n = new AppendRequest(MaxBatchBlocks);
+        n.Reset();
+        return n;
+    }
+
+    public void Return(AppendRequest r)
+    {
+        r.Payload = default;
+        r.Volume = null;
+        r.Inline = null;
+        r.Apply = null;
+        r.State = null;
+        lock (_lock)
+        {
+            if (_pool.Count < 4096)
+            {
+                _pool.Push(r);
+            }
+        }
+    }
+
+    /// <summary>Queues a request. Volume records get their LSN and epoch here, so LSN order is log order.</summary>
+    public ValueTask SubmitAsync(AppendRequest r)
+    {
+        lock (_lock)
+        {
+            if (_stopping)
+            {
+                r.Fail(new BlockVolumeException(BlockError.Gone, "the pool is shutting down"));
+                return new ValueTask(r, r.Version);
+            }
+            if (r.Op == AppendOp.Record && r.Volume != null)
+            {
+                r.Desc.VolumeId = r.Volume.Id;
+                r.Desc.Lsn = ++r.Volume.NextLsn;
+                r.Desc.Epoch = r.Volume.Epoch;
+            }
+            _queue.Add(r);
+            if (_queue.Count == 1)
+            {
+                Monitor.Pulse(_lock);
+            }
+        }
+        return new ValueTask(r, r.Version);
+    }
+
+    /// <summary>Runs <paramref name="action"/> on the appender thread at a batch boundary (all earlier records applied).</summary>
+    public async Task RunAtBoundaryAsync(Action action)
+    {
+        var r = Rent();
+        r.Op = AppendOp.Control;
+        r.Apply = _ => action();
+        try
+        {
+            await SubmitAsync(r).ConfigureAwait(false);
+        }
+        finally
+        {
+            Return(r);
+        }
+    }
+
+    /// <summary>From now on records fail (the pool is closing and its final checkpoint was captured).</summary>
+    public void RefuseWrites() => _refuseWrites = true;
+
+    public void Stop()
+    {
+        lock (_lock)
+        {
+            if (_stopping)
+            {
+                return;
+            }
+            _stopping = true;
+            Monitor.Pulse(_lock);
+        }
+        if (_thread.IsAlive)
+        {
+            _thread.Join();
+        }
+    }
+
+    private void Run()
+    {
+        while (true)
+        {
+            lock (_lock)
+            {
+                while (_queue.Count == 0)
+                {
+                    if (_stopping)
+                    {
+                        return;
+                    }
+                    Monitor.Wait(_lock);
+                }
+                (_queue, _taken) = (_taken, _queue);
+            }
+            try
+            {
+                Process(_taken);
+            }
+            catch (Exception e)
+            {
+                // A bug here must not hang every client: fail what is left and poison the log.
+                Interlocked.CompareExchange(ref _poison, e, null);
+                foreach (var r in _taken)
+                {
+                    TryFail(r, new BlockVolumeException(BlockError.Io, $"internal error in the log appender: {e.Message}", e));
+                }
+            }
+            _taken.Clear();
+        }
+    }
+
+    private static void TryFail(AppendRequest r, Exception e)
+    {
+        try
+        {
+            r.Fail(e);
+        }
+        catch (InvalidOperationException)
+        {
+            // Already completed.
+        }
+    }
+
+    private void Process(List<AppendRequest> items)
+    {
+        var i = 0;
+        while (i < items.Count)
+        {
+            _builder.Reset();
+            _batchItems.Clear();
+            var needSync = false;
+            while (i < items.Count)
+            {
+                var r = items[i];
+                if (r.Op == AppendOp.Control)
+                {
+                    if (!_builder.IsEmpty)
+                    {
+                        break;
+                    }
+                    RunControl(r);
+                    i++;
+                    continue;
+                }
+                if (r.Op == AppendOp.Flush)
+                {
+                    _batchItems.Add(r);
+                    needSync = true;
+                    i++;
+                    continue;
+                }
+                if (Poison is { } poison)
+                {
+                    r.Fail(new BlockVolumeException(BlockError.Io, $"the pool stopped accepting writes after a device error: {poison.Message}", poison));
+                    i++;
+                    continue;
+                }
+                if (_refuseWrites)
+                {
+                    r.Fail(new BlockVolumeException(BlockError.Gone, "the pool is shutting down"));
+                    i++;
+                    continue;
+                }
+                if (r.Volume is { Deleted: true })
+                {
+                    r.Fail(new BlockVolumeException(BlockError.Gone, $"volume {r.Volume.Name} was deleted"));
+                    i++;
+                    continue;
+                }
+                var data = r.Desc.Kind == RecordKind.Data;
+                var inlineLen = r.Inline?.Length ?? 0;
+                if (_builder.Fits(r.Desc.BlockCount, inlineLen, data, _layout.BatchLimit - Offset))
+                {
+                    var payload = data ? r.Payload.Span : default;
+                    var first = _builder.Add(ref r.Desc, r.Crcs, r.Inline, payload);
+                    r.ResultPhys = first;
+                    _batchItems.Add(r);
+                    needSync |= (r.Desc.Flags & RecordFlags.Fua) != 0;
+                    i++;
+                    continue;
+                }
+                if (!_builder.IsEmpty)
+                {
+                    break;
+                }
+                // Even an empty batch does not fit what is left of this segment: move to the next.
+                if (!TryAdvanceSegment(r))
+                {
+                    i++;
+                }
+            }
+            WriteBatch(needSync);
+        }
+    }
+
+    private void RunControl(AppendRequest r)
+    {
+        try
+        {
+            r.Apply!(r);
+            r.Complete();
+        }
+        catch (Exception e)
+        {
+            r.Fail(e);
+        }
+    }
+
+    private void WriteBatch(bool needSync)
+    {
+        if (!_builder.IsEmpty)
+        {
+            var batchOffset = Offset;
+            var bytes = _builder.Finish(Seq, batchOffset, ++_batchSeq, out var headerBytes);
+            try
+            {
+                _storage.Write(_layout.SegmentOffset(Segment) + batchOffset, bytes);
+            }
+            catch (Exception e)
+            {
+                var error = e is StorageException { IsNoSpace: true }
+                    ? new BlockVolumeException(BlockError.NoSpace, "the device under the pool is full", e)
+                    : new BlockVolumeException(BlockError.Io, $"log write failed: {e.Message}", e);
+                foreach (var r in _batchItems)
+                {
+                    r.Fail(error);
+                }
+                return;
+            }
+            _writtenSinceSync = true;
+            Offset = batchOffset + bytes.Length;
+            DeviceBytes += bytes.Length;
+            Batches++;
+            var seg = _segments[Segment];
+            seg.WriteOffset = Offset;
+            seg.LastWriteTicks = Environment.TickCount64;
+            var payloadBase = _layout.BlockAddress(Segment, batchOffset + headerBytes);
+            foreach (var r in _batchItems)
+            {
+                if (r.Op == AppendOp.Record)
+                {
+                    if (r.Desc.Kind == RecordKind.Data)
+                    {
+                        r.ResultPhys = payloadBase + r.ResultPhys;
+                        _segments.SetCrcs(r.ResultPhys, r.Crcs.AsSpan(0, r.Desc.BlockCount));
+                        seg.WrittenBlocks += r.Desc.BlockCount;
+                        if ((r.Desc.Flags & RecordFlags.Relocated) != 0)
+                        {
+                            RelocatedBlocks += r.Desc.BlockCount;
+                        }
+                        else
+                        {
+                            ClientDataBlocks += r.Desc.BlockCount;
+                        }
+                    }
+                    ApplyRecord(r);
+                }
+            }
+            Appended?.Invoke(bytes.Length);
+        }
+        // Complete what needs no sync before syncing: their latency should not include it.
+        foreach (var r in _batchItems)
+        {
+            if (r.Op == AppendOp.Record && (r.Desc.Flags & RecordFlags.Fua) == 0)
+            {
+                r.Complete();
+            }
+        }
+        if (needSync)
+        {
+            Exception? syncError = Poison;
+            if (syncError == null && _writtenSinceSync)
+            {
+                try
+                {
+                    _storage.Sync();
+                    Syncs++;
+                    _writtenSinceSync = false;
+                }
+                catch (Exception e)
+                {
+                    syncError = e;
+                    Interlocked.CompareExchange(ref _poison, e, null);
+                }
+            }
+            foreach (var r in _batchItems)
+            {
+                if (r.Op == AppendOp.Flush || (r.Desc.Flags & RecordFlags.Fua) != 0)
+                {
+                    if (syncError == null)
+                    {
+                        r.Complete();
+                    }
+                    else
+                    {
+                        r.Fail(new BlockVolumeException(BlockError.Io, $"flush failed: {syncError.Message}", syncError));
+                    }
+                }
+            }
+        }
+    }
+
+    private void ApplyRecord(AppendRequest r)
+    {
+        var vol = r.Volume;
+        if (vol != null && (r.Desc.Flags & RecordFlags.Relocated) == 0)
+        {
+            lock (vol.Lock)
+            {
+                if (!vol.Deleted)
+                {
+                    var d = r.Desc;
+                    switch (d.Kind)
+                    {
+                        case RecordKind.Data:
+                            vol.Map.Set(d.Lba, d.BlockCount, ExtentKind.Data, r.ResultPhys, d.Lsn, _displaced);
+                            break;
+                        case RecordKind.Zero:
+                            vol.Map.Set(d.Lba, d.BlockCount, ExtentKind.Zero, 0, d.Lsn, _displaced);
+                            break;
+                        case RecordKind.Trim:
+                            vol.Map.Set(d.Lba, d.BlockCount, ExtentKind.Hole, 0, d.Lsn, _displaced);
+                            break;
+                    }
+                    vol.AppliedLsn = d.Lsn;
+                }
+            }
+        }
+        r.Apply?.Invoke(r);
+    }
+
+    /// <summary>
+    /// Seals the current segment and opens the next one. False (and <paramref name="r"/> failed)
+    /// when no segment may be taken for it.
+    /// </summary>
+    private bool TryAdvanceSegment(AppendRequest r)
+    {
+        var reserve = r.UseReserve ? MinReserve : DataReserve;
+        var next = _segments.Allocate(SegmentState.Log, reserve);
+        if (next < 0)
+        {
+            r.Fail(new BlockVolumeException(BlockError.NoSpace,
+                $"the pool is full ({_segments.FreeCount} of {_segments.Count} segments free, {reserve} kept in reserve); trim or delete data, or grow the pool"));
+            SpaceLow?.Invoke();
+            return false;
+        }
+        var nextSeq = LastSeq + 1;
+        try
+        {
+            _storage.Allocate(_layout.SegmentOffset(next), _layout.SegmentSize);
+            if (nextSeq > _superblock.Current.SeqReserved)
+            {
+                // Sequence numbers are reserved durably ahead of use, so recovery can always pick
+                // one that no stale segment on the device carries.
+                _superblock.Update(s => s.SeqReserved = nextSeq + 1024);
+            }
+            WriteSegmentHeader(next, nextSeq);
+            WriteSeal(next, nextSeq);
+        }
+        catch (Exception e)
+        {
+            _segments.Release(next);
+            var noSpace = e is StorageException { IsNoSpace: true };
+            r.Fail(new BlockVolumeException(noSpace ? BlockError.NoSpace : BlockError.Io,
+                noSpace ? "the device under the pool is full" : $"cannot open a new log segment: {e.Message}", e));
+            return false;
+        }
+        _segments[next].Seq = nextSeq;
+        LastSeq = nextSeq;
+        Segment = next;
+        Seq = nextSeq;
+        Offset = _layout.FirstBatchOffset;
+        if (_segments.FreeCount <= DataReserve + 1)
+        {
+            SpaceLow?.Invoke();
+        }
+        return true;
+    }
+
+    private unsafe void WriteSegmentHeader(int segment, ulong seq)
+    {
+        using var buf = new Buffers.AlignedBuffer(PoolLayout.BlockSize);
+        new SegmentHeader(SegmentKind.Log, _poolId, segment, seq).Encode(buf.Span);
+        _storage.Write(_layout.SegmentOffset(segment), buf.Span);
+        DeviceBytes += PoolLayout.BlockSize;
+        _writtenSinceSync = true;
+    }
+
+    /// <summary>Writes a seal at the current offset pointing at (next, nextSeq).</summary>
+    internal void WriteSeal(int next, ulong nextSeq)
+    {
+        _sealBuilder.Reset();
+        var d = new RecordDescriptor { Kind = RecordKind.Seal, Aux = next, Lba = (long)nextSeq, Flags = RecordFlags.None };
+        _sealBuilder.Add(ref d, default, default, default);
+        var bytes = _sealBuilder.Finish(Seq, Offset, ++_batchSeq, out _);
+        _storage.Write(_layout.SegmentOffset(Segment) + Offset, bytes);
+        DeviceBytes += bytes.Length;
+        _writtenSinceSync = true;
+        _segments[Segment].WriteOffset = Offset + bytes.Length;
+    }
+
+    /// <summary>
+    /// Used once after recovery, before the thread starts: closes the recovered log end with a
+    /// seal and continues in a fresh segment whose sequence number no stale data can carry.
+    /// </summary>
+    public void StartFreshSegment()
+    {
+        var next = _segments.Allocate(SegmentState.Log, 0);
+        if (next < 0)
+        {
+            throw new IOException("no free segment to continue the log after recovery");
+        }
+        var nextSeq = Math.Max(LastSeq, _superblock.Current.SeqReserved) + 1;
+        _storage.Allocate(_layout.SegmentOffset(next), _layout.SegmentSize);
+        _superblock.Update(s => s.SeqReserved = nextSeq + 1024);
+        if (_segments.StateOf(Segment) == SegmentState.Log)
+        {
+            if (Offset == 0)
+            {
+                WriteSegmentHeader(Segment, Seq);
+                Offset = _layout.FirstBatchOffset;
+            }
+            WriteSeal(next, nextSeq);
+        }
+        WriteSegmentHeader(next, nextSeq);
+        _segments[next].Seq = nextSeq;
+        LastSeq = nextSeq;
+        Segment = next;
+        Seq = nextSeq;
+        Offset = _layout.FirstBatchOffset;
+        _storage.Sync();
+        _writtenSinceSync = false;
+    }
+
+    public LogPosition Position => new(Segment, Seq, Offset);
+
+    public void Dispose()
+    {
+        Stop();
+        _builder.Dispose();
+        _sealBuilder.Dispose();
+    }
+}

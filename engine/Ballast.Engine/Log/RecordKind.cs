@@ -1,0 +1,34 @@
+namespace Ballast.Engine.Log;
+
+/// <summary>What a log record changes. Values are on disk: never renumber.</summary>
+public enum RecordKind : byte
+{
+    /// <summary>Data blocks for a volume range; payload is in the batch, one CRC per block.</summary>
+    Data = 1,
+    /// <summary>The range reads as zeroes and stays allocated (write-zeroes without deallocation).</summary>
+    Zero = 2,
+    /// <summary>The range is deallocated (trim/unmap); it reads as zeroes.</summary>
+    Trim = 3,
+    /// <summary>A volume, snapshot or clone comes into being; inline payload is its metadata.</summary>
+    VolumeCreate = 10,
+    /// <summary>A volume's size changes; Aux is the new size in bytes.</summary>
+    VolumeResize = 11,
+    /// <summary>A volume or snapshot is deleted.</summary>
+    VolumeDelete = 12,
+    /// <summary>A snapshot freezes the volume's map at this point of the log; inline payload is its metadata.</summary>
+    SnapshotCreate = 13,
+    /// <summary>The volume's attachment epoch changes; Aux is the new epoch.</summary>
+    EpochSet = 14,
+    /// <summary>Closes a segment; Aux is the next segment's index, Lba its sequence number.</summary>
+    Seal = 20,
+}
+
+[Flags]
+public enum RecordFlags : byte
+{
+    None = 0,
+    /// <summary>The client asked for this record to be durable before it completes.</summary>
+    Fua = 1,
+    /// <summary>Copied forward by the cleaner; replay ignores it (the checkpoint that follows a cleaning pass records the move).</summary>
+    Relocated = 2,
+}

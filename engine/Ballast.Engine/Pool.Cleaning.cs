@@ -1,0 +1,341 @@
+using System.Diagnostics;
+using Ballast.Engine.Buffers;
+using Ballast.Engine.Cleaning;
+using Ballast.Engine.Log;
+using Ballast.Engine.Maps;
+using Ballast.Engine.Volumes;
+
+namespace Ballast.Engine;
+
+/// <summary>
+/// The cleaner. A pass marks which blocks of sealed segments any map still references, picks
+/// victims by LFS cost-benefit ((1-u)·age/(1+u)), copies their live data forward through the
+/// appender as relocation records, redirects every referencing map entry, and leaves the
+/// victims to be freed by the checkpoint that follows (until it is durable, recovery still
+/// needs them). Copies honour a bandwidth limit unless writes are already short of space.
+/// </summary>
+public sealed partial class Pool
+{
+    private const int MaxVictimsPerPass = 64;
+
+    public CleanerStats CleanerStats => _cleanerStats;
+
+    /// <summary>Cleans until the free-space target is met or nothing is worth cleaning. Returns segments freed.</summary>
+    public async Task<int> CleanAsync(CancellationToken ct = default)
+    {
+        var freed = 0;
+        for (var pass = 0; pass < 32; pass++)
+        {
+            NeedsCleaning(out var want);
+            if (Segments.FreeCount >= want)
+            {
+                break;
+            }
+            var n = await CleanPassAsync(want, ct).ConfigureAwait(false);
+            if (n == 0)
+            {
+                break;
+            }
+            freed += n;
+        }
+        return freed;
+    }
+
+    /// <summary>One pass aiming at <paramref name="wantFree"/> free segments; returns how many it freed.</summary>
+    public async Task<int> CleanPassAsync(int wantFree, CancellationToken ct = default)
+    {
+        await _maintenance.WaitAsync(ct).ConfigureAwait(false);
+        try
+        {
+            int victims;
+            await _structure.WaitAsync(ct).ConfigureAwait(false);
+            try
+            {
+                victims = await CleanLockedAsync(wantFree, ct).ConfigureAwait(false);
+            }
+            finally
+            {
+                _structure.Release();
+            }
+            if (victims > 0)
+            {
+                await WriteCheckpointLockedAsync(clean: false).ConfigureAwait(false);
+            }
+            return victims;
+        }
+        finally
+        {
+            _maintenance.Release();
+        }
+    }
+
+    private async Task<int> CleanLockedAsync(int wantFree, CancellationToken ct)
+    {
+        var sw = Stopwatch.StartNew();
+        var live = Mark();
+        var liveBlocks = live.Merge();
+        var victims = ChooseVictims(liveBlocks, wantFree);
+        if (victims.Count == 0)
+        {
+            return 0;
+        }
+        live.KeepOnly(victims);
+        var urgent = Segments.FreeCount <= Appender.DataReserve + 1;
+        await CopyForwardAsync(live, victims, urgent, ct).ConfigureAwait(false);
+        var stillReferenced = Redirect(live);
+        foreach (var v in victims)
+        {
+            if (stillReferenced.Contains(v))
+            {
+                // Defensive: never free a segment a map still points into.
+                Report(PoolLogLevel.Error, $"cleaner: segment {v} is still referenced after redirection; keeping it");
+                continue;
+            }
+            Segments[v].State = SegmentState.PendingFree;
+        }
+        _cleanerStats.Passes++;
+        _cleanerStats.SegmentsFreed += victims.Count - stillReferenced.Count;
+        _cleanerStats.LastPassMs = sw.Elapsed.TotalMilliseconds;
+        Report(PoolLogLevel.Debug, $"cleaner: {victims.Count} segment(s) emptied, {sw.ElapsedMilliseconds} ms");
+        return victims.Count - stillReferenced.Count;
+    }
+
+    /// <summary>
+    /// Marks live ranges in sealed log segments. Each map is frozen copy-on-write for the walk
+    /// (as for a checkpoint), so the walk holds no lock while writes go on.
+    /// </summary>
+    private LiveRanges Mark()
+    {
+        var live = new LiveRanges(Layout);
+        var current = Appender.Segment;
+        for (var i = 0; i < Segments.Count; i++)
+        {
+            if (Segments.StateOf(i) == SegmentState.Log && i != current)
+            {
+                live.Track(i);
+            }
+        }
+        var frozen = new List<(VolumeState Volume, MapNode? Root)>();
+        foreach (var v in _catalog.All())
+        {
+            lock (v.Lock)
+            {
+                frozen.Add((v, v.Map.BeginCheckpoint(out _)));
+            }
+        }
+        try
+        {
+            var seen = new HashSet<MapNode>(ReferenceEqualityComparer.Instance);
+            var leaves = new List<MapLeaf>();
+            foreach (var (_, root) in frozen)
+            {
+                ExtentMap.CollectLeaves(root, seen, leaves);
+            }
+            foreach (var leaf in leaves)
+            {
+                for (var i = 0; i < leaf.Count; i++)
+                {
+                    ref readonly var e = ref leaf.Items[i];
+                    if (e.Kind == ExtentKind.Data)
+                    {
+                        live.Add(e.Phys, e.Count);
+                    }
+                }
+            }
+        }
+        finally
+        {
+            foreach (var (v, _) in frozen)
+            {
+                lock (v.Lock)
+                {
+                    v.Map.EndCheckpoint();
+                }
+            }
+        }
+        return live;
+    }
+
+    private HashSet<int> ChooseVictims(Dictionary<int, int> liveBlocks, int wantFree)
+    {
+        var capacity = Layout.BlocksPerSegment - 2;
+        var now = Environment.TickCount64;
+        var scored = new List<(int Segment, double Score, int Live)>();
+        foreach (var (seg, liveCount) in liveBlocks)
+        {
+            var e = Segments[seg];
+            e.LiveBlocks = liveCount;
+            var u = Math.Min(1.0, (double)liveCount / capacity);
+            if (u >= 0.95)
+            {
+                continue;
+            }
+            var age = Math.Max(1, (now - e.LastWriteTicks) / 1000.0);
+            scored.Add((seg, (1 - u) * age / (1 + u), liveCount));
+        }
+        scored.Sort((a, b) => b.Score.CompareTo(a.Score));
+        // Copying consumes free segments before victims come back: stay within what is free.
+        var copyBudget = (long)Math.Max(0, Segments.FreeCount - Appender.MinReserve - 1) * capacity * 9 / 10;
+        var needed = wantFree - Segments.FreeCount;
+        var victims = new HashSet<int>();
+        double gain = 0;
+        long copy = 0;
+        foreach (var (seg, _, liveCount) in scored)
+        {
+            if (victims.Count >= MaxVictimsPerPass || gain > needed)
+            {
+                break;
+            }
+            if (copy + liveCount > copyBudget)
+            {
+                continue;
+            }
+            victims.Add(seg);
+            copy += liveCount;
+            gain += 1 - (double)liveCount / capacity;
+        }
+        return victims;
+    }
+
+    private async Task CopyForwardAsync(LiveRanges live, HashSet<int> victims, bool urgent, CancellationToken ct)
+    {
+        var bufferBytes = Appender.MaxBatchBlocks << PoolLayout.BlockShift;
+        using var buffer = new AlignedBuffer(bufferBytes);
+        var group = new List<(int Segment, int Index, AppendRequest Request)>();
+        var fill = 0;
+        long moved = 0;
+        var sw = Stopwatch.StartNew();
+        foreach (var seg in victims.Order())
+        {
+            var comps = live.ComponentsOf(seg);
+            for (var i = 0; i < comps.Count; i++)
+            {
+                var c = comps[i];
+                var bytes = c.Count << PoolLayout.BlockShift;
+                if (fill + bytes > bufferBytes)
+                {
+                    await SubmitGroupAsync(group, live).ConfigureAwait(false);
+                    fill = 0;
+                    if (!urgent)
+                    {
+                        await Throttle(moved, sw, ct).ConfigureAwait(false);
+                    }
+                }
+                var slice = buffer.Memory.Slice(fill, bytes);
+                Storage.Read(c.Phys << PoolLayout.BlockShift, slice.Span);
+                var r = Appender.Rent();
+                r.Desc.Kind = RecordKind.Data;
+                r.Desc.Flags = RecordFlags.Relocated;
+                r.Desc.BlockCount = c.Count;
+                r.Desc.Aux = c.Phys;
+                r.Payload = slice;
+                r.UseReserve = true;
+                for (var k = 0; k < c.Count; k++)
+                {
+                    Segments.TryGetCrc(c.Phys + k, out r.Crcs[k]);
+                    if (Crc32C.Compute(slice.Span.Slice(k << PoolLayout.BlockShift, PoolLayout.BlockSize)) != r.Crcs[k])
+                    {
+                        // Carried with its original CRC, so it stays an I/O error for readers.
+                        _cleanerStats.CorruptBlocksCarried++;
+                        Report(PoolLogLevel.Error, $"cleaner: pool block {c.Phys + k} fails its checksum; moved as is");
+                    }
+                }
+                group.Add((seg, i, r));
+                fill += bytes;
+                moved += bytes;
+            }
+        }
+        await SubmitGroupAsync(group, live).ConfigureAwait(false);
+        _cleanerStats.BlocksMoved += moved >> PoolLayout.BlockShift;
+    }
+
+    private async Task SubmitGroupAsync(List<(int Segment, int Index, AppendRequest Request)> group, LiveRanges live)
+    {
+        var pending = new ValueTask[group.Count];
+        for (var i = 0; i < group.Count; i++)
+        {
+            pending[i] = Appender.SubmitAsync(group[i].Request);
+        }
+        Exception? failure = null;
+        for (var i = 0; i < group.Count; i++)
+        {
+            try
+            {
+                await pending[i].ConfigureAwait(false);
+                var (seg, index, r) = group[i];
+                var comps = live.ComponentsOf(seg);
+                var c = comps[index];
+                c.NewPhys = r.ResultPhys;
+                comps[index] = c;
+            }
+            catch (Exception e)
+            {
+                failure ??= e;
+            }
+            finally
+            {
+                Appender.Return(group[i].Request);
+            }
+        }
+        group.Clear();
+        if (failure != null)
+        {
+            throw new IOException($"cleaner could not copy live data forward: {failure.Message}", failure);
+        }
+    }
+
+    private async Task Throttle(long moved, Stopwatch sw, CancellationToken ct)
+    {
+        var rate = Math.Max(1 << 20, _options.CleanerBytesPerSecond);
+        var due = TimeSpan.FromSeconds((double)moved / rate);
+        if (due > sw.Elapsed)
+        {
+            await Task.Delay(due - sw.Elapsed, ct).ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>
+    /// Points every map entry in a moved component at the copy (one 64-bit store each). Returns
+    /// victims that some entry still references without a copy (none, unless there is a bug).
+    /// </summary>
+    private HashSet<int> Redirect(LiveRanges live)
+    {
+        var unsafeVictims = new HashSet<int>();
+        var seen = new HashSet<MapNode>(ReferenceEqualityComparer.Instance);
+        var leaves = new List<MapLeaf>();
+        foreach (var v in _catalog.All())
+        {
+            lock (v.Lock)
+            {
+                leaves.Clear();
+                ExtentMap.CollectLeaves(v.Map.Root, seen, leaves);
+                foreach (var leaf in leaves)
+                {
+                    for (var i = 0; i < leaf.Count; i++)
+                    {
+                        ref var e = ref leaf.Items[i];
+                        if (e.Kind != ExtentKind.Data)
+                        {
+                            continue;
+                        }
+                        var seg = Layout.SegmentOf(e.Phys);
+                        if (!live.IsTracked(seg))
+                        {
+                            continue;
+                        }
+                        var np = live.Redirect(e.Phys);
+                        if (np >= 0 && live.Redirect(e.Phys + e.Count - 1) == np + e.Count - 1)
+                        {
+                            Volatile.Write(ref e.Target, MapEntry.Pack(ExtentKind.Data, np));
+                        }
+                        else
+                        {
+                            unsafeVictims.Add(seg);
+                        }
+                    }
+                }
+            }
+        }
+        return unsafeVictims;
+    }
+}

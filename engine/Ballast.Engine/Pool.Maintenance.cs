@@ -1,0 +1,214 @@
+using System.Diagnostics;
+using Ballast.Engine.Checkpoints;
+using Ballast.Engine.Cleaning;
+using Ballast.Engine.Log;
+
+namespace Ballast.Engine;
+
+/// <summary>
+/// Background work: checkpoints (bound replay time, release cleaned segments) and the cleaner
+/// (keeps free segments available). One maintenance lock serialises them, and explicit calls
+/// from tests or the control API take the same lock.
+/// </summary>
+public sealed partial class Pool
+{
+    private readonly SemaphoreSlim _maintenance = new(1, 1);
+    private readonly SemaphoreSlim _maintenanceSignal = new(0, int.MaxValue);
+    private readonly CancellationTokenSource _stop = new();
+    private Task? _maintenanceTask;
+    private long _bytesSinceCheckpoint;
+    private long _lastCheckpointTicks = Environment.TickCount64;
+    private long _checkpoints;
+    private long _lastCheckpointBytes;
+    private TimeSpan _lastCheckpointDuration;
+    private readonly CleanerStats _cleanerStats = new();
+
+    /// <summary>Writes a checkpoint now.</summary>
+    public async Task CheckpointAsync()
+    {
+        await CheckpointCoreAsync(clean: false).ConfigureAwait(false);
+    }
+
+    private async Task CheckpointCoreAsync(bool clean)
+    {
+        await _maintenance.WaitAsync().ConfigureAwait(false);
+        try
+        {
+            await WriteCheckpointLockedAsync(clean).ConfigureAwait(false);
+        }
+        finally
+        {
+            _maintenance.Release();
+        }
+    }
+
+    /// <summary>Capture at a batch boundary, serialise, commit via the superblock, then release what the old state held.</summary>
+    private async Task WriteCheckpointLockedAsync(bool clean)
+    {
+        var sw = Stopwatch.StartNew();
+        CheckpointCapture? capture = null;
+        var pendingAtCapture = new List<int>();
+        await Appender.RunAtBoundaryAsync(() =>
+        {
+            capture = CheckpointCapture.Take(Appender.Position, Appender.LastSeq, _catalog.NextId, _catalog.All(), Segments);
+            for (var i = 0; i < Segments.Count; i++)
+            {
+                if (Segments.StateOf(i) == SegmentState.PendingFree)
+                {
+                    pendingAtCapture.Add(i);
+                }
+            }
+            if (clean)
+            {
+                Appender.RefuseWrites();
+            }
+        }).ConfigureAwait(false);
+        var generation = _superblock.Current.Generation + 1;
+        var sink = new CheckpointSink(Storage, Layout, Segments, Id, generation);
+        try
+        {
+            await Task.Run(() =>
+            {
+                CheckpointWriter.Write(sink, capture!, Segments, Id, generation);
+                sink.Complete();
+            }).ConfigureAwait(false);
+        }
+        catch
+        {
+            sink.Abandon();
+            sink.Dispose();
+            capture!.Release();
+            throw;
+        }
+        capture!.Release();
+        var old = _superblock.Current.CheckpointSegments;
+        try
+        {
+            _superblock.Update(s =>
+            {
+                s.ReplayStart = capture.Position;
+                s.CheckpointSegments = [.. sink.Segments];
+                s.CheckpointLength = sink.Length;
+                s.CheckpointCrc = sink.Crc;
+                s.CleanShutdown = clean;
+                s.SeqReserved = Math.Max(s.SeqReserved, Appender.LastSeq);
+            });
+        }
+        catch
+        {
+            // The old checkpoint stays authoritative; this one's segments go back.
+            sink.Abandon();
+            sink.Dispose();
+            throw;
+        }
+        var cpSegments = sink.Segments.Count;
+        Interlocked.Add(ref _checkpointDeviceBytes, sink.Length + ((long)cpSegments << PoolLayout.BlockShift) + PoolLayout.BlockSize);
+        sink.Dispose();
+        foreach (var s in old)
+        {
+            if (Segments.StateOf(s) == SegmentState.Checkpoint)
+            {
+                Segments.Release(s);
+            }
+        }
+        if (pendingAtCapture.Count > 0)
+        {
+            await Epoch.DrainAsync(CancellationToken.None).ConfigureAwait(false);
+            foreach (var s in pendingAtCapture)
+            {
+                Segments.Release(s);
+                try
+                {
+                    Storage.Discard(Layout.SegmentOffset(s), Layout.SegmentSize);
+                }
+                catch (Exception e)
+                {
+                    Report(PoolLogLevel.Warning, $"could not punch freed segment {s}: {e.Message}");
+                }
+            }
+        }
+        UpdateReserve(cpSegments);
+        Interlocked.Exchange(ref _bytesSinceCheckpoint, 0);
+        _lastCheckpointTicks = Environment.TickCount64;
+        _checkpoints++;
+        _lastCheckpointBytes = sink.Length;
+        _lastCheckpointDuration = sw.Elapsed;
+        Report(PoolLogLevel.Debug, $"checkpoint {generation}: {sink.Length / 1024} KiB in {cpSegments} segment(s), {sw.ElapsedMilliseconds} ms, replay starts at {capture.Position}");
+    }
+
+    /// <summary>
+    /// Segments data writes must leave free: one for metadata and trims, two for the cleaner to
+    /// copy into, and room for the next checkpoint beside the current one.
+    /// </summary>
+    private void UpdateReserve(int checkpointSegments)
+    {
+        Appender.MinReserve = checkpointSegments + 1;
+        Appender.DataReserve = checkpointSegments + 1 + 3;
+    }
+
+    private async Task MaintenanceLoopAsync()
+    {
+        var ct = _stop.Token;
+        while (!ct.IsCancellationRequested)
+        {
+            try
+            {
+                await _maintenanceSignal.WaitAsync(TimeSpan.FromSeconds(1), ct).ConfigureAwait(false);
+                if (Appender.Poison != null)
+                {
+                    continue;
+                }
+                if (NeedsCleaning(out _))
+                {
+                    await CleanAsync(ct).ConfigureAwait(false);
+                }
+                var due = Interlocked.Read(ref _bytesSinceCheckpoint) >= Math.Min(_options.CheckpointEveryBytes, Capacity / 8)
+                    || (Interlocked.Read(ref _bytesSinceCheckpoint) > 0 && Environment.TickCount64 - _lastCheckpointTicks >= _options.CheckpointInterval.TotalMilliseconds);
+                if (due)
+                {
+                    await CheckpointAsync().ConfigureAwait(false);
+                }
+            }
+            catch (OperationCanceledException) when (ct.IsCancellationRequested)
+            {
+                break;
+            }
+            catch (Exception e)
+            {
+                Report(PoolLogLevel.Error, $"maintenance failed: {e.Message}");
+                try
+                {
+                    await Task.Delay(TimeSpan.FromSeconds(1), ct).ConfigureAwait(false);
+                }
+                catch (OperationCanceledException)
+                {
+                    break;
+                }
+            }
+        }
+    }
+
+    private async Task StopMaintenanceAsync()
+    {
+        await _stop.CancelAsync().ConfigureAwait(false);
+        if (_maintenanceTask != null)
+        {
+            try
+            {
+                await _maintenanceTask.ConfigureAwait(false);
+            }
+            catch (OperationCanceledException)
+            {
+            }
+        }
+    }
+
+    /// <summary>True when free segments are below the start threshold (or writes already found no space).</summary>
+    private bool NeedsCleaning(out int wantFree)
+    {
+        var n = Segments.Count;
+        wantFree = Math.Max(Appender.DataReserve + 2, (int)(n * _options.CleanerTargetFree));
+        var start = Math.Max(Appender.DataReserve + 1, (int)(n * _options.CleanerStartFree));
+        return Segments.FreeCount <= start;
+    }
+}

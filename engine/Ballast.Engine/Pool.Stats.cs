@@ -1,0 +1,121 @@
+using Ballast.Engine.Log;
+using Ballast.Engine.Maps;
+
+namespace Ballast.Engine;
+
+public sealed partial class Pool
+{
+    private long _checkpointDeviceBytes;
+
+    public PoolStats GetStats()
+    {
+        int log = 0, cp = 0;
+        long live = 0, used = 0;
+        var dataBlocks = Layout.BlocksPerSegment - 2;
+        for (var i = 0; i < Segments.Count; i++)
+        {
+            var e = Segments[i];
+            switch (e.State)
+            {
+                case SegmentState.Log:
+                    log++;
+                    used += Layout.SegmentSize;
+                    live += (long)Math.Clamp(e.WrittenBlocks - e.DisplacedBlocks, 0, dataBlocks) << PoolLayout.BlockShift;
+                    break;
+                case SegmentState.Checkpoint:
+                    cp++;
+                    break;
+            }
+        }
+        var client = Appender.ClientDataBlocks << PoolLayout.BlockShift;
+        var device = Appender.DeviceBytes + Interlocked.Read(ref _checkpointDeviceBytes);
+        return new PoolStats
+        {
+            CapacityBytes = Capacity,
+            SegmentSize = Layout.SegmentSize,
+            Segments = Segments.Count,
+            FreeSegments = Segments.FreeCount,
+            LogSegments = log,
+            CheckpointSegments = cp,
+            UsedBytes = used,
+            LiveBytes = live,
+            ReclaimableBytes = Math.Max(0, used - live),
+            DeviceBytesWritten = device,
+            ClientBytesWritten = client,
+            CleanerBytesMoved = Appender.RelocatedBlocks << PoolLayout.BlockShift,
+            WriteAmplification = client == 0 ? 0 : (double)device / client,
+            Batches = Appender.Batches,
+            Syncs = Appender.Syncs,
+            Checkpoints = _checkpoints,
+            LastCheckpointBytes = _lastCheckpointBytes,
+            LastCheckpointMs = _lastCheckpointDuration.TotalMilliseconds,
+            CleanerPasses = _cleanerStats.Passes,
+            CleanerSegmentsFreed = _cleanerStats.SegmentsFreed,
+            Volumes = _catalog.Count,
+            Poisoned = Appender.Poison != null,
+        };
+    }
+
+    /// <summary>
+    /// Reads every block a map references and checks its CRC. Reports each damaged block with the
+    /// volumes and offsets that reference it; reads of those blocks fail with an I/O error.
+    /// </summary>
+    public async Task<ScrubReport> ScrubAsync(CancellationToken ct = default)
+    {
+        var report = new ScrubReport();
+        var refs = new List<(string Volume, long Block, long Phys, int Count)>();
+        foreach (var v in _catalog.All())
+        {
+            lock (v.Lock)
+            {
+                v.Map.Visit(0, v.Map.CapacityBlocks, 0, (in ExtentMap.MapPieceInfo p) =>
+                {
+                    if (p.Kind == ExtentKind.Data)
+                    {
+                        refs.Add((v.Name, p.Block, p.Phys, p.Count));
+                    }
+                });
+            }
+        }
+        var checkedBlocks = new HashSet<long>();
+        using var buf = new Buffers.AlignedBuffer(PoolLayout.BlockSize * ExtentMap.WindowBlocks);
+        foreach (var (name, block, phys, count) in refs)
+        {
+            ct.ThrowIfCancellationRequested();
+            var epoch = Epoch.Enter();
+            try
+            {
+                await Storage.ReadAsync(phys << PoolLayout.BlockShift, buf.Memory[..(count << PoolLayout.BlockShift)]).ConfigureAwait(false);
+                for (var k = 0; k < count; k++)
+                {
+                    var fresh = checkedBlocks.Add(phys + k);
+                    if (fresh)
+                    {
+                        report.BlocksChecked++;
+                    }
+                    if (!Segments.TryGetCrc(phys + k, out var crc) || Crc32C.Compute(buf.Span.Slice(k << PoolLayout.BlockShift, PoolLayout.BlockSize)) != crc)
+                    {
+                        report.Corrupt.Add(new CorruptBlock(name, (block + k) << PoolLayout.BlockShift, phys + k));
+                    }
+                }
+            }
+            finally
+            {
+                Epoch.Exit(epoch);
+            }
+        }
+        return report;
+    }
+}
+
+public sealed record CorruptBlock(string Volume, long Offset, long PoolBlock);
+
+public sealed class ScrubReport
+{
+    public long BlocksChecked { get; set; }
+    public List<CorruptBlock> Corrupt { get; } = [];
+
+    public override string ToString() => Corrupt.Count == 0
+        ? $"{BlocksChecked} blocks checked, all intact"
+        : $"{BlocksChecked} blocks checked, {Corrupt.Count} damaged: " + string.Join(", ", Corrupt.Take(10).Select(c => $"{c.Volume} offset {c.Offset} (pool block {c.PoolBlock})")) + (Corrupt.Count > 10 ? ", ..." : "");
+}

@@ -1,0 +1,57 @@
+using Ballast.Engine.Storage;
+
+namespace Ballast.Engine;
+
+public enum PoolLogLevel
+{
+    Debug,
+    Information,
+    Warning,
+    Error,
+}
+
+/// <summary>Settings of a pool. Defaults suit a production daemon; tests shrink segments and intervals.</summary>
+public sealed class PoolOptions
+{
+    /// <summary>The pool file (or block device). Created when absent.</summary>
+    public required string Path { get; init; }
+
+    /// <summary>Capacity of a new pool in bytes; 0 picks 90% of the free space of the filesystem (at most 4 TiB).</summary>
+    public long Capacity { get; init; }
+
+    /// <summary>Segment size of a new pool (power of two, 1 MiB..1 GiB).</summary>
+    public int SegmentSize { get; init; } = 64 << 20;
+
+    /// <summary>Largest group-commit batch payload.</summary>
+    public int MaxBatchBytes { get; init; } = 4 << 20;
+
+    /// <summary>Write a checkpoint after this many bytes of log (bounds replay time after a crash).</summary>
+    public long CheckpointEveryBytes { get; init; } = 1L << 30;
+
+    /// <summary>And at least this often while the pool is being written.</summary>
+    public TimeSpan CheckpointInterval { get; init; } = TimeSpan.FromSeconds(60);
+
+    /// <summary>Cleaner copy rate limit while space is not critical (bytes per second).</summary>
+    public long CleanerBytesPerSecond { get; init; } = 128L << 20;
+
+    /// <summary>The cleaner starts when free segments drop below this fraction of the pool…</summary>
+    public double CleanerStartFree { get; init; } = 0.10;
+
+    /// <summary>…and works until this fraction is free (or nothing worth cleaning is left).</summary>
+    public double CleanerTargetFree { get; init; } = 0.20;
+
+    /// <summary>Run the background maintenance loop (checkpoints, cleaner). Tests may drive it by hand.</summary>
+    public bool BackgroundMaintenance { get; init; } = true;
+
+    /// <summary>Verify every live block in the background after opening a pool that was not shut down cleanly.</summary>
+    public bool ScrubAfterCrash { get; init; } = true;
+
+    /// <summary>Threads that run blocking device reads.</summary>
+    public int ReadThreads { get; init; } = 32;
+
+    /// <summary>Supplies the device instead of opening <see cref="Path"/> (tests inject faults this way).</summary>
+    public Func<long, IPoolStorage>? StorageFactory { get; init; }
+
+    /// <summary>Receives the engine's log events.</summary>
+    public Action<PoolLogLevel, string>? Log { get; init; }
+}

@@ -1,0 +1,31 @@
+namespace Ballast.Engine;
+
+/// <summary>A snapshot of pool-level figures for status, metrics and benchmarks.</summary>
+public sealed record PoolStats
+{
+    public long CapacityBytes { get; init; }
+    public int SegmentSize { get; init; }
+    public int Segments { get; init; }
+    public int FreeSegments { get; init; }
+    public int LogSegments { get; init; }
+    public int CheckpointSegments { get; init; }
+    /// <summary>Bytes in log segments (live plus not yet cleaned).</summary>
+    public long UsedBytes { get; init; }
+    /// <summary>Estimated live data bytes (written minus known overwritten/trimmed; exact after a cleaner pass).</summary>
+    public long LiveBytes { get; init; }
+    public long ReclaimableBytes { get; init; }
+    public long DeviceBytesWritten { get; init; }
+    public long ClientBytesWritten { get; init; }
+    public long CleanerBytesMoved { get; init; }
+    /// <summary>Device bytes written per client byte (log headers, cleaner copies and checkpoints included).</summary>
+    public double WriteAmplification { get; init; }
+    public long Batches { get; init; }
+    public long Syncs { get; init; }
+    public long Checkpoints { get; init; }
+    public long LastCheckpointBytes { get; init; }
+    public double LastCheckpointMs { get; init; }
+    public long CleanerPasses { get; init; }
+    public long CleanerSegmentsFreed { get; init; }
+    public int Volumes { get; init; }
+    public bool Poisoned { get; init; }
+}

@@ -1,0 +1,198 @@
+using Ballast.Engine.Buffers;
+using Ballast.Engine.Log;
+using Ballast.Engine.Maps;
+using Ballast.Engine.Storage;
+using Ballast.Engine.Volumes;
+
+namespace Ballast.Engine.Recovery;
+
+/// <summary>
+/// Replays the log from the checkpoint's position: follows seal records from segment to segment,
+/// verifies every batch (header CRC, record CRCs, a CRC per payload block) and stops at the first
+/// one that fails — the torn or unsynced tail. Nothing after that point is applied.
+/// </summary>
+internal sealed class LogReplayer : IDisposable
+{
+    private readonly IPoolStorage _storage;
+    private readonly PoolLayout _layout;
+    private readonly SegmentTable _segments;
+    private readonly Guid _poolId;
+    private readonly AlignedBuffer _buffer;
+    private readonly List<DecodedRecord> _records = [];
+
+    public LogReplayer(IPoolStorage storage, PoolLayout layout, SegmentTable segments, Guid poolId, int maxBatchPayloadBytes)
+    {
+        _storage = storage;
+        _layout = layout;
+        _segments = segments;
+        _poolId = poolId;
+        _buffer = new AlignedBuffer(BatchFormat.MaxHeaderBytes + maxBatchPayloadBytes);
+    }
+
+    /// <summary>Called for each valid record in log order, with the physical block of its payload.</summary>
+    public delegate void RecordHandler(in RecordDescriptor record, ReadOnlySpan<byte> inline, long payloadPhys, ReadOnlySpan<uint> blockCrcs);
+
+    public LogPosition Replay(LogPosition start, RecoveryReport report, RecordHandler apply, out ulong lastSeq)
+    {
+        var seg = start.Segment;
+        var seq = start.Seq;
+        var offset = start.Offset;
+        lastSeq = seq;
+        if (!ReadSegmentHeader(seg, seq))
+        {
+            report.StopReason = $"segment {seg} does not start the log with sequence {seq}";
+            return new LogPosition(seg, seq, 0);
+        }
+        _segments.MarkUsed(seg, SegmentState.Log, seq);
+        report.ReplayedSegments = 1;
+        var crcs = new uint[_buffer.Length / PoolLayout.BlockSize];
+        while (true)
+        {
+            if (offset > _layout.BatchLimit - PoolLayout.BlockSize)
+            {
+                report.StopReason = "segment full without a seal";
+                break;
+            }
+            var span = _buffer.Span;
+            var segBase = _layout.SegmentOffset(seg);
+            _storage.Read(segBase + offset, span[..PoolLayout.BlockSize]);
+            if (!BatchFormat.TryReadPrefix(span, seq, offset, _layout.BatchLimit, out var headerBytes, out var payloadBlocks, out var problem))
+            {
+                report.StopReason = problem!;
+                break;
+            }
+            if (headerBytes + ((long)payloadBlocks << PoolLayout.BlockShift) > _buffer.Length)
+            {
+                report.StopReason = "batch larger than any this pool writes";
+                break;
+            }
+            var total = headerBytes + (payloadBlocks << PoolLayout.BlockShift);
+            if (total > PoolLayout.BlockSize)
+            {
+                _storage.Read(segBase + offset + PoolLayout.BlockSize, span[PoolLayout.BlockSize..total]);
+            }
+            if (!BatchFormat.TryDecodeRecords(span[..headerBytes], payloadBlocks, _records, out problem)
+                || !VerifyPayload(span[..total], headerBytes, crcs, out problem))
+            {
+                report.StopReason = problem!;
+                break;
+            }
+            var payloadBase = _layout.BlockAddress(seg, offset + headerBytes);
+            var e = _segments[seg];
+            var sealed_ = false;
+            foreach (var r in _records)
+            {
+                var d = r.Descriptor;
+                var inline = span.Slice(r.InlineOffset, d.InlineLength);
+                if (d.Kind == RecordKind.Seal)
+                {
+                    var next = (int)d.Aux;
+                    var nextSeq = (ulong)d.Lba;
+                    e.WriteOffset = offset + total;
+                    if (next < 0 || next >= _layout.SegmentCount || next == seg || nextSeq != seq + 1 || !ReadSegmentHeader(next, nextSeq))
+                    {
+                        // The seal was written but the segment it names never got its header:
+                        // the log ends at the seal, which recovery overwrites.
+                        report.StopReason = $"sealed segment {seg} names segment {next} (seq {nextSeq}) which was never started";
+                        report.ReplayedBatches++;
+                        return new LogPosition(seg, seq, offset);
+                    }
+                    _segments.MarkUsed(next, SegmentState.Log, nextSeq);
+                    report.ReplayedSegments++;
+                    seg = next;
+                    seq = nextSeq;
+                    lastSeq = seq;
+                    offset = _layout.FirstBatchOffset;
+                    sealed_ = true;
+                    break;
+                }
+                var phys = -1L;
+                if (d.Kind == RecordKind.Data)
+                {
+                    phys = payloadBase + d.PayloadBlock;
+                    var blockCrcs = crcs.AsSpan(d.PayloadBlock, d.BlockCount);
+                    _segments.SetCrcs(phys, blockCrcs);
+                    e.WrittenBlocks += d.BlockCount;
+                    apply(d, inline, phys, blockCrcs);
+                }
+                else
+                {
+                    apply(d, inline, phys, default);
+                }
+                report.ReplayedRecords++;
+            }
+            report.ReplayedBatches++;
+            report.ReplayedBytes += total;
+            if (!sealed_)
+            {
+                offset += total;
+                e.WriteOffset = offset;
+            }
+        }
+        CountDiscarded(seg, seq, offset, report);
+        return new LogPosition(seg, seq, offset);
+    }
+
+    private bool VerifyPayload(ReadOnlySpan<byte> batch, int headerBytes, uint[] crcs, out string? problem)
+    {
+        problem = null;
+        foreach (var r in _records)
+        {
+            var d = r.Descriptor;
+            if (d.Kind != RecordKind.Data)
+            {
+                continue;
+            }
+            for (var b = 0; b < d.BlockCount; b++)
+            {
+                var stored = System.Buffers.Binary.BinaryPrimitives.ReadUInt32LittleEndian(batch[(r.CrcOffset + 4 * b)..]);
+                var block = batch.Slice(headerBytes + ((d.PayloadBlock + b) << PoolLayout.BlockShift), PoolLayout.BlockSize);
+                if (Crc32C.Compute(block) != stored)
+                {
+                    problem = $"payload block {d.PayloadBlock + b} of the batch fails its checksum (torn write)";
+                    return false;
+                }
+                crcs[d.PayloadBlock + b] = stored;
+            }
+        }
+        return true;
+    }
+
+    private bool ReadSegmentHeader(int seg, ulong seq)
+    {
+        var span = _buffer.Span[..PoolLayout.BlockSize];
+        _storage.Read(_layout.SegmentOffset(seg), span);
+        return SegmentHeader.TryDecode(span, out var h) && h.Kind == SegmentKind.Log && h.PoolId == _poolId && h.Index == seg && h.Seq == seq;
+    }
+
+    /// <summary>Looks past the stop point for batches of this segment's sequence, to report what was dropped.</summary>
+    private void CountDiscarded(int seg, ulong seq, int offset, RecoveryReport report)
+    {
+        var limit = _layout.BatchLimit;
+        var chunk = _buffer.Length;
+        for (var o = offset; o < limit; o += chunk)
+        {
+            var n = Math.Min(chunk, limit - o);
+            var span = _buffer.Span[..n];
+            _storage.Read(_layout.SegmentOffset(seg) + o, span);
+            for (var b = 0; b < n; b += PoolLayout.BlockSize)
+            {
+                var block = span.Slice(b, PoolLayout.BlockSize);
+                if (System.Buffers.Binary.BinaryPrimitives.ReadUInt32LittleEndian(block) == BatchFormat.Magic
+                    && System.Buffers.Binary.BinaryPrimitives.ReadUInt64LittleEndian(block[8..]) == seq
+                    && System.Buffers.Binary.BinaryPrimitives.ReadInt32LittleEndian(block[28..]) == o + b)
+                {
+                    report.DiscardedBatches++;
+                    var hb = System.Buffers.Binary.BinaryPrimitives.ReadInt32LittleEndian(block[16..]);
+                    var pb = System.Buffers.Binary.BinaryPrimitives.ReadInt32LittleEndian(block[20..]);
+                    if (hb > 0 && pb >= 0 && pb < (1 << 20))
+                    {
+                        report.DiscardedBytes += hb + ((long)pb << PoolLayout.BlockShift);
+                    }
+                }
+            }
+        }
+    }
+
+    public void Dispose() => ((IDisposable)_buffer).Dispose();
+}

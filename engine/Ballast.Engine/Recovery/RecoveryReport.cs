@@ -1,0 +1,34 @@
+using Ballast.Engine.Log;
+
+namespace Ballast.Engine.Recovery;
+
+/// <summary>What opening a pool found: checkpoint, replayed tail, and what was discarded and why.</summary>
+public sealed class RecoveryReport
+{
+    public bool NewPool { get; set; }
+    public bool CleanShutdown { get; set; }
+    public ulong SuperblockGeneration { get; set; }
+    public long CheckpointBytes { get; set; }
+    public long CheckpointExtents { get; set; }
+    public int Volumes { get; set; }
+    public LogPosition ReplayStart { get; set; }
+    public LogPosition LogEnd { get; set; }
+    public int ReplayedSegments { get; set; }
+    public long ReplayedBatches { get; set; }
+    public long ReplayedRecords { get; set; }
+    public long ReplayedBytes { get; set; }
+    /// <summary>Why replay stopped where it did (the end of a clean log reads "no batch magic").</summary>
+    public string StopReason { get; set; } = "";
+    /// <summary>Batches of this log found beyond the stop point and discarded (torn or never synced).</summary>
+    public int DiscardedBatches { get; set; }
+    public long DiscardedBytes { get; set; }
+    public TimeSpan Duration { get; set; }
+
+    public override string ToString() => NewPool
+        ? "new pool created"
+        : $"opened in {Duration.TotalMilliseconds:F0} ms: {Volumes} volumes, checkpoint {CheckpointBytes / 1024} KiB ({CheckpointExtents} extents), "
+          + $"replayed {ReplayedBatches} batches / {ReplayedRecords} records / {ReplayedBytes / 1024} KiB from {ReplayStart}; "
+          + $"log ends at {LogEnd} ({StopReason})"
+          + (DiscardedBatches > 0 ? $"; discarded {DiscardedBatches} torn or unsynced batches ({DiscardedBytes / 1024} KiB) after it" : "")
+          + (CleanShutdown ? "; last shutdown was clean" : "; last shutdown was not clean");
+}

@@ -1,0 +1,91 @@
+using Ballast.Engine.Log;
+using Ballast.Engine.Maps;
+using Ballast.Engine.Volumes;
+
+namespace Ballast.Engine.Recovery;
+
+/// <summary>
+/// Applies replayed records to the catalog and maps, with the same catalog methods the live
+/// path uses. Records already in the checkpoint (LSN at or below the volume's checkpoint LSN)
+/// and records copied by the cleaner are skipped.
+/// </summary>
+internal sealed class ReplayApplier(VolumeCatalog catalog, SegmentTable segments, Action<PoolLogLevel, string>? log)
+{
+
+    public void Apply(in RecordDescriptor d, ReadOnlySpan<byte> inline, long phys, ReadOnlySpan<uint> crcs)
+    {
+        switch (d.Kind)
+        {
+            case RecordKind.Data:
+            case RecordKind.Zero:
+            case RecordKind.Trim:
+                ApplyRange(d, phys);
+                break;
+            case RecordKind.VolumeCreate:
+                var meta = VolumeMeta.Decode(inline, out _);
+                catalog.ApplyCreate(meta);
+                break;
+            case RecordKind.SnapshotCreate:
+                if (Current(d, out var source))
+                {
+                    catalog.ApplySnapshot(source, VolumeMeta.Decode(inline, out _), d.Lsn);
+                    Advance(source, d.Lsn);
+                }
+                break;
+            case RecordKind.VolumeResize:
+                if (Current(d, out var resized) && d.Aux >= 0)
+                {
+                    VolumeCatalog.ApplyResize(resized, d.Aux, d.Lsn);
+                    Advance(resized, d.Lsn);
+                }
+                break;
+            case RecordKind.EpochSet:
+                if (Current(d, out var fenced))
+                {
+                    VolumeCatalog.ApplyEpoch(fenced, (uint)d.Aux, d.Lsn);
+                    Advance(fenced, d.Lsn);
+                }
+                break;
+            case RecordKind.VolumeDelete:
+                catalog.ApplyDelete(d.VolumeId);
+                break;
+            default:
+                log?.Invoke(PoolLogLevel.Warning, $"replay: skipped a record of unknown kind {(int)d.Kind}");
+                break;
+        }
+    }
+
+    private void ApplyRange(in RecordDescriptor d, long phys)
+    {
+        if ((d.Flags & RecordFlags.Relocated) != 0 || !Current(d, out var v))
+        {
+            return;
+        }
+        lock (v.Lock)
+        {
+            if (d.Lba < 0 || d.BlockCount < 0 || d.Lba + d.BlockCount > v.Map.CapacityBlocks)
+            {
+                log?.Invoke(PoolLogLevel.Warning, $"replay: record for {v.Name} at block {d.Lba}+{d.BlockCount} lies outside the volume; skipped");
+                return;
+            }
+            var kind = d.Kind switch
+            {
+                RecordKind.Data => ExtentKind.Data,
+                RecordKind.Zero => ExtentKind.Zero,
+                _ => ExtentKind.Hole,
+            };
+            v.Map.Set(d.Lba, d.BlockCount, kind, phys, d.Lsn, segments);
+        }
+        Advance(v, d.Lsn);
+    }
+
+    /// <summary>The record's volume, if it exists and the record is newer than the checkpoint's view of it.</summary>
+    private bool Current(in RecordDescriptor d, out VolumeState v) =>
+        catalog.TryGet(d.VolumeId, out v) && d.Lsn > v.CheckpointLsn;
+
+    private static void Advance(VolumeState v, long lsn)
+    {
+        v.AppliedLsn = Math.Max(v.AppliedLsn, lsn);
+        v.NextLsn = Math.Max(v.NextLsn, lsn);
+    }
+}

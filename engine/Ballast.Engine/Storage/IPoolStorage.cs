@@ -1,0 +1,34 @@
+namespace Ballast.Engine.Storage;
+
+/// <summary>
+/// The byte-addressed device under a pool: a file or block device in production, a fault-injecting
+/// in-memory image in tests. Offsets, lengths and buffers of Read/Write are multiples of 4096 and
+/// buffers are 4096-aligned (O_DIRECT rules). Errors are thrown as <see cref="StorageException"/>.
+/// Write and Sync are called by few threads (appender, maintenance); reads come from everywhere.
+/// </summary>
+public interface IPoolStorage : IDisposable
+{
+    /// <summary>Size in bytes that may be addressed.</summary>
+    long Length { get; }
+
+    /// <summary>Human-readable location, for logs.</summary>
+    string Description { get; }
+
+    ValueTask ReadAsync(long offset, Memory<byte> buffer);
+
+    void Read(long offset, Span<byte> buffer);
+
+    void Write(long offset, ReadOnlySpan<byte> buffer);
+
+    /// <summary>Makes every write that completed before this call durable (fdatasync).</summary>
+    void Sync();
+
+    /// <summary>Reserves backing space so later writes in the range cannot fail with ENOSPC.</summary>
+    void Allocate(long offset, long length);
+
+    /// <summary>Gives the range's space back to the filesystem (punch hole). Contents become zero.</summary>
+    void Discard(long offset, long length);
+
+    /// <summary>Grows the addressable size.</summary>
+    void Grow(long length);
+}

@@ -1,0 +1,136 @@
+using System.Threading.Tasks.Sources;
+
+namespace Ballast.Engine.Storage;
+
+/// <summary>
+/// Dedicated threads that run blocking preads, so a queue depth of 32 reads does not starve the
+/// .NET thread pool (which grows slowly when its threads block). Work items are pooled: a read
+/// allocates nothing once warm.
+/// </summary>
+internal sealed class IoWorkers : IDisposable
+{
+    private readonly object _lock = new();
+    private readonly Queue<ReadWork> _queue = new();
+    private readonly Stack<ReadWork> _free = new();
+    private readonly Thread[] _threads;
+    private bool _stopping;
+
+    public IoWorkers(int threads, string name)
+    {
+        _threads = new Thread[threads];
+        for (var i = 0; i < threads; i++)
+        {
+            _threads[i] = new Thread(Run) { IsBackground = true, Name = $"{name}-io{i}" };
+            _threads[i].Start();
+        }
+    }
+
+    public ValueTask ReadAsync(IPoolStorage storage, long offset, Memory<byte> buffer)
+    {
+        ReadWork w;
+        lock (_lock)
+        {
+            ObjectDisposedException.ThrowIf(_stopping, this);
+            w = _free.Count > 0 ? _free.Pop() : new ReadWork(this);
+            w.Prepare(storage, offset, buffer);
+            _queue.Enqueue(w);
+            Monitor.Pulse(_lock);
+        }
+        return new ValueTask(w, w.Version);
+    }
+
+    private void Run()
+    {
+        while (true)
+        {
+            ReadWork w;
+            lock (_lock)
+            {
+                while (_queue.Count == 0)
+                {
+                    if (_stopping)
+                    {
+                        return;
+                    }
+                    Monitor.Wait(_lock);
+                }
+                w = _queue.Dequeue();
+            }
+            w.Execute();
+        }
+    }
+
+    private void Recycle(ReadWork w)
+    {
+        lock (_lock)
+        {
+            if (_free.Count < 1024)
+            {
+                _free.Push(w);
+            }
+        }
+    }
+
+    public void Dispose()
+    {
+        lock (_lock)
+        {
+            _stopping = true;
+            Monitor.PulseAll(_lock);
+        }
+        foreach (var t in _threads)
+        {
+            t.Join();
+        }
+    }
+
+    private sealed class ReadWork(IoWorkers owner) : IValueTaskSource
+    {
+        private ManualResetValueTaskSourceCore<bool> _core = new() { RunContinuationsAsynchronously = true };
+        private IPoolStorage? _storage;
+        private long _offset;
+        private Memory<byte> _buffer;
+
+        public short Version => _core.Version;
+
+        public void Prepare(IPoolStorage storage, long offset, Memory<byte> buffer)
+        {
+            _core.Reset();
+            _storage = storage;
+            _offset = offset;
+            _buffer = buffer;
+        }
+
+        public void Execute()
+        {
+            try
+            {
+                _storage!.Read(_offset, _buffer.Span);
+                _core.SetResult(true);
+            }
+            catch (Exception e)
+            {
+                _core.SetException(e);
+            }
+        }
+
+        public void GetResult(short token)
+        {
+            try
+            {
+                _core.GetResult(token);
+            }
+            finally
+            {
+                _storage = null;
+                _buffer = default;
+                owner.Recycle(this);
+            }
+        }
+
+        public ValueTaskSourceStatus GetStatus(short token) => _core.GetStatus(token);
+
+        public void OnCompleted(Action<object?> continuation, object? state, short token, ValueTaskSourceOnCompletedFlags flags)
+            => _core.OnCompleted(continuation, state, token, flags);
+    }
+}

@@ -1,0 +1,473 @@
+using System.Buffers;
+using System.Runtime.CompilerServices;
+using Ballast.Engine.Log;
+using Ballast.Engine.Maps;
+
+namespace Ballast.Engine.Volumes;
+
+/// <summary>
+/// A volume (or read-only snapshot) of a pool, served to frontends as an <see cref="IBlockVolume"/>.
+/// Whole-block writes go straight to the appender; sub-block writes are merged with the current
+/// block contents inside the engine (read-modify-write) behind the volume's <see cref="WriteGate"/>.
+/// Reads resolve the map under the volume lock and read data blocks with O_DIRECT, checking
+/// every block's CRC32C: a block that fails is an I/O error, never wrong data.
+/// </summary>
+public sealed class EngineVolume : IBlockVolume
+{
+    private static readonly ReadOnlyMemory<byte> ZeroBlock = new byte[PoolLayout.BlockSize];
+    private readonly Pool _pool;
+    private readonly VolumeState _state;
+
+    internal EngineVolume(Pool pool, VolumeState state)
+    {
+        _pool = pool;
+        _state = state;
+    }
+
+    internal VolumeState State => _state;
+    public string Name => _state.Name;
+    public Guid Uid => _state.Meta.Uid;
+    public long Size => Volatile.Read(ref _state.Size);
+    public int LogicalBlockSize => _state.Meta.LogicalBlockSize;
+    public bool IsSnapshot => _state.IsSnapshot;
+    public bool IsDeleted => _state.Deleted;
+    public long Lsn => Volatile.Read(ref _state.AppliedLsn);
+    public uint Epoch => _state.Epoch;
+    public VolumeCounters Counters => _state.Counters;
+
+    public VolumeFeatures Features => (_state.IsReadOnly ? VolumeFeatures.ReadOnly : VolumeFeatures.Trim | VolumeFeatures.WriteZeroes | VolumeFeatures.FastZero)
+        | VolumeFeatures.MultiConnection | VolumeFeatures.AllocationStatus;
+
+    private int MaxRecordBlocks => Math.Min(256, _pool.Appender.MaxBatchBlocks);
+
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    public async ValueTask ReadAsync(long offset, Memory<byte> destination, CancellationToken cancellationToken = default)
+    {
+        CheckRange(offset, destination.Length);
+        if (destination.Length == 0)
+        {
+            return;
+        }
+        await ReadBlocksAsync(offset, destination).ConfigureAwait(false);
+        Interlocked.Increment(ref _state.Counters.Reads);
+        Interlocked.Add(ref _state.Counters.ReadBytes, destination.Length);
+    }
+
+    /// <summary>Reads without the client range check (RMW reads the whole last block, which may pass the volume end).</summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    private async ValueTask ReadBlocksAsync(long offset, Memory<byte> dst)
+    {
+        var epoch = _pool.Epoch.Enter();
+        var scratch = _pool.Scratch.Rent();
+        try
+        {
+            var end = offset + dst.Length;
+            var block = offset >> PoolLayout.BlockShift;
+            var endBlock = (end + PoolLayout.BlockSize - 1) >> PoolLayout.BlockShift;
+            while (block < endBlock)
+            {
+                var want = (int)Math.Min(endBlock - block, ReadScratch.BufferBlocks);
+                int count, covered;
+                lock (_state.Lock)
+                {
+                    count = _state.Map.Resolve(block, want, scratch.Pieces, out covered);
+                }
+                var b = block;
+                for (var i = 0; i < count; i++)
+                {
+                    var p = scratch.Pieces[i];
+                    var pieceStart = b << PoolLayout.BlockShift;
+                    var from = Math.Max(offset, pieceStart);
+                    var to = Math.Min(end, (b + p.Count) << PoolLayout.BlockShift);
+                    var target = dst[(int)(from - offset)..(int)(to - offset)];
+                    if (p.Kind == ExtentKind.Data)
+                    {
+                        var bytes = p.Count << PoolLayout.BlockShift;
+                        var buf = scratch.Buffer.Memory[..bytes];
+                        await _pool.Storage.ReadAsync(p.Phys << PoolLayout.BlockShift, buf).ConfigureAwait(false);
+                        Verify(buf.Span, p.Phys, pieceStart);
+                        buf.Span.Slice((int)(from - pieceStart), (int)(to - from)).CopyTo(target.Span);
+                    }
+                    else
+                    {
+                        target.Span.Clear();
+                    }
+                    b += p.Count;
+                }
+                block += covered;
+            }
+        }
+        finally
+        {
+            _pool.Scratch.Return(scratch);
+            _pool.Epoch.Exit(epoch);
+        }
+    }
+
+    private void Verify(ReadOnlySpan<byte> data, long phys, long volumeOffset)
+    {
+        for (var k = 0; k < data.Length >> PoolLayout.BlockShift; k++)
+        {
+            var block = data.Slice(k << PoolLayout.BlockShift, PoolLayout.BlockSize);
+            if (!_pool.Segments.TryGetCrc(phys + k, out var expected) || Crc32C.Compute(block) != expected)
+            {
+                Interlocked.Increment(ref _state.Counters.ChecksumErrors);
+                var message = $"volume {Name}: the block at offset {volumeOffset + ((long)k << PoolLayout.BlockShift)} failed its checksum (pool block {phys + k}); its data is damaged";
+                _pool.Report(PoolLogLevel.Error, message);
+                throw new BlockVolumeException(BlockError.Io, message);
+            }
+        }
+    }
+
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    public async ValueTask WriteAsync(long offset, ReadOnlyMemory<byte> source, WriteFlags flags, CancellationToken cancellationToken = default)
+    {
+        CheckWritable();
+        CheckRange(offset, source.Length);
+        if (source.Length == 0)
+        {
+            return;
+        }
+        if ((offset & (PoolLayout.BlockSize - 1)) == 0 && (source.Length & (PoolLayout.BlockSize - 1)) == 0)
+        {
+            await _state.Gate.EnterSharedAsync().ConfigureAwait(false);
+            try
+            {
+                await AppendDataAsync(offset >> PoolLayout.BlockShift, source, flags).ConfigureAwait(false);
+            }
+            finally
+            {
+                _state.Gate.ExitShared();
+            }
+        }
+        else
+        {
+            await _state.Gate.EnterExclusiveAsync(cancellationToken).ConfigureAwait(false);
+            try
+            {
+                await ReadModifyWriteAsync(offset, source, flags).ConfigureAwait(false);
+            }
+            finally
+            {
+                _state.Gate.ExitExclusive();
+            }
+        }
+        Interlocked.Increment(ref _state.Counters.Writes);
+        Interlocked.Add(ref _state.Counters.WriteBytes, source.Length);
+    }
+
+    /// <summary>Appends whole blocks, split into records the appender can batch; chunks go out together.</summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    private async ValueTask AppendDataAsync(long block, ReadOnlyMemory<byte> data, WriteFlags flags)
+    {
+        var blocks = data.Length >> PoolLayout.BlockShift;
+        var max = MaxRecordBlocks;
+        if (blocks <= max)
+        {
+            await SubmitAsync(RecordKind.Data, block, blocks, data, flags).ConfigureAwait(false);
+            return;
+        }
+        var chunks = (blocks + max - 1) / max;
+        var pending = ArrayPool<ValueTask>.Shared.Rent(Math.Min(chunks, 16));
+        try
+        {
+            var done = 0;
+            while (done < blocks)
+            {
+                var n = 0;
+                for (; n < pending.Length && done < blocks; n++)
+                {
+                    var c = Math.Min(max, blocks - done);
+                    pending[n] = SubmitAsync(RecordKind.Data, block + done, c, data.Slice(done << PoolLayout.BlockShift, c << PoolLayout.BlockShift), flags);
+                    done += c;
+                }
+                Exception? failure = null;
+                for (var i = 0; i < n; i++)
+                {
+                    try
+                    {
+                        await pending[i].ConfigureAwait(false);
+                    }
+                    catch (Exception e)
+                    {
+                        failure ??= e;
+                    }
+                }
+                if (failure != null)
+                {
+                    throw failure;
+                }
+            }
+        }
+        finally
+        {
+            ArrayPool<ValueTask>.Shared.Return(pending, clearArray: true);
+        }
+    }
+
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    private async ValueTask SubmitAsync(RecordKind kind, long lba, int blocks, ReadOnlyMemory<byte> payload, WriteFlags flags)
+    {
+        var appender = _pool.Appender;
+        var r = appender.Rent();
+        r.Desc.Kind = kind;
+        r.Desc.Lba = lba;
+        r.Desc.BlockCount = blocks;
+        r.Desc.Flags = (flags & WriteFlags.Fua) != 0 ? RecordFlags.Fua : RecordFlags.None;
+        r.Volume = _state;
+        r.UseReserve = kind != RecordKind.Data;
+        if (kind == RecordKind.Data)
+        {
+            r.Payload = payload;
+            var span = payload.Span;
+            for (var i = 0; i < blocks; i++)
+            {
+                r.Crcs[i] = Crc32C.Compute(span.Slice(i << PoolLayout.BlockShift, PoolLayout.BlockSize));
+            }
+        }
+        try
+        {
+            await appender.SubmitAsync(r).ConfigureAwait(false);
+        }
+        finally
+        {
+            appender.Return(r);
+        }
+    }
+
+    /// <summary>Sub-block write: reads the partial edge blocks, overlays the new bytes, appends whole blocks.</summary>
+    private async ValueTask ReadModifyWriteAsync(long offset, ReadOnlyMemory<byte> source, WriteFlags flags)
+    {
+        var end = offset + source.Length;
+        var alignedStart = offset & ~(long)(PoolLayout.BlockSize - 1);
+        var alignedEnd = (end + PoolLayout.BlockSize - 1) & ~(long)(PoolLayout.BlockSize - 1);
+        var chunkBytes = (long)MaxRecordBlocks << PoolLayout.BlockShift;
+        var scratch = _pool.Scratch.Rent();
+        try
+        {
+            for (var chunkStart = alignedStart; chunkStart < alignedEnd; chunkStart += chunkBytes)
+            {
+                var chunkEnd = Math.Min(alignedEnd, chunkStart + chunkBytes);
+                var buf = scratch.Buffer.Memory[..(int)(chunkEnd - chunkStart)];
+                if (chunkStart < offset)
+                {
+                    await ReadBlocksAsync(chunkStart, buf[..PoolLayout.BlockSize]).ConfigureAwait(false);
+                }
+                if (chunkEnd > end && chunkEnd - PoolLayout.BlockSize >= offset)
+                {
+                    await ReadBlocksAsync(chunkEnd - PoolLayout.BlockSize, buf[^PoolLayout.BlockSize..]).ConfigureAwait(false);
+                }
+                var from = Math.Max(offset, chunkStart);
+                var to = Math.Min(end, chunkEnd);
+                source.Slice((int)(from - offset), (int)(to - from)).CopyTo(buf[(int)(from - chunkStart)..]);
+                await SubmitAsync(RecordKind.Data, chunkStart >> PoolLayout.BlockShift, buf.Length >> PoolLayout.BlockShift, buf, flags).ConfigureAwait(false);
+            }
+        }
+        finally
+        {
+            _pool.Scratch.Return(scratch);
+        }
+    }
+
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    public async ValueTask FlushAsync(CancellationToken cancellationToken = default)
+    {
+        var appender = _pool.Appender;
+        var r = appender.Rent();
+        r.Op = AppendOp.Flush;
+        try
+        {
+            await appender.SubmitAsync(r).ConfigureAwait(false);
+        }
+        finally
+        {
+            appender.Return(r);
+        }
+        Interlocked.Increment(ref _state.Counters.Flushes);
+    }
+
+    public async ValueTask TrimAsync(long offset, long length, CancellationToken cancellationToken = default)
+    {
+        await ClearAsync(offset, length, RecordKind.Trim, cancellationToken).ConfigureAwait(false);
+        Interlocked.Increment(ref _state.Counters.Trims);
+        Interlocked.Add(ref _state.Counters.TrimBytes, length);
+    }
+
+    public async ValueTask WriteZeroesAsync(long offset, long length, bool mayDeallocate, CancellationToken cancellationToken = default)
+    {
+        await ClearAsync(offset, length, mayDeallocate ? RecordKind.Trim : RecordKind.Zero, cancellationToken).ConfigureAwait(false);
+        Interlocked.Increment(ref _state.Counters.Zeroes);
+        Interlocked.Add(ref _state.Counters.ZeroBytes, length);
+    }
+
+    /// <summary>
+    /// Trim or zero: whole blocks become metadata-only records (no data stored); partial edge
+    /// blocks get zeroes written into them, so the range always reads back as zeroes.
+    /// </summary>
+    private async ValueTask ClearAsync(long offset, long length, RecordKind kind, CancellationToken ct)
+    {
+        CheckWritable();
+        CheckRange(offset, length);
+        if (length == 0)
+        {
+            return;
+        }
+        var end = offset + length;
+        var fullStart = (offset + PoolLayout.BlockSize - 1) & ~(long)(PoolLayout.BlockSize - 1);
+        var fullEnd = end & ~(long)(PoolLayout.BlockSize - 1);
+        var partial = fullStart > fullEnd || offset != fullStart || end != fullEnd;
+        if (partial)
+        {
+            await _state.Gate.EnterExclusiveAsync(ct).ConfigureAwait(false);
+        }
+        else
+        {
+            await _state.Gate.EnterSharedAsync().ConfigureAwait(false);
+        }
+        try
+        {
+            if (fullStart > fullEnd)
+            {
+                // Inside one block.
+                await ReadModifyWriteAsync(offset, ZeroBlock[..(int)length], WriteFlags.None).ConfigureAwait(false);
+                return;
+            }
+            if (offset < fullStart)
+            {
+                await ReadModifyWriteAsync(offset, ZeroBlock[..(int)(fullStart - offset)], WriteFlags.None).ConfigureAwait(false);
+            }
+            for (var b = fullStart >> PoolLayout.BlockShift; b < fullEnd >> PoolLayout.BlockShift;)
+            {
+                var n = (int)Math.Min(1 << 30, (fullEnd >> PoolLayout.BlockShift) - b);
+                await SubmitAsync(kind, b, n, default, WriteFlags.None).ConfigureAwait(false);
+                b += n;
+            }
+            if (end > fullEnd)
+            {
+                await ReadModifyWriteAsync(fullEnd, ZeroBlock[..(int)(end - fullEnd)], WriteFlags.None).ConfigureAwait(false);
+            }
+        }
+        finally
+        {
+            if (partial)
+            {
+                _state.Gate.ExitExclusive();
+            }
+            else
+            {
+                _state.Gate.ExitShared();
+            }
+        }
+    }
+
+    public int GetAllocation(long offset, long length, Span<AllocationRange> ranges)
+    {
+        CheckRange(offset, length);
+        var end = offset + length;
+        var block = offset >> PoolLayout.BlockShift;
+        var endBlock = (end + PoolLayout.BlockSize - 1) >> PoolLayout.BlockShift;
+        Span<MapPiece> pieces = stackalloc MapPiece[64];
+        var n = 0;
+        while (block < endBlock)
+        {
+            int count, covered;
+            lock (_state.Lock)
+            {
+                count = _state.Map.Resolve(block, (int)Math.Min(endBlock - block, 1 << 30), pieces, out covered);
+            }
+            var b = block;
+            for (var i = 0; i < count; i++)
+            {
+                var p = pieces[i];
+                var state = p.Kind switch
+                {
+                    ExtentKind.Data => AllocationState.Data,
+                    ExtentKind.Zero => AllocationState.Zero,
+                    _ => AllocationState.Hole,
+                };
+                var from = Math.Max(offset, b << PoolLayout.BlockShift);
+                var to = Math.Min(end, (b + p.Count) << PoolLayout.BlockShift);
+                b += p.Count;
+                if (n > 0 && ranges[n - 1].State == state && ranges[n - 1].Offset + ranges[n - 1].Length == from)
+                {
+                    ranges[n - 1] = ranges[n - 1] with { Length = to - ranges[n - 1].Offset };
+                    continue;
+                }
+                if (n == ranges.Length)
+                {
+                    return n;
+                }
+                ranges[n++] = new AllocationRange(from, to - from, state);
+            }
+            block += covered;
+        }
+        return n;
+    }
+
+    /// <summary>Extents changed after <paramref name="sinceLsn"/> (data, zero or hole), in offset order.</summary>
+    public IReadOnlyList<ChangedExtent> GetChangedExtents(long sinceLsn)
+    {
+        var list = new List<ChangedExtent>();
+        lock (_state.Lock)
+        {
+            var size = _state.Size;
+            _state.Map.Visit(0, _state.Map.CapacityBlocks, sinceLsn, (in ExtentMap.MapPieceInfo p) =>
+            {
+                var from = p.Block << PoolLayout.BlockShift;
+                var to = Math.Min(size, (p.Block + p.Count) << PoolLayout.BlockShift);
+                if (from >= to)
+                {
+                    return;
+                }
+                var state = p.Kind switch
+                {
+                    ExtentKind.Data => AllocationState.Data,
+                    ExtentKind.Zero => AllocationState.Zero,
+                    _ => AllocationState.Hole,
+                };
+                if (list.Count > 0 && list[^1].State == state && list[^1].Offset + list[^1].Length == from)
+                {
+                    list[^1] = list[^1] with { Length = to - list[^1].Offset, Lsn = Math.Max(list[^1].Lsn, p.Lsn) };
+                }
+                else
+                {
+                    list.Add(new ChangedExtent(from, to - from, state, p.Lsn));
+                }
+            });
+        }
+        return list;
+    }
+
+    private void CheckWritable()
+    {
+        if (_state.IsReadOnly)
+        {
+            throw new BlockVolumeException(BlockError.ReadOnly, $"{(IsSnapshot ? "snapshot" : "volume")} {Name} is read-only");
+        }
+        if (_state.Deleted)
+        {
+            throw new BlockVolumeException(BlockError.Gone, $"volume {Name} was deleted");
+        }
+    }
+
+    private void CheckRange(long offset, long length)
+    {
+        if (offset < 0 || length < 0)
+        {
+            throw new BlockVolumeException(BlockError.InvalidArgument, $"negative offset or length ({offset}, {length})");
+        }
+        if (offset > long.MaxValue - length)
+        {
+            throw new BlockVolumeException(BlockError.Overflow, $"offset {offset} + length {length} overflows");
+        }
+        if (offset + length > Size)
+        {
+            throw new BlockVolumeException(BlockError.OutOfRange, $"range {offset}+{length} is beyond the end of {Name} ({Size} bytes)");
+        }
+    }
+
+    public override string ToString() => Name;
+}
+
+/// <summary>A range that changed after some LSN: the unit of resync and incremental backup.</summary>
+public readonly record struct ChangedExtent(long Offset, long Length, AllocationState State, long Lsn);

@@ -1,0 +1,318 @@
+using Ballast.Engine.Interop;
+using Ballast.Engine.Storage;
+
+namespace Ballast.Engine.Tests.FaultInjection;
+
+/// <summary>How a simulated crash treats writes that were not yet synced.</summary>
+public enum CrashMode
+{
+    /// <summary>A prefix of the unsynced writes survives, the next one is torn, the rest are lost (a disk that persists in order).</summary>
+    Prefix,
+    /// <summary>Any subset survives, any survivor may be torn (a disk with a volatile cache that reorders).</summary>
+    Subset,
+}
+
+/// <summary>
+/// An in-memory device in the spirit of SQLite's crash VFS and RocksDB's fault-injection env:
+/// writes stay volatile until Sync; a crash keeps only what a real disk might have kept; EIO and
+/// ENOSPC can be injected on write, sync and allocate; bytes can be corrupted at rest.
+/// </summary>
+public sealed class FaultStorage : IPoolStorage
+{
+    private const int Block = 4096;
+    private readonly object _lock = new();
+    private readonly Dictionary<long, byte[]> _durable;
+    private readonly List<(long Offset, byte[] Data)> _pending = [];
+    private long _length;
+    private long _ops;
+
+    public FaultStorage() : this([], 0) { }
+
+    private FaultStorage(Dictionary<long, byte[]> durable, long length)
+    {
+        _durable = durable;
+        _length = length;
+    }
+
+    public string Description => "fault-injecting memory device";
+    public long Length => Interlocked.Read(ref _length);
+    public bool Crashed { get; private set; }
+    public long Writes { get; private set; }
+    public long Syncs { get; private set; }
+
+    /// <summary>Crash when the write/sync operation count reaches this number (the op is not performed).</summary>
+    public long CrashAtOp { get; set; } = long.MaxValue;
+
+    /// <summary>Next N writes fail with this errno.</summary>
+    public int FailWrites { get; set; }
+    public int FailSyncs { get; set; }
+    public int FailAllocates { get; set; }
+    public int FaultErrno { get; set; } = Libc.EIO;
+
+    public event Action? OnCrash;
+
+    public void Crash()
+    {
+        Action? handler;
+        lock (_lock)
+        {
+            if (Crashed)
+            {
+                return;
+            }
+            Crashed = true;
+            handler = OnCrash;
+        }
+        handler?.Invoke();
+    }
+
+    private void Tick()
+    {
+        // Called under the lock.
+        if (Crashed)
+        {
+            throw new StorageException("device gone (simulated crash)", Libc.EIO);
+        }
+        if (++_ops >= CrashAtOp)
+        {
+            Crashed = true;
+            ThreadPool.QueueUserWorkItem(_ => OnCrash?.Invoke());
+            throw new StorageException("device gone (simulated crash)", Libc.EIO);
+        }
+    }
+
+    public ValueTask ReadAsync(long offset, Memory<byte> buffer)
+    {
+        try
+        {
+            Read(offset, buffer.Span);
+            return ValueTask.CompletedTask;
+        }
+        catch (Exception e)
+        {
+            return ValueTask.FromException(e);
+        }
+    }
+
+    public void Read(long offset, Span<byte> buffer)
+    {
+        CheckAligned(offset, buffer.Length);
+        lock (_lock)
+        {
+            if (Crashed)
+            {
+                throw new StorageException("device gone (simulated crash)", Libc.EIO);
+            }
+            for (var o = 0; o < buffer.Length; o += Block)
+            {
+                var dst = buffer.Slice(o, Block);
+                if (_durable.TryGetValue((offset + o) / Block, out var b))
+                {
+                    b.CopyTo(dst);
+                }
+                else
+                {
+                    dst.Clear();
+                }
+            }
+            foreach (var (po, data) in _pending)
+            {
+                Overlay(offset, buffer, po, data);
+            }
+        }
+    }
+
+    private static void Overlay(long offset, Span<byte> buffer, long po, byte[] data)
+    {
+        var from = Math.Max(offset, po);
+        var to = Math.Min(offset + buffer.Length, po + data.Length);
+        if (from < to)
+        {
+            data.AsSpan((int)(from - po), (int)(to - from)).CopyTo(buffer[(int)(from - offset)..]);
+        }
+    }
+
+    public void Write(long offset, ReadOnlySpan<byte> buffer)
+    {
+        CheckAligned(offset, buffer.Length);
+        lock (_lock)
+        {
+            Tick();
+            if (FailWrites > 0)
+            {
+                FailWrites--;
+                throw new StorageException("write", FaultErrno, offset);
+            }
+            _pending.Add((offset, buffer.ToArray()));
+            Writes++;
+        }
+    }
+
+    public void Sync()
+    {
+        lock (_lock)
+        {
+            Tick();
+            if (FailSyncs > 0)
+            {
+                FailSyncs--;
+                // Like Linux after a failed fsync: the dirty data may or may not be on disk; drop it.
+                _pending.Clear();
+                throw new StorageException("fdatasync", FaultErrno);
+            }
+            foreach (var (o, d) in _pending)
+            {
+                Apply(_durable, o, d);
+            }
+            _pending.Clear();
+            Syncs++;
+        }
+    }
+
+    private static void Apply(Dictionary<long, byte[]> image, long offset, ReadOnlySpan<byte> data)
+    {
+        for (var o = 0; o < data.Length; o += Block)
+        {
+            var key = (offset + o) / Block;
+            var n = Math.Min(Block, data.Length - o);
+            if (!image.TryGetValue(key, out var b))
+            {
+                b = new byte[Block];
+                image[key] = b;
+            }
+            data.Slice(o, n).CopyTo(b);
+        }
+    }
+
+    public void Allocate(long offset, long length)
+    {
+        lock (_lock)
+        {
+            if (Crashed)
+            {
+                throw new StorageException("device gone (simulated crash)", Libc.EIO);
+            }
+            if (FailAllocates > 0)
+            {
+                FailAllocates--;
+                throw new StorageException("fallocate", Libc.ENOSPC, offset);
+            }
+        }
+    }
+
+    public void Discard(long offset, long length)
+    {
+        lock (_lock)
+        {
+            if (Crashed)
+            {
+                throw new StorageException("device gone (simulated crash)", Libc.EIO);
+            }
+            for (var k = offset / Block; k < (offset + length) / Block; k++)
+            {
+                _durable.Remove(k);
+            }
+        }
+    }
+
+    public void Grow(long length)
+    {
+        lock (_lock)
+        {
+            _length = Math.Max(_length, length);
+        }
+    }
+
+    /// <summary>Flips bytes of the durable image (bit rot at rest).</summary>
+    public void Corrupt(long offset, int length)
+    {
+        lock (_lock)
+        {
+            var buf = new byte[Block];
+            for (var o = offset; o < offset + length; o++)
+            {
+                var key = o / Block;
+                if (!_durable.TryGetValue(key, out var b))
+                {
+                    b = new byte[Block];
+                    _durable[key] = b;
+                }
+                b[o % Block] ^= 0x5A;
+            }
+        }
+    }
+
+    /// <summary>The device as a power cut would leave it: durable data plus what the crash mode keeps of unsynced writes.</summary>
+    public FaultStorage CrashImage(Random rng, CrashMode mode)
+    {
+        lock (_lock)
+        {
+            var image = new Dictionary<long, byte[]>(_durable.Count);
+            foreach (var (k, v) in _durable)
+            {
+                image[k] = (byte[])v.Clone();
+            }
+            if (mode == CrashMode.Prefix)
+            {
+                var keep = rng.Next(_pending.Count + 1);
+                for (var i = 0; i < keep; i++)
+                {
+                    Apply(image, _pending[i].Offset, _pending[i].Data);
+                }
+                if (keep < _pending.Count)
+                {
+                    var (o, d) = _pending[keep];
+                    Apply(image, o, d.AsSpan(0, TearPoint(rng, d.Length)));
+                }
+            }
+            else
+            {
+                foreach (var (o, d) in _pending)
+                {
+                    if (rng.Next(2) == 0)
+                    {
+                        continue;
+                    }
+                    Apply(image, o, rng.Next(4) == 0 ? d.AsSpan(0, TearPoint(rng, d.Length)) : d);
+                }
+            }
+            return new FaultStorage(image, _length);
+        }
+    }
+
+    /// <summary>A copy of the current durable state plus every pending write (a clean power-off after sync).</summary>
+    public FaultStorage CleanImage()
+    {
+        lock (_lock)
+        {
+            var image = new Dictionary<long, byte[]>(_durable.Count);
+            foreach (var (k, v) in _durable)
+            {
+                image[k] = (byte[])v.Clone();
+            }
+            foreach (var (o, d) in _pending)
+            {
+                Apply(image, o, d);
+            }
+            return new FaultStorage(image, _length);
+        }
+    }
+
+    /// <summary>Where a torn write stops: a 512-byte or 4 KiB boundary inside it.</summary>
+    private static int TearPoint(Random rng, int length)
+    {
+        var unit = rng.Next(2) == 0 ? 512 : 4096;
+        var units = Math.Max(1, length / unit);
+        return Math.Min(length, rng.Next(units) * unit);
+    }
+
+    private static void CheckAligned(long offset, int length)
+    {
+        if (offset % 4096 != 0 || length % 4096 != 0)
+        {
+            throw new ArgumentException($"unaligned I/O at {offset} length {length}");
+        }
+    }
+
+    public void Dispose() { }
+}

@@ -1,0 +1,35 @@
+using Ballast.Engine.Storage;
+using Ballast.Engine.Tests.FaultInjection;
+
+namespace Ballast.Engine.Tests;
+
+/// <summary>Small pools on a fault-injecting memory device (fast) or a real file, for tests.</summary>
+public static class TestPools
+{
+    public const int SegmentSize = 1 << 20;
+
+    public static PoolOptions Options(IPoolStorage storage, long capacity = 64L << 20, bool background = false, Action<PoolLogLevel, string>? log = null) => new()
+    {
+        Path = "memory",
+        StorageFactory = _ => storage,
+        Capacity = capacity,
+        SegmentSize = SegmentSize,
+        MaxBatchBytes = 256 << 10,
+        BackgroundMaintenance = background,
+        ScrubAfterCrash = false,
+        CheckpointEveryBytes = 4 << 20,
+        CheckpointInterval = TimeSpan.FromMilliseconds(200),
+        CleanerBytesPerSecond = 1L << 40,
+        Log = log,
+    };
+
+    public static Task<Pool> OpenAsync(FaultStorage storage, long capacity = 64L << 20, bool background = false) =>
+        Pool.OpenAsync(Options(storage, capacity, background));
+
+    public static byte[] Pattern(int seed, int length)
+    {
+        var b = new byte[length];
+        new Random(seed).NextBytes(b);
+        return b;
+    }
+}
