@@ -107,10 +107,10 @@ public sealed partial class Pool
     private LiveRanges Mark()
     {
         var live = new LiveRanges(Layout);
-        var current = Appender.Segment;
         for (var i = 0; i < Segments.Count; i++)
         {
-            if (Segments.StateOf(i) == SegmentState.Log && i != current)
+            // Only sealed segments: the appender never writes to them again.
+            if (Segments.StateOf(i) == SegmentState.Log && Segments[i].Sealed)
             {
                 live.Track(i);
             }

@@ -101,20 +101,12 @@ public sealed partial class Pool
                 throw new InvalidOperationException($"{name} is a snapshot; snapshots cannot be resized");
             }
             CheckSize(newSize, v.Meta.LogicalBlockSize);
-            if (newSize < v.Size && !force)
+            var volume = new EngineVolume(this, v);
+            if (newSize < v.Size && !force && await volume.HasDataFromAsync(newSize).ConfigureAwait(false))
             {
-                bool hasData;
-                lock (v.Lock)
-                {
-                    hasData = v.Map.HasContentFrom(VolumeCatalog.Blocks(newSize))
-                        || (newSize % PoolLayout.BlockSize != 0 && v.Map.HasContentFrom(newSize >> PoolLayout.BlockShift));
-                }
-                if (hasData)
-                {
-                    throw new InvalidOperationException($"volume {name} holds data beyond {newSize} bytes; shrinking would destroy it (use force to shrink anyway)");
-                }
+                throw new InvalidOperationException($"volume {name} holds data beyond {newSize} bytes; shrinking would destroy it (use force to shrink anyway)");
             }
-            await LogMetadataAsync(RecordKind.VolumeResize, v, v.Id, null, newSize, r => VolumeCatalog.ApplyResize(v, newSize, r.Desc.Lsn)).ConfigureAwait(false);
+            await volume.ResizeAsync(newSize, () => LogMetadataAsync(RecordKind.VolumeResize, v, v.Id, null, newSize, r => VolumeCatalog.ApplyResize(v, newSize, r.Desc.Lsn))).ConfigureAwait(false);
         }
         finally
         {

@@ -19,6 +19,7 @@ internal sealed class CheckpointCapture
     public required ulong[] Seqs { get; init; }
     public required int[] WriteOffsets { get; init; }
     public required int[] WrittenBlocks { get; init; }
+    public required bool[] Sealed { get; init; }
 
     /// <summary>Lets the volumes' maps change their nodes in place again.</summary>
     public void Release()
@@ -58,6 +59,7 @@ internal sealed class CheckpointCapture
             Seqs = new ulong[n],
             WriteOffsets = new int[n],
             WrittenBlocks = new int[n],
+            Sealed = new bool[n],
         };
         for (var i = 0; i < n; i++)
         {
@@ -68,6 +70,7 @@ internal sealed class CheckpointCapture
             capture.Seqs[i] = e.Seq;
             capture.WriteOffsets[i] = e.WriteOffset;
             capture.WrittenBlocks[i] = e.WrittenBlocks;
+            capture.Sealed[i] = e.Sealed;
         }
         return capture;
     }

@@ -76,6 +76,7 @@ internal static class CheckpointReader
             var seq = src.U64();
             var offset = src.I32();
             var written = src.I32();
+            var sealed_ = src.U8() != 0;
             if (offset < layout.FirstBatchOffset || offset > layout.SegmentSize || offset % PoolLayout.BlockSize != 0 || written < 0 || written > layout.BlocksPerSegment)
             {
                 throw new InvalidDataException($"checkpoint segment {i} write offset {offset} out of range");
@@ -84,6 +85,7 @@ internal static class CheckpointReader
             var e = segments[i];
             e.WriteOffset = offset;
             e.WrittenBlocks = written;
+            e.Sealed = sealed_;
             var blocks = offset >> PoolLayout.BlockShift;
             src.Bytes(crcBytes.AsSpan(0, blocks * 4));
             for (var b = 0; b < blocks; b++)

@@ -53,6 +53,7 @@ internal static class CheckpointWriter
             sink.U64(c.Seqs[i]);
             sink.I32(c.WriteOffsets[i]);
             sink.I32(c.WrittenBlocks[i]);
+            sink.U8(c.Sealed[i] ? (byte)1 : (byte)0);
             var blocks = c.WriteOffsets[i] >> PoolLayout.BlockShift;
             var crcs = segments[i].Crcs;
             for (var b = 0; b < blocks; b++)

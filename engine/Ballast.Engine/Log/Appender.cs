@@ -28,6 +28,9 @@ internal sealed class Appender : IDisposable
     private readonly object _lock = new();
     private readonly Stack<AppendRequest> _pool = new();
     private readonly List<AppendRequest> _batchItems = [];
+    // Requests completed only after the sync. Kept apart because a completed request may already
+    // be recycled by its submitter: the appender must not look at it again.
+    private readonly List<AppendRequest> _durableItems = [];
     private readonly Thread _thread;
     private List<AppendRequest> _queue = [];
     private List<AppendRequest> _taken = [];
@@ -228,6 +231,7 @@ internal sealed class Appender : IDisposable
         {
             _builder.Reset();
             _batchItems.Clear();
+            _durableItems.Clear();
             var needSync = false;
             while (i < items.Count)
             {
@@ -244,7 +248,7 @@ internal sealed class Appender : IDisposable
                 }
                 if (r.Op == AppendOp.Flush)
                 {
-                    _batchItems.Add(r);
+                    _durableItems.Add(r);
                     needSync = true;
                     i++;
                     continue;
@@ -275,7 +279,11 @@ internal sealed class Appender : IDisposable
                     var first = _builder.Add(ref r.Desc, r.Crcs, r.Inline, payload);
                     r.ResultPhys = first;
                     _batchItems.Add(r);
-                    needSync |= (r.Desc.Flags & RecordFlags.Fua) != 0;
+                    if ((r.Desc.Flags & RecordFlags.Fua) != 0)
+                    {
+                        _durableItems.Add(r);
+                        needSync = true;
+                    }
                     i++;
                     continue;
                 }
@@ -325,6 +333,13 @@ internal sealed class Appender : IDisposable
                 {
                     r.Fail(error);
                 }
+                foreach (var r in _durableItems)
+                {
+                    if (r.Op == AppendOp.Flush)
+                    {
+                        r.Fail(error);
+                    }
+                }
                 return;
             }
             _writtenSinceSync = true;
@@ -337,7 +352,6 @@ internal sealed class Appender : IDisposable
             var payloadBase = _layout.BlockAddress(Segment, batchOffset + headerBytes);
             foreach (var r in _batchItems)
             {
-                if (r.Op == AppendOp.Record)
                 {
                     if (r.Desc.Kind == RecordKind.Data)
                     {
@@ -361,7 +375,7 @@ internal sealed class Appender : IDisposable
         // Complete what needs no sync before syncing: their latency should not include it.
         foreach (var r in _batchItems)
         {
-            if (r.Op == AppendOp.Record && (r.Desc.Flags & RecordFlags.Fua) == 0)
+            if ((r.Desc.Flags & RecordFlags.Fua) == 0)
             {
                 r.Complete();
             }
@@ -383,18 +397,15 @@ internal sealed class Appender : IDisposable
                     Interlocked.CompareExchange(ref _poison, e, null);
                 }
             }
-            foreach (var r in _batchItems)
+            foreach (var r in _durableItems)
             {
-                if (r.Op == AppendOp.Flush || (r.Desc.Flags & RecordFlags.Fua) != 0)
+                if (syncError == null)
                 {
-                    if (syncError == null)
-                    {
-                        r.Complete();
-                    }
-                    else
-                    {
-                        r.Fail(new BlockVolumeException(BlockError.Io, $"flush failed: {syncError.Message}", syncError));
-                    }
+                    r.Complete();
+                }
+                else
+                {
+                    r.Fail(new BlockVolumeException(BlockError.Io, $"flush failed: {syncError.Message}", syncError));
                 }
             }
         }
@@ -497,6 +508,7 @@ internal sealed class Appender : IDisposable
         DeviceBytes += bytes.Length;
         _writtenSinceSync = true;
         _segments[Segment].WriteOffset = Offset + bytes.Length;
+        _segments[Segment].Sealed = true;
     }
 
     /// <summary>

@@ -47,6 +47,8 @@ public sealed class SegmentTable : Maps.IDisplacedSink
         public int DisplacedBlocks;
         /// <summary>Live blocks found by the last mark, or -1.</summary>
         public int LiveBlocks = -1;
+        /// <summary>A seal closed this log segment: it will never be appended to again, so the cleaner may take it.</summary>
+        public bool Sealed;
         /// <summary>Offset the appender has written up to (log segments).</summary>
         public int WriteOffset;
         public long LastWriteTicks;
@@ -76,6 +78,7 @@ public sealed class SegmentTable : Maps.IDisplacedSink
                     e.WrittenBlocks = 0;
                     e.DisplacedBlocks = 0;
                     e.LiveBlocks = -1;
+                    e.Sealed = false;
                     e.WriteOffset = Layout.FirstBatchOffset;
                     e.LastWriteTicks = Environment.TickCount64;
                     FreeCount--;
@@ -112,6 +115,7 @@ public sealed class SegmentTable : Maps.IDisplacedSink
                 FreeCount++;
             }
             e.State = SegmentState.Free;
+            e.Sealed = false;
             e.Seq = 0;
             e.Crcs = null;
             e.WrittenBlocks = 0;

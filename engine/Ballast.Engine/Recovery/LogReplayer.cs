@@ -48,7 +48,8 @@ internal sealed class LogReplayer : IDisposable
         var crcs = new uint[_buffer.Length / PoolLayout.BlockSize];
         while (true)
         {
-            if (offset > _layout.BatchLimit - PoolLayout.BlockSize)
+            // Batches end by BatchLimit; a seal may sit in the reserved last block.
+            if (offset > _layout.SegmentSize - PoolLayout.BlockSize)
             {
                 report.StopReason = "segment full without a seal";
                 break;
@@ -56,7 +57,7 @@ internal sealed class LogReplayer : IDisposable
             var span = _buffer.Span;
             var segBase = _layout.SegmentOffset(seg);
             _storage.Read(segBase + offset, span[..PoolLayout.BlockSize]);
-            if (!BatchFormat.TryReadPrefix(span, seq, offset, _layout.BatchLimit, out var headerBytes, out var payloadBlocks, out var problem))
+            if (!BatchFormat.TryReadPrefix(span, seq, offset, _layout.SegmentSize, out var headerBytes, out var payloadBlocks, out var problem))
             {
                 report.StopReason = problem!;
                 break;
@@ -89,7 +90,7 @@ internal sealed class LogReplayer : IDisposable
                     var next = (int)d.Aux;
                     var nextSeq = (ulong)d.Lba;
                     e.WriteOffset = offset + total;
-                    if (next < 0 || next >= _layout.SegmentCount || next == seg || nextSeq != seq + 1 || !ReadSegmentHeader(next, nextSeq))
+                    if (next < 0 || next >= _layout.SegmentCount || next == seg || nextSeq <= seq || !ReadSegmentHeader(next, nextSeq))
                     {
                         // The seal was written but the segment it names never got its header:
                         // the log ends at the seal, which recovery overwrites.
@@ -97,6 +98,7 @@ internal sealed class LogReplayer : IDisposable
                         report.ReplayedBatches++;
                         return new LogPosition(seg, seq, offset);
                     }
+                    e.Sealed = true;
                     _segments.MarkUsed(next, SegmentState.Log, nextSeq);
                     report.ReplayedSegments++;
                     seg = next;

@@ -29,6 +29,6 @@ public sealed class RecoveryReport
         : $"opened in {Duration.TotalMilliseconds:F0} ms: {Volumes} volumes, checkpoint {CheckpointBytes / 1024} KiB ({CheckpointExtents} extents), "
           + $"replayed {ReplayedBatches} batches / {ReplayedRecords} records / {ReplayedBytes / 1024} KiB from {ReplayStart}; "
           + $"log ends at {LogEnd} ({StopReason})"
-          + (DiscardedBatches > 0 ? $"; discarded {DiscardedBatches} torn or unsynced batches ({DiscardedBytes / 1024} KiB) after it" : "")
+          + (DiscardedBatches > 0 ? $"; discarded {DiscardedBatches} torn or unsynced batch(es) ({DiscardedBytes / 1024} KiB) from there on" : "")
           + (CleanShutdown ? "; last shutdown was clean" : "; last shutdown was not clean");
 }

@@ -84,7 +84,14 @@ public sealed class EngineVolume : IBlockVolume
                     {
                         var bytes = p.Count << PoolLayout.BlockShift;
                         var buf = scratch.Buffer.Memory[..bytes];
-                        await _pool.Storage.ReadAsync(p.Phys << PoolLayout.BlockShift, buf).ConfigureAwait(false);
+                        try
+                        {
+                            await _pool.Storage.ReadAsync(p.Phys << PoolLayout.BlockShift, buf).ConfigureAwait(false);
+                        }
+                        catch (Storage.StorageException e)
+                        {
+                            throw new BlockVolumeException(BlockError.Io, $"volume {Name}: reading offset {pieceStart} failed: {e.Message}", e);
+                        }
                         Verify(buf.Span, p.Phys, pieceStart);
                         buf.Span.Slice((int)(from - pieceStart), (int)(to - from)).CopyTo(target.Span);
                     }
@@ -358,6 +365,52 @@ public sealed class EngineVolume : IBlockVolume
                 _state.Gate.ExitShared();
             }
         }
+    }
+
+    /// <summary>
+    /// Runs a size change with the volume's writes held back. When shrinking to a size inside a
+    /// 4 KiB block, the bytes of that block beyond the new end are zeroed first, so growing
+    /// again later exposes zeroes, not old data.
+    /// </summary>
+    internal async Task ResizeAsync(long newSize, Func<Task> logResize)
+    {
+        await _state.Gate.EnterExclusiveAsync(CancellationToken.None).ConfigureAwait(false);
+        try
+        {
+            var old = Size;
+            var tailEnd = Math.Min(old, (newSize + PoolLayout.BlockSize - 1) & ~(long)(PoolLayout.BlockSize - 1));
+            if (newSize < old && tailEnd > newSize)
+            {
+                await ReadModifyWriteAsync(newSize, ZeroBlock[..(int)(tailEnd - newSize)], WriteFlags.None).ConfigureAwait(false);
+            }
+            await logResize().ConfigureAwait(false);
+        }
+        finally
+        {
+            _state.Gate.ExitExclusive();
+        }
+    }
+
+    /// <summary>True if any byte at or beyond <paramref name="offset"/> may be non-zero.</summary>
+    internal async Task<bool> HasDataFromAsync(long offset)
+    {
+        bool mapped;
+        lock (_state.Lock)
+        {
+            mapped = _state.Map.HasContentFrom((offset + PoolLayout.BlockSize - 1) >> PoolLayout.BlockShift);
+        }
+        if (mapped)
+        {
+            return true;
+        }
+        var within = (int)(offset & (PoolLayout.BlockSize - 1));
+        if (within == 0 || offset >= Size)
+        {
+            return false;
+        }
+        var block = new byte[PoolLayout.BlockSize];
+        await ReadBlocksAsync(offset - within, block).ConfigureAwait(false);
+        return block.AsSpan(within).ContainsAnyExcept((byte)0);
     }
 
     public int GetAllocation(long offset, long length, Span<AllocationRange> ranges)

@@ -1,0 +1,85 @@
+using Ballast.Engine.Tests.FaultInjection;
+using Ballast.Engine.Volumes;
+
+namespace Ballast.Engine.Tests.Cleaning;
+
+public class CleanerTests
+{
+    private static async Task<byte[]> ReadAsync(IBlockVolume v, long offset, int length)
+    {
+        var b = new byte[length];
+        await v.ReadAsync(offset, b);
+        return b;
+    }
+
+    [Test]
+    public async Task Overwritten_space_comes_back_and_data_stays_intact()
+    {
+        var storage = new FaultStorage();
+        var pool = await TestPools.OpenAsync(storage, capacity: 32L << 20);
+        var v = await pool.CreateVolumeAsync("v", 8 << 20);
+        var rng = new Random(1);
+        var model = new byte[8 << 20];
+        // Write 5x the volume size into a pool only 4x its size: impossible without the cleaner.
+        for (var round = 0; round < 5 * 256; round++)
+        {
+            var off = rng.Next(256) * 32768L;
+            var data = TestPools.Pattern(round, 32768);
+            await v.WriteAsync(off, data, WriteFlags.None);
+            data.CopyTo(model, off);
+            if (pool.GetStats().FreeSegments < 8)
+            {
+                Assert.That(await pool.CleanPassAsync(16), Is.GreaterThan(0), "cleaner freed nothing");
+            }
+        }
+        var stats = pool.GetStats();
+        TestContext.Out.WriteLine($"cleaner passes {stats.CleanerPasses}, freed {stats.CleanerSegmentsFreed}, moved {stats.CleanerBytesMoved >> 10} KiB, WA {stats.WriteAmplification:F2}");
+        Assert.That(stats.CleanerSegmentsFreed, Is.GreaterThan(0));
+        Assert.That(await ReadAsync(v, 0, model.Length), Is.EqualTo(model));
+        await pool.DisposeAsync();
+        await using var reopened = await TestPools.OpenAsync(storage.CleanImage(), capacity: 32L << 20);
+        Assert.That(await ReadAsync(reopened.OpenVolume("v"), 0, model.Length), Is.EqualTo(model));
+    }
+
+    [Test]
+    public async Task Cleaning_moves_data_that_only_a_snapshot_still_needs()
+    {
+        var storage = new FaultStorage();
+        await using var pool = await TestPools.OpenAsync(storage, capacity: 32L << 20);
+        var v = await pool.CreateVolumeAsync("v", 4 << 20);
+        var a = TestPools.Pattern(1, 4 << 20);
+        await v.WriteAsync(0, a, WriteFlags.None);
+        await pool.CreateSnapshotAsync("v", "s");
+        // Overwrite half of every segment's worth so the old segments are partly live only through the snapshot.
+        for (var i = 0; i < 4 << 20; i += 8192)
+        {
+            await v.WriteAsync(i, TestPools.Pattern(i, 4096), WriteFlags.None);
+        }
+        var freed = await pool.CleanPassAsync(pool.GetStats().Segments);
+        Assert.That(freed, Is.GreaterThan(0));
+        Assert.That(await ReadAsync(pool.OpenVolume("v@s"), 0, a.Length), Is.EqualTo(a));
+        var cur = await ReadAsync(v, 0, 8192);
+        Assert.That(cur.AsSpan(0, 4096).SequenceEqual(TestPools.Pattern(0, 4096)), Is.True);
+        Assert.That(cur.AsSpan(4096).SequenceEqual(a.AsSpan(4096, 4096)), Is.True);
+    }
+
+    [Test]
+    public async Task Deleting_a_snapshot_or_volume_releases_its_space()
+    {
+        await using var pool = await TestPools.OpenAsync(new FaultStorage(), capacity: 32L << 20);
+        var v = await pool.CreateVolumeAsync("v", 8 << 20);
+        await v.WriteAsync(0, TestPools.Pattern(1, 8 << 20), WriteFlags.None);
+        await pool.CreateSnapshotAsync("v", "s");
+        await v.WriteAsync(0, TestPools.Pattern(2, 8 << 20), WriteFlags.None);
+        var used = pool.GetStats().LogSegments;
+        await pool.CleanPassAsync(pool.GetStats().Segments);
+        Assert.That(pool.GetStats().LogSegments, Is.GreaterThan(16), "the snapshot pins the old data");
+        await pool.DeleteVolumeAsync("v@s");
+        await pool.CleanPassAsync(pool.GetStats().Segments);
+        var afterSnap = pool.GetStats().LogSegments;
+        Assert.That(afterSnap, Is.LessThan(used - 6));
+        await pool.DeleteVolumeAsync("v");
+        await pool.CleanPassAsync(pool.GetStats().Segments);
+        Assert.That(pool.GetStats().LogSegments, Is.LessThanOrEqualTo(3));
+    }
+}
