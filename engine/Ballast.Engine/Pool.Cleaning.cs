@@ -16,7 +16,7 @@ namespace Ballast.Engine;
 /// </summary>
 public sealed partial class Pool
 {
-    private const int MaxVictimsPerPass = 64;
+    private const int MaxVictimsPerPass = 256;
 
     public CleanerStats CleanerStats => _cleanerStats;
 
@@ -27,10 +27,11 @@ public sealed partial class Pool
         for (var pass = 0; pass < 32; pass++)
         {
             NeedsCleaning(out var want);
-            if (Segments.FreeCount >= want)
+            if (Segments.FreeCount >= want && Appender.ParkedCount == 0)
             {
                 break;
             }
+            want = Math.Max(want, Segments.FreeCount + 1);
             var n = await CleanPassAsync(want, ct).ConfigureAwait(false);
             if (n == 0)
             {
@@ -47,21 +48,15 @@ public sealed partial class Pool
         await _maintenance.WaitAsync(ct).ConfigureAwait(false);
         try
         {
-            int victims;
-            await _structure.WaitAsync(ct).ConfigureAwait(false);
-            try
+            var freed = await CleanUnderStructureLockAsync(wantFree, ct).ConfigureAwait(false);
+            if (freed == 0 && SegmentsInReplayChain() > 2)
             {
-                victims = await CleanLockedAsync(wantFree, ct).ConfigureAwait(false);
-            }
-            finally
-            {
-                _structure.Release();
-            }
-            if (victims > 0)
-            {
+                // What is worth cleaning is still part of the log that replay reads: a checkpoint
+                // moves the replay start past it, then try again.
                 await WriteCheckpointLockedAsync(clean: false).ConfigureAwait(false);
+                freed = await CleanUnderStructureLockAsync(wantFree, ct).ConfigureAwait(false);
             }
-            return victims;
+            return freed;
         }
         finally
         {
@@ -69,20 +64,64 @@ public sealed partial class Pool
         }
     }
 
+    private async Task<int> CleanUnderStructureLockAsync(int wantFree, CancellationToken ct)
+    {
+        await _structure.WaitAsync(ct).ConfigureAwait(false);
+        try
+        {
+            return await CleanLockedAsync(wantFree, ct).ConfigureAwait(false);
+        }
+        finally
+        {
+            _structure.Release();
+        }
+    }
+
+    /// <summary>
+    /// One pass: mark once, then clean victims in small groups (copy, redirect, commit, free), so
+    /// the space a group frees is what the next group copies into. At high utilisation a victim
+    /// frees little, and copying many before freeing any would need free space the pool lacks.
+    /// </summary>
     private async Task<int> CleanLockedAsync(int wantFree, CancellationToken ct)
     {
         var sw = Stopwatch.StartNew();
         var live = Mark();
         var liveBlocks = live.Merge();
-        var victims = ChooseVictims(liveBlocks, wantFree);
-        if (victims.Count == 0)
+        var urgent = Segments.FreeCount <= Appender.DataReserve + 1 || Appender.ParkedCount > 0;
+        var order = RankVictims(liveBlocks, urgent);
+        var capacity = Layout.DataBlocksPerSegment;
+        var freedTotal = 0;
+        var next = 0;
+        while (next < order.Count && next < MaxVictimsPerPass && (Segments.FreeCount < wantFree || Appender.ParkedCount > 0))
         {
-            return 0;
+            // Copy only what the free segments can take now (one kept for slop at segment ends).
+            var budget = (long)Math.Max(0, Segments.FreeCount - Appender.MinReserve - 1) * capacity * 98 / 100;
+            var group = new HashSet<int>();
+            long copy = 0;
+            while (next < order.Count && group.Count < 8 && copy + order[next].Live <= budget)
+            {
+                group.Add(order[next].Segment);
+                copy += order[next].Live;
+                next++;
+            }
+            if (group.Count == 0)
+            {
+                break;
+            }
+            freedTotal += await CleanGroupAsync(live.Subset(group), group, urgent, ct).ConfigureAwait(false);
         }
-        live.KeepOnly(victims);
-        var urgent = Segments.FreeCount <= Appender.DataReserve + 1;
+        _cleanerStats.Passes++;
+        _cleanerStats.SegmentsFreed += freedTotal;
+        _cleanerStats.LastPassMs = sw.Elapsed.TotalMilliseconds;
+        Report(PoolLogLevel.Debug, $"cleaner: {freedTotal} segment(s) freed, {sw.ElapsedMilliseconds} ms");
+        return freedTotal;
+    }
+
+    private async Task<int> CleanGroupAsync(LiveRanges live, HashSet<int> victims, bool urgent, CancellationToken ct)
+    {
         await CopyForwardAsync(live, victims, urgent, ct).ConfigureAwait(false);
-        var stillReferenced = Redirect(live);
+        var stillReferenced = Redirector.Apply(_catalog.All(), live, Layout);
+        var freed = new List<int>();
         foreach (var v in victims)
         {
             if (stillReferenced.Contains(v))
@@ -92,12 +131,25 @@ public sealed partial class Pool
                 continue;
             }
             Segments[v].State = SegmentState.PendingFree;
+            freed.Add(v);
         }
-        _cleanerStats.Passes++;
-        _cleanerStats.SegmentsFreed += victims.Count - stillReferenced.Count;
-        _cleanerStats.LastPassMs = sw.Elapsed.TotalMilliseconds;
-        Report(PoolLogLevel.Debug, $"cleaner: {victims.Count} segment(s) emptied, {sw.ElapsedMilliseconds} ms");
-        return victims.Count - stillReferenced.Count;
+        if (freed.Count == 0)
+        {
+            return 0;
+        }
+        // Once this record is durable, recovery redoes the redirection: the victims may be reused.
+        await LogMetadataAsync(RecordKind.CleanCommit, null, 0, Redirector.EncodeVictims(freed), 0, _ => { }).ConfigureAwait(false);
+        await Epoch.DrainAsync(CancellationToken.None).ConfigureAwait(false);
+        foreach (var v in freed)
+        {
+            Segments.Release(v);
+            if (_options.ReturnFreedSpace)
+            {
+                TryDiscard(v);
+            }
+        }
+        Appender.SpaceFreed();
+        return freed.Count;
     }
 
     /// <summary>
@@ -107,10 +159,13 @@ public sealed partial class Pool
     private LiveRanges Mark()
     {
         var live = new LiveRanges(Layout);
+        var replayFrom = _superblock.Current.ReplayStart.Seq;
         for (var i = 0; i < Segments.Count; i++)
         {
-            // Only sealed segments: the appender never writes to them again.
-            if (Segments.StateOf(i) == SegmentState.Log && Segments[i].Sealed)
+            // Only sealed segments the appender never writes again, and only those before the
+            // checkpoint's replay start: replay still walks the ones after it.
+            var e = Segments[i];
+            if (e.State == SegmentState.Log && e.Sealed && e.Seq < replayFrom)
             {
                 live.Track(i);
             }
@@ -156,17 +211,36 @@ public sealed partial class Pool
         return live;
     }
 
-    private HashSet<int> ChooseVictims(Dictionary<int, int> liveBlocks, int wantFree)
+    private int SegmentsInReplayChain()
     {
-        var capacity = Layout.BlocksPerSegment - 2;
+        var replayFrom = _superblock.Current.ReplayStart.Seq;
+        var n = 0;
+        for (var i = 0; i < Segments.Count; i++)
+        {
+            if (Segments.StateOf(i) == SegmentState.Log && Segments[i].Seq >= replayFrom)
+            {
+                n++;
+            }
+        }
+        return n;
+    }
+
+    /// <summary>
+    /// Candidates best first by LFS cost-benefit, (1-u)·age/(1+u). Nearly full segments are
+    /// skipped unless writes are waiting for space, when any that frees something will do.
+    /// </summary>
+    private List<(int Segment, int Live)> RankVictims(Dictionary<int, int> liveBlocks, bool urgent)
+    {
+        var capacity = Layout.DataBlocksPerSegment;
         var now = Environment.TickCount64;
+        var limit = urgent ? 0.998 : 0.95;
         var scored = new List<(int Segment, double Score, int Live)>();
         foreach (var (seg, liveCount) in liveBlocks)
         {
             var e = Segments[seg];
             e.LiveBlocks = liveCount;
             var u = Math.Min(1.0, (double)liveCount / capacity);
-            if (u >= 0.95)
+            if (u >= limit)
             {
                 continue;
             }
@@ -174,27 +248,7 @@ public sealed partial class Pool
             scored.Add((seg, (1 - u) * age / (1 + u), liveCount));
         }
         scored.Sort((a, b) => b.Score.CompareTo(a.Score));
-        // Copying consumes free segments before victims come back: stay within what is free.
-        var copyBudget = (long)Math.Max(0, Segments.FreeCount - Appender.MinReserve - 1) * capacity * 9 / 10;
-        var needed = wantFree - Segments.FreeCount;
-        var victims = new HashSet<int>();
-        double gain = 0;
-        long copy = 0;
-        foreach (var (seg, _, liveCount) in scored)
-        {
-            if (victims.Count >= MaxVictimsPerPass || gain > needed)
-            {
-                break;
-            }
-            if (copy + liveCount > copyBudget)
-            {
-                continue;
-            }
-            victims.Add(seg);
-            copy += liveCount;
-            gain += 1 - (double)liveCount / capacity;
-        }
-        return victims;
+        return [.. scored.Select(x => (x.Segment, x.Live))];
     }
 
     private async Task CopyForwardAsync(LiveRanges live, HashSet<int> victims, bool urgent, CancellationToken ct)
@@ -292,50 +346,5 @@ public sealed partial class Pool
         {
             await Task.Delay(due - sw.Elapsed, ct).ConfigureAwait(false);
         }
-    }
-
-    /// <summary>
-    /// Points every map entry in a moved component at the copy (one 64-bit store each). Returns
-    /// victims that some entry still references without a copy (none, unless there is a bug).
-    /// </summary>
-    private HashSet<int> Redirect(LiveRanges live)
-    {
-        var unsafeVictims = new HashSet<int>();
-        var seen = new HashSet<MapNode>(ReferenceEqualityComparer.Instance);
-        var leaves = new List<MapLeaf>();
-        foreach (var v in _catalog.All())
-        {
-            lock (v.Lock)
-            {
-                leaves.Clear();
-                ExtentMap.CollectLeaves(v.Map.Root, seen, leaves);
-                foreach (var leaf in leaves)
-                {
-                    for (var i = 0; i < leaf.Count; i++)
-                    {
-                        ref var e = ref leaf.Items[i];
-                        if (e.Kind != ExtentKind.Data)
-                        {
-                            continue;
-                        }
-                        var seg = Layout.SegmentOf(e.Phys);
-                        if (!live.IsTracked(seg))
-                        {
-                            continue;
-                        }
-                        var np = live.Redirect(e.Phys);
-                        if (np >= 0 && live.Redirect(e.Phys + e.Count - 1) == np + e.Count - 1)
-                        {
-                            Volatile.Write(ref e.Target, MapEntry.Pack(ExtentKind.Data, np));
-                        }
-                        else
-                        {
-                            unsafeVictims.Add(seg);
-                        }
-                    }
-                }
-            }
-        }
-        return unsafeVictims;
     }
 }

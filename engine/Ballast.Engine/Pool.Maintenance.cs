@@ -47,17 +47,9 @@ public sealed partial class Pool
     {
         var sw = Stopwatch.StartNew();
         CheckpointCapture? capture = null;
-        var pendingAtCapture = new List<int>();
         await Appender.RunAtBoundaryAsync(() =>
         {
             capture = CheckpointCapture.Take(Appender.Position, Appender.LastSeq, _catalog.NextId, _catalog.All(), Segments);
-            for (var i = 0; i < Segments.Count; i++)
-            {
-                if (Segments.StateOf(i) == SegmentState.PendingFree)
-                {
-                    pendingAtCapture.Add(i);
-                }
-            }
             if (clean)
             {
                 Appender.RefuseWrites();
@@ -111,29 +103,26 @@ public sealed partial class Pool
                 Segments.Release(s);
             }
         }
-        if (pendingAtCapture.Count > 0)
-        {
-            await Epoch.DrainAsync(CancellationToken.None).ConfigureAwait(false);
-            foreach (var s in pendingAtCapture)
-            {
-                Segments.Release(s);
-                try
-                {
-                    Storage.Discard(Layout.SegmentOffset(s), Layout.SegmentSize);
-                }
-                catch (Exception e)
-                {
-                    Report(PoolLogLevel.Warning, $"could not punch freed segment {s}: {e.Message}");
-                }
-            }
-        }
         UpdateReserve(cpSegments);
+        Appender.SpaceFreed();
         Interlocked.Exchange(ref _bytesSinceCheckpoint, 0);
         _lastCheckpointTicks = Environment.TickCount64;
         _checkpoints++;
         _lastCheckpointBytes = sink.Length;
         _lastCheckpointDuration = sw.Elapsed;
         Report(PoolLogLevel.Debug, $"checkpoint {generation}: {sink.Length / 1024} KiB in {cpSegments} segment(s), {sw.ElapsedMilliseconds} ms, replay starts at {capture.Position}");
+    }
+
+    private void TryDiscard(int segment)
+    {
+        try
+        {
+            Storage.Discard(Layout.SegmentOffset(segment), Layout.SegmentSize);
+        }
+        catch (Exception e)
+        {
+            Report(PoolLogLevel.Warning, $"could not punch freed segment {segment}: {e.Message}");
+        }
     }
 
     /// <summary>
@@ -144,6 +133,7 @@ public sealed partial class Pool
     {
         Appender.MinReserve = checkpointSegments + 1;
         Appender.DataReserve = checkpointSegments + 1 + 3;
+        Appender.CleanThreshold = Math.Max(Appender.DataReserve + 1, (int)(Segments.Count * _options.CleanerStartFree));
     }
 
     private async Task MaintenanceLoopAsync()
@@ -158,9 +148,13 @@ public sealed partial class Pool
                 {
                     continue;
                 }
-                if (NeedsCleaning(out _))
+                if (NeedsCleaning(out _) || Appender.ParkedCount > 0)
                 {
-                    await CleanAsync(ct).ConfigureAwait(false);
+                    var freed = await CleanAsync(ct).ConfigureAwait(false);
+                    if (freed == 0 && Appender.ParkedCount > 0 && Segments.FreeCount <= Appender.DataReserve)
+                    {
+                        Appender.FailParked("the cleaner found no space to reclaim");
+                    }
                 }
                 var due = Interlocked.Read(ref _bytesSinceCheckpoint) >= Math.Min(_options.CheckpointEveryBytes, Capacity / 8)
                     || (Interlocked.Read(ref _bytesSinceCheckpoint) > 0 && Environment.TickCount64 - _lastCheckpointTicks >= _options.CheckpointInterval.TotalMilliseconds);

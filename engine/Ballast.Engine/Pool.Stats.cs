@@ -7,11 +7,15 @@ public sealed partial class Pool
 {
     private long _checkpointDeviceBytes;
 
+    /// <summary>Where the appender thread spent its time (diagnostics for benchmarks).</summary>
+    public (TimeSpan Busy, TimeSpan Write, TimeSpan Sync) AppenderTimes =>
+        (System.Diagnostics.Stopwatch.GetElapsedTime(0, Appender.BusyTicks), System.Diagnostics.Stopwatch.GetElapsedTime(0, Appender.WriteTicks), System.Diagnostics.Stopwatch.GetElapsedTime(0, Appender.SyncTicks));
+
     public PoolStats GetStats()
     {
         int log = 0, cp = 0;
         long live = 0, used = 0;
-        var dataBlocks = Layout.BlocksPerSegment - 2;
+        var dataBlocks = Layout.DataBlocksPerSegment;
         for (var i = 0; i < Segments.Count; i++)
         {
             var e = Segments[i];

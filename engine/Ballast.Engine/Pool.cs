@@ -138,6 +138,7 @@ public sealed partial class Pool : IAsyncDisposable
             }
             report.CheckpointBytes = sb.CheckpointLength;
             report.CheckpointExtents = loaded.Extents;
+            LoadSummaries(storage, layout, segments, report, options.Log);
         }
         var catalog = new VolumeCatalog(geometry, loaded?.NextVolumeId ?? 1);
         if (loaded != null)
@@ -164,9 +165,30 @@ public sealed partial class Pool : IAsyncDisposable
         return new Pool(options, storage, store, layout, segments, catalog, appender, report);
     }
 
+    /// <summary>Fills the CRC tables of sealed segments from their summaries (rebuilding damaged ones).</summary>
+    private static void LoadSummaries(IPoolStorage storage, PoolLayout layout, SegmentTable segments, RecoveryReport report, Action<PoolLogLevel, string>? log)
+    {
+        for (var i = 0; i < segments.Count; i++)
+        {
+            var e = segments[i];
+            if (e.State != SegmentState.Log || !e.Sealed)
+            {
+                continue;
+            }
+            if (SegmentSummary.TryLoad(storage, layout, i, e))
+            {
+                report.SummariesLoaded++;
+                continue;
+            }
+            var blocks = SegmentSummary.Rebuild(storage, layout, i, e);
+            report.SummariesRebuilt++;
+            log?.Invoke(PoolLogLevel.Warning, $"segment {i}: summary damaged; rebuilt {blocks} block checksums from its batch headers");
+        }
+    }
+
     private static int MaxBatch(PoolOptions options, PoolLayout layout)
     {
-        var fit = layout.SegmentSize - 2 * PoolLayout.BlockSize - BatchFormat.MaxHeaderBytes;
+        var fit = layout.BatchLimit - layout.FirstBatchOffset - BatchFormat.MaxHeaderBytes;
         return Math.Max(PoolLayout.BlockSize, Math.Min(options.MaxBatchBytes, fit) & ~(PoolLayout.BlockSize - 1));
     }
 
@@ -188,6 +210,7 @@ public sealed partial class Pool : IAsyncDisposable
     {
         _superblock.Update(s => s.CleanShutdown = false);
         UpdateReserve(1);
+        Appender.SpaceWait = _options.BackgroundMaintenance ? _options.SpaceWaitTimeout : TimeSpan.Zero;
         Appender.Start();
         if (_options.BackgroundMaintenance)
         {

@@ -20,6 +20,7 @@ internal sealed class CheckpointCapture
     public required int[] WriteOffsets { get; init; }
     public required int[] WrittenBlocks { get; init; }
     public required bool[] Sealed { get; init; }
+    public required uint[] SummaryCrcs { get; init; }
 
     /// <summary>Lets the volumes' maps change their nodes in place again.</summary>
     public void Release()
@@ -60,6 +61,7 @@ internal sealed class CheckpointCapture
             WriteOffsets = new int[n],
             WrittenBlocks = new int[n],
             Sealed = new bool[n],
+            SummaryCrcs = new uint[n],
         };
         for (var i = 0; i < n; i++)
         {
@@ -71,6 +73,7 @@ internal sealed class CheckpointCapture
             capture.WriteOffsets[i] = e.WriteOffset;
             capture.WrittenBlocks[i] = e.WrittenBlocks;
             capture.Sealed[i] = e.Sealed;
+            capture.SummaryCrcs[i] = e.SummaryCrc;
         }
         return capture;
     }

@@ -86,6 +86,11 @@ internal static class CheckpointReader
             e.WriteOffset = offset;
             e.WrittenBlocks = written;
             e.Sealed = sealed_;
+            if (sealed_)
+            {
+                e.SummaryCrc = src.U32();
+                continue;
+            }
             var blocks = offset >> PoolLayout.BlockShift;
             src.Bytes(crcBytes.AsSpan(0, blocks * 4));
             for (var b = 0; b < blocks; b++)

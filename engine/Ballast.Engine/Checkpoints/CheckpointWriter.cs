@@ -54,6 +54,12 @@ internal static class CheckpointWriter
             sink.I32(c.WriteOffsets[i]);
             sink.I32(c.WrittenBlocks[i]);
             sink.U8(c.Sealed[i] ? (byte)1 : (byte)0);
+            if (c.Sealed[i])
+            {
+                // Its CRCs are in the segment summary, not in the checkpoint.
+                sink.U32(c.SummaryCrcs[i]);
+                continue;
+            }
             var blocks = c.WriteOffsets[i] >> PoolLayout.BlockShift;
             var crcs = segments[i].Crcs;
             for (var b = 0; b < blocks; b++)

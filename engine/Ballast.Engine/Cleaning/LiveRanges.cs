@@ -35,9 +35,27 @@ internal sealed class LiveRanges
 
     public void Track(int segment) => _bySegment[segment] = [];
 
+    /// <summary>Records a component already copied (replay of a relocation record).</summary>
+    public void AddMoved(long phys, int count, long newPhys)
+    {
+        if (_layout.IsDataBlock(phys) && _bySegment.TryGetValue(_layout.SegmentOf(phys), out var list))
+        {
+            list.Add(new Component { Phys = phys, Count = count, NewPhys = newPhys });
+        }
+    }
+
     public bool IsTracked(int segment) => _bySegment.ContainsKey(segment);
 
     public IEnumerable<int> Segments => _bySegment.Keys;
+
+    /// <summary>Sorts replayed components by old location (they are disjoint already).</summary>
+    public void SortMoved()
+    {
+        foreach (var list in _bySegment.Values)
+        {
+            list.Sort((a, b) => a.Phys.CompareTo(b.Phys));
+        }
+    }
 
     /// <summary>Sorts and merges each segment's ranges; returns live blocks per segment.</summary>
     public Dictionary<int, int> Merge()
@@ -70,16 +88,15 @@ internal sealed class LiveRanges
 
     public List<Component> ComponentsOf(int segment) => _bySegment[segment];
 
-    /// <summary>Only the chosen victims stay tracked.</summary>
-    public void KeepOnly(IReadOnlySet<int> victims)
+    /// <summary>The components of some tracked segments (sharing their lists).</summary>
+    public LiveRanges Subset(IEnumerable<int> segments)
     {
-        foreach (var seg in _bySegment.Keys.ToList())
+        var sub = new LiveRanges(_layout);
+        foreach (var s in segments)
         {
-            if (!victims.Contains(seg))
-            {
-                _bySegment.Remove(seg);
-            }
+            sub._bySegment[s] = _bySegment[s];
         }
+        return sub;
     }
 
     /// <summary>New location of a physical block that lies in a moved component, or -1.</summary>

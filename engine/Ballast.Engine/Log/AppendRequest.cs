@@ -36,6 +36,10 @@ internal sealed class AppendRequest : IValueTaskSource
     /// <summary>First physical block of the payload once written.</summary>
     public long ResultPhys;
     public object? State;
+    /// <summary>When the request first waited for free space (Environment.TickCount64), or 0.</summary>
+    public long ParkedAt;
+    /// <summary>Blocks of this data record still to write after the part in the current batch (split at a segment end).</summary>
+    public int SplitRemaining;
 
     public short Version => _core.Version;
 
@@ -51,6 +55,8 @@ internal sealed class AppendRequest : IValueTaskSource
         UseReserve = false;
         ResultPhys = -1;
         State = null;
+        ParkedAt = 0;
+        SplitRemaining = 0;
     }
 
     public void Complete() => _core.SetResult(true);

@@ -24,6 +24,7 @@ internal sealed class Appender : IDisposable
     private readonly Guid _poolId;
     private readonly BatchBuilder _builder;
     private readonly BatchBuilder _sealBuilder = new(PoolLayout.BlockSize);
+    private readonly Buffers.AlignedBuffer _sealBuffer;
     private readonly IDisplacedSink _displaced;
     private readonly object _lock = new();
     private readonly Stack<AppendRequest> _pool = new();
@@ -34,8 +35,16 @@ internal sealed class Appender : IDisposable
     private readonly Thread _thread;
     private List<AppendRequest> _queue = [];
     private List<AppendRequest> _taken = [];
+    // Data writes waiting for the cleaner to free a segment, and everything with an LSN queued
+    // behind them: log order must stay LSN order per volume, or replay would skip records.
+    private readonly List<AppendRequest> _parked = [];
+    private readonly List<AppendRequest> _work = [];
+    private bool _parking;
+    private bool _spaceFreed;
+    private string? _failParked;
+    private bool _splitAborted;
+    private readonly Syncer _syncer;
     private bool _stopping;
-    private bool _writtenSinceSync;
     private ulong _batchSeq;
     private Exception? _poison;
     private volatile bool _refuseWrites;
@@ -49,12 +58,14 @@ internal sealed class Appender : IDisposable
         _poolId = superblock.Current.PoolId;
         _displaced = displaced;
         _builder = new BatchBuilder(maxBatchPayloadBytes);
+        _sealBuffer = new Buffers.AlignedBuffer(layout.SealBytes);
         MaxBatchBlocks = maxBatchPayloadBytes >> PoolLayout.BlockShift;
         Segment = position.Segment;
         Seq = position.Seq;
         Offset = position.Offset;
         LastSeq = position.Seq;
         _thread = new Thread(Run) { IsBackground = true, Name = "ballast-appender" };
+        _syncer = new Syncer(storage);
     }
 
     public int MaxBatchBlocks { get; }
@@ -69,10 +80,50 @@ internal sealed class Appender : IDisposable
     /// <summary>Segments that trims, metadata and relocation leave free (for the checkpoint).</summary>
     public volatile int MinReserve = 1;
 
-    public Exception? Poison => Volatile.Read(ref _poison);
+    public Exception? Poison => Volatile.Read(ref _poison) ?? _syncer.Failure;
 
-    /// <summary>Raised on the appender thread when a data write found no free segment.</summary>
+    /// <summary>How long a data write may wait for the cleaner when no segment is free; zero fails at once.</summary>
+    public TimeSpan SpaceWait { get; set; }
+
+    /// <summary>Free segments at or below which the cleaner is woken.</summary>
+    public volatile int CleanThreshold;
+
+    public int ParkedCount
+    {
+        get
+        {
+            lock (_lock)
+            {
+                return _parked.Count;
+            }
+        }
+    }
+
+    /// <summary>Raised on the appender thread when free segments run low or a write is waiting for space.</summary>
     public event Action? SpaceLow;
+
+    /// <summary>Segments were freed: retry parked writes.</summary>
+    public void SpaceFreed()
+    {
+        lock (_lock)
+        {
+            _spaceFreed = true;
+            Monitor.Pulse(_lock);
+        }
+    }
+
+    /// <summary>The cleaner found nothing to reclaim: parked writes fail with ENOSPC now.</summary>
+    public void FailParked(string reason)
+    {
+        lock (_lock)
+        {
+            if (_parked.Count > 0)
+            {
+                _failParked = reason;
+                Monitor.Pulse(_lock);
+            }
+        }
+    }
 
     /// <summary>Raised after each batch with the number of bytes it put on the device.</summary>
     public event Action<long>? Appended;
@@ -82,9 +133,16 @@ internal sealed class Appender : IDisposable
     public long ClientDataBlocks;
     public long RelocatedBlocks;
     public long Batches;
-    public long Syncs;
+    public long WriteTicks;
+    public long BusyTicks;
+    public long Syncs => _syncer.Syncs;
+    public long SyncTicks => _syncer.SyncTicks;
 
-    public void Start() => _thread.Start();
+    public void Start()
+    {
+        _syncer.Start();
+        _thread.Start();
+    }
 
     public AppendRequest Rent()
     {
@@ -177,39 +235,92 @@ internal sealed class Appender : IDisposable
         {
             _thread.Join();
         }
+        _syncer.Dispose();
     }
 
     private void Run()
     {
         while (true)
         {
+            string? failParked;
             lock (_lock)
             {
-                while (_queue.Count == 0)
+                while (_queue.Count == 0 && !(_parked.Count > 0 && (_spaceFreed || _failParked != null || ParkExpired())))
                 {
                     if (_stopping)
                     {
-                        return;
+                        if (_parked.Count == 0)
+                        {
+                            return;
+                        }
+                        _failParked = "the pool is shutting down";
+                        break;
                     }
-                    Monitor.Wait(_lock);
+                    if (_parked.Count > 0)
+                    {
+                        Monitor.Wait(_lock, 100);
+                    }
+                    else
+                    {
+                        Monitor.Wait(_lock);
+                    }
                 }
                 (_queue, _taken) = (_taken, _queue);
+                _spaceFreed = false;
+                failParked = _failParked;
+                _failParked = null;
             }
+            var busyFrom = System.Diagnostics.Stopwatch.GetTimestamp();
+            _work.Clear();
+            _work.AddRange(_parked);
+            _parked.Clear();
+            _work.AddRange(_taken);
+            _taken.Clear();
+            _parking = false;
             try
             {
-                Process(_taken);
+                if (failParked != null)
+                {
+                    FailAllParked(failParked);
+                }
+                Process(_work);
             }
             catch (Exception e)
             {
                 // A bug here must not hang every client: fail what is left and poison the log.
                 Interlocked.CompareExchange(ref _poison, e, null);
-                foreach (var r in _taken)
+                foreach (var r in _work)
                 {
                     TryFail(r, new BlockVolumeException(BlockError.Io, $"internal error in the log appender: {e.Message}", e));
                 }
             }
-            _taken.Clear();
+            _work.Clear();
+            BusyTicks += System.Diagnostics.Stopwatch.GetTimestamp() - busyFrom;
         }
+    }
+
+    private bool ParkExpired() => _parked.Count > 0 && Environment.TickCount64 - _parked[0].ParkedAt > SpaceWait.TotalMilliseconds;
+
+    /// <summary>
+    /// Fails the parked data writes (at the head of the work list). Trims and metadata parked
+    /// behind them go on: they may use the reserve, and a trim is how space comes back.
+    /// </summary>
+    private void FailAllParked(string reason)
+    {
+        for (var i = 0; i < _work.Count; i++)
+        {
+            var r = _work[i];
+            if (r.ParkedAt == 0)
+            {
+                break;
+            }
+            if (!r.UseReserve)
+            {
+                r.Fail(new BlockVolumeException(BlockError.NoSpace, $"the pool is full and {reason}; trim or delete data, or grow the pool"));
+                _work[i] = null!;
+            }
+        }
+        _work.RemoveAll(r => r == null);
     }
 
     private static void TryFail(AppendRequest r, Exception e)
@@ -253,6 +364,12 @@ internal sealed class Appender : IDisposable
                     i++;
                     continue;
                 }
+                if (_parking && r.Volume != null)
+                {
+                    Park(r);
+                    i++;
+                    continue;
+                }
                 if (Poison is { } poison)
                 {
                     r.Fail(new BlockVolumeException(BlockError.Io, $"the pool stopped accepting writes after a device error: {poison.Message}", poison));
@@ -291,15 +408,92 @@ internal sealed class Appender : IDisposable
                 {
                     break;
                 }
-                // Even an empty batch does not fit what is left of this segment: move to the next.
-                if (!TryAdvanceSegment(r))
+                if (data && (r.Desc.Flags & RecordFlags.Relocated) == 0 && TrySplit(r))
                 {
-                    i++;
+                    // The head of the record fills this segment; the rest goes on after the batch.
+                    break;
+                }
+                // Even an empty batch does not fit what is left of this segment: move to the next.
+                switch (TryAdvanceSegment(r))
+                {
+                    case Advance.NoSpace when !r.UseReserve && SpaceWait > TimeSpan.Zero
+                        && (r.ParkedAt == 0 || Environment.TickCount64 - r.ParkedAt <= SpaceWait.TotalMilliseconds):
+                        // Wait for the cleaner rather than fail a client on a pool full of dead data.
+                        Park(r);
+                        _parking = true;
+                        SpaceLow?.Invoke();
+                        i++;
+                        break;
+                    case Advance.NoSpace:
+                        r.Fail(NoSpace(r));
+                        SpaceLow?.Invoke();
+                        i++;
+                        break;
+                    case Advance.Failed:
+                        i++;
+                        break;
                 }
             }
             WriteBatch(needSync);
+            if (_splitAborted)
+            {
+                // The head of a split record failed to write: the request is failed, skip its rest.
+                _splitAborted = false;
+                i++;
+            }
         }
     }
+
+    /// <summary>
+    /// Puts as many leading blocks of a client data record as fit into the (empty) batch, so a
+    /// segment is not sealed with space left. Both parts keep the record's LSN; the client is
+    /// completed when the last part is written.
+    /// </summary>
+    private bool TrySplit(AppendRequest r)
+    {
+        var spaceLeft = _layout.BatchLimit - Offset;
+        var k = Math.Min(r.Desc.BlockCount - 1, (spaceLeft - PoolLayout.BlockSize) >> PoolLayout.BlockShift);
+        while (k > 0 && !_builder.Fits(k, 0, data: true, spaceLeft))
+        {
+            k--;
+        }
+        if (k <= 0)
+        {
+            return false;
+        }
+        r.SplitRemaining = r.Desc.BlockCount - k;
+        r.Desc.BlockCount = k;
+        var first = _builder.Add(ref r.Desc, r.Crcs, null, r.Payload.Span[..(k << PoolLayout.BlockShift)]);
+        r.ResultPhys = first;
+        _batchItems.Add(r);
+        return true;
+    }
+
+    /// <summary>After the head part of a split record was written and applied, makes the request describe the rest.</summary>
+    private static void AdvanceSplit(AppendRequest r)
+    {
+        var k = r.Desc.BlockCount;
+        r.Desc.Lba += k;
+        r.Desc.BlockCount = r.SplitRemaining;
+        r.Payload = r.Payload[(k << PoolLayout.BlockShift)..];
+        Array.Copy(r.Crcs, k, r.Crcs, 0, r.SplitRemaining);
+        r.ResultPhys = -1;
+    }
+
+    private void Park(AppendRequest r)
+    {
+        if (r.ParkedAt == 0)
+        {
+            r.ParkedAt = Environment.TickCount64;
+        }
+        lock (_lock)
+        {
+            _parked.Add(r);
+        }
+    }
+
+    private BlockVolumeException NoSpace(AppendRequest r) => new(BlockError.NoSpace,
+        $"the pool is full ({_segments.FreeCount} of {_segments.Count} segments free, {(r.UseReserve ? MinReserve : DataReserve)} kept in reserve); trim or delete data, or grow the pool");
 
     private void RunControl(AppendRequest r)
     {
@@ -320,9 +514,11 @@ internal sealed class Appender : IDisposable
         {
             var batchOffset = Offset;
             var bytes = _builder.Finish(Seq, batchOffset, ++_batchSeq, out var headerBytes);
+            var writeFrom = System.Diagnostics.Stopwatch.GetTimestamp();
             try
             {
                 _storage.Write(_layout.SegmentOffset(Segment) + batchOffset, bytes);
+                WriteTicks += System.Diagnostics.Stopwatch.GetTimestamp() - writeFrom;
             }
             catch (Exception e)
             {
@@ -331,6 +527,7 @@ internal sealed class Appender : IDisposable
                     : new BlockVolumeException(BlockError.Io, $"log write failed: {e.Message}", e);
                 foreach (var r in _batchItems)
                 {
+                    _splitAborted |= r.SplitRemaining > 0;
                     r.Fail(error);
                 }
                 foreach (var r in _durableItems)
@@ -342,7 +539,7 @@ internal sealed class Appender : IDisposable
                 }
                 return;
             }
-            _writtenSinceSync = true;
+            _syncer.Wrote();
             Offset = batchOffset + bytes.Length;
             DeviceBytes += bytes.Length;
             Batches++;
@@ -375,6 +572,13 @@ internal sealed class Appender : IDisposable
         // Complete what needs no sync before syncing: their latency should not include it.
         foreach (var r in _batchItems)
         {
+            if (r.SplitRemaining > 0)
+            {
+                // Only its head was written: it goes on in the next batch, in the same place in line.
+                AdvanceSplit(r);
+                r.SplitRemaining = 0;
+                continue;
+            }
             if ((r.Desc.Flags & RecordFlags.Fua) == 0)
             {
                 r.Complete();
@@ -382,31 +586,16 @@ internal sealed class Appender : IDisposable
         }
         if (needSync)
         {
-            Exception? syncError = Poison;
-            if (syncError == null && _writtenSinceSync)
+            if (Poison is { } poison)
             {
-                try
+                foreach (var r in _durableItems)
                 {
-                    _storage.Sync();
-                    Syncs++;
-                    _writtenSinceSync = false;
-                }
-                catch (Exception e)
-                {
-                    syncError = e;
-                    Interlocked.CompareExchange(ref _poison, e, null);
+                    r.Fail(new BlockVolumeException(BlockError.Io, $"flush failed: {poison.Message}", poison));
                 }
             }
-            foreach (var r in _durableItems)
+            else
             {
-                if (syncError == null)
-                {
-                    r.Complete();
-                }
-                else
-                {
-                    r.Fail(new BlockVolumeException(BlockError.Io, $"flush failed: {syncError.Message}", syncError));
-                }
+                _syncer.Enqueue(_durableItems);
             }
         }
     }
@@ -433,27 +622,35 @@ internal sealed class Appender : IDisposable
                             vol.Map.Set(d.Lba, d.BlockCount, ExtentKind.Hole, 0, d.Lsn, _displaced);
                             break;
                     }
-                    vol.AppliedLsn = d.Lsn;
+                    if (r.SplitRemaining == 0)
+                    {
+                        // A split record's head does not count as applied: a checkpoint taken before
+                        // its rest is written must still let replay apply that rest (same LSN).
+                        vol.AppliedLsn = d.Lsn;
+                    }
                 }
             }
         }
         r.Apply?.Invoke(r);
     }
 
-    /// <summary>
-    /// Seals the current segment and opens the next one. False (and <paramref name="r"/> failed)
-    /// when no segment may be taken for it.
-    /// </summary>
-    private bool TryAdvanceSegment(AppendRequest r)
+    private enum Advance
+    {
+        Advanced,
+        /// <summary>No segment may be taken for this request now.</summary>
+        NoSpace,
+        /// <summary>A device error; the request was failed.</summary>
+        Failed,
+    }
+
+    /// <summary>Seals the current segment and opens the next one.</summary>
+    private Advance TryAdvanceSegment(AppendRequest r)
     {
         var reserve = r.UseReserve ? MinReserve : DataReserve;
         var next = _segments.Allocate(SegmentState.Log, reserve);
         if (next < 0)
         {
-            r.Fail(new BlockVolumeException(BlockError.NoSpace,
-                $"the pool is full ({_segments.FreeCount} of {_segments.Count} segments free, {reserve} kept in reserve); trim or delete data, or grow the pool"));
-            SpaceLow?.Invoke();
-            return false;
+            return Advance.NoSpace;
         }
         var nextSeq = LastSeq + 1;
         try
@@ -474,18 +671,18 @@ internal sealed class Appender : IDisposable
             var noSpace = e is StorageException { IsNoSpace: true };
             r.Fail(new BlockVolumeException(noSpace ? BlockError.NoSpace : BlockError.Io,
                 noSpace ? "the device under the pool is full" : $"cannot open a new log segment: {e.Message}", e));
-            return false;
+            return Advance.Failed;
         }
         _segments[next].Seq = nextSeq;
         LastSeq = nextSeq;
         Segment = next;
         Seq = nextSeq;
         Offset = _layout.FirstBatchOffset;
-        if (_segments.FreeCount <= DataReserve + 1)
+        if (_segments.FreeCount <= Math.Max(CleanThreshold, DataReserve + 1))
         {
             SpaceLow?.Invoke();
         }
-        return true;
+        return Advance.Advanced;
     }
 
     private unsafe void WriteSegmentHeader(int segment, ulong seq)
@@ -494,21 +691,29 @@ internal sealed class Appender : IDisposable
         new SegmentHeader(SegmentKind.Log, _poolId, segment, seq).Encode(buf.Span);
         _storage.Write(_layout.SegmentOffset(segment), buf.Span);
         DeviceBytes += PoolLayout.BlockSize;
-        _writtenSinceSync = true;
+        _syncer.Wrote();
     }
 
-    /// <summary>Writes a seal at the current offset pointing at (next, nextSeq).</summary>
+    /// <summary>
+    /// Writes a seal at the current offset pointing at (next, nextSeq), followed by the segment
+    /// summary (every block's CRC), in one write.
+    /// </summary>
     internal void WriteSeal(int next, ulong nextSeq)
     {
+        var e = _segments[Segment];
+        var summary = _sealBuffer.Span[PoolLayout.BlockSize.._layout.SealBytes];
+        SegmentSummary.Encode(e.Crcs, summary);
+        var summaryCrc = Crc32C.Compute(summary);
         _sealBuilder.Reset();
         var d = new RecordDescriptor { Kind = RecordKind.Seal, Aux = next, Lba = (long)nextSeq, Flags = RecordFlags.None };
-        _sealBuilder.Add(ref d, default, default, default);
-        var bytes = _sealBuilder.Finish(Seq, Offset, ++_batchSeq, out _);
-        _storage.Write(_layout.SegmentOffset(Segment) + Offset, bytes);
-        DeviceBytes += bytes.Length;
-        _writtenSinceSync = true;
-        _segments[Segment].WriteOffset = Offset + bytes.Length;
-        _segments[Segment].Sealed = true;
+        _sealBuilder.Add(ref d, default, SegmentSummary.SealInline(summaryCrc), default);
+        _sealBuilder.Finish(Seq, Offset, ++_batchSeq, out _).CopyTo(_sealBuffer.Span);
+        _storage.Write(_layout.SegmentOffset(Segment) + Offset, _sealBuffer.Span[.._layout.SealBytes]);
+        DeviceBytes += _layout.SealBytes;
+        _syncer.Wrote();
+        e.WriteOffset = Offset + _layout.SealBytes;
+        e.SummaryCrc = summaryCrc;
+        e.Sealed = true;
     }
 
     /// <summary>
@@ -541,7 +746,6 @@ internal sealed class Appender : IDisposable
         Seq = nextSeq;
         Offset = _layout.FirstBatchOffset;
         _storage.Sync();
-        _writtenSinceSync = false;
     }
 
     public LogPosition Position => new(Segment, Seq, Offset);
@@ -551,5 +755,6 @@ internal sealed class Appender : IDisposable
         Stop();
         _builder.Dispose();
         _sealBuilder.Dispose();
+        ((IDisposable)_sealBuffer).Dispose();
     }
 }

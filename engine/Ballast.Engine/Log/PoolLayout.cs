@@ -2,8 +2,10 @@ namespace Ballast.Engine.Log;
 
 /// <summary>
 /// Geometry of a pool device: two superblock slots, then fixed-size segments. Every segment's
-/// first block is its header and its last block is kept free for the seal record, so a segment
-/// can always be closed. Physical addresses are absolute 4 KiB block numbers in the device.
+/// first block is its header. Batches end by <see cref="BatchLimit"/>, which leaves room for the
+/// seal record and the segment summary (the CRC of every block, 4 bytes per 4 KiB) that follow
+/// the last batch, so a segment can always be closed. Physical addresses are absolute 4 KiB
+/// block numbers in the device.
 /// </summary>
 public sealed class PoolLayout
 {
@@ -26,17 +28,27 @@ public sealed class PoolLayout
         SegmentSize = segmentSize;
         SegmentCount = segmentCount;
         BlocksPerSegment = segmentSize >> BlockShift;
+        SummaryBlocks = Math.Max(1, BlocksPerSegment * 4 / BlockSize);
     }
 
     public int SegmentSize { get; }
     public int SegmentCount { get; }
     public int BlocksPerSegment { get; }
 
+    /// <summary>Blocks of the segment summary: one CRC32C per block of the segment.</summary>
+    public int SummaryBlocks { get; }
+
+    /// <summary>Blocks a segment can hold payload in (at most; batch headers take some).</summary>
+    public int DataBlocksPerSegment => (BatchLimit - FirstBatchOffset) >> BlockShift;
+
     /// <summary>First byte a batch may use in a segment (after the header block).</summary>
     public int FirstBatchOffset => BlockSize;
 
-    /// <summary>Batches end at or before this offset; the last block is reserved for the seal.</summary>
-    public int BatchLimit => SegmentSize - BlockSize;
+    /// <summary>Batches end at or before this offset; what follows is reserved for the seal and the summary.</summary>
+    public int BatchLimit => SegmentSize - (1 + SummaryBlocks) * BlockSize;
+
+    /// <summary>Bytes a seal plus summary take after the last batch.</summary>
+    public int SealBytes => (1 + SummaryBlocks) * BlockSize;
 
     public long DeviceLength => DataStart + (long)SegmentSize * SegmentCount;
 
@@ -56,6 +68,6 @@ public sealed class PoolLayout
             return false;
         }
         var inSeg = BlockInSegment(physBlock);
-        return inSeg >= 1 && inSeg < BlocksPerSegment - 1;
+        return inSeg >= 1 && inSeg < BatchLimit >> BlockShift;
     }
 }

@@ -19,6 +19,11 @@ public enum RecordKind : byte
     SnapshotCreate = 13,
     /// <summary>The volume's attachment epoch changes; Aux is the new epoch.</summary>
     EpochSet = 14,
+    /// <summary>
+    /// Ends a cleaning pass: inline payload lists the emptied segments. Replay redirects map
+    /// entries as the relocation records before it say, then frees those segments.
+    /// </summary>
+    CleanCommit = 15,
     /// <summary>Closes a segment; Aux is the next segment's index, Lba its sequence number.</summary>
     Seal = 20,
 }
@@ -29,6 +34,6 @@ public enum RecordFlags : byte
     None = 0,
     /// <summary>The client asked for this record to be durable before it completes.</summary>
     Fua = 1,
-    /// <summary>Copied forward by the cleaner; replay ignores it (the checkpoint that follows a cleaning pass records the move).</summary>
+    /// <summary>Copied forward by the cleaner; Aux is the old physical block. Takes effect at the next CleanCommit.</summary>
     Relocated = 2,
 }

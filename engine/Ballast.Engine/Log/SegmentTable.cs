@@ -49,6 +49,8 @@ public sealed class SegmentTable : Maps.IDisplacedSink
         public int LiveBlocks = -1;
         /// <summary>A seal closed this log segment: it will never be appended to again, so the cleaner may take it.</summary>
         public bool Sealed;
+        /// <summary>CRC32C of the summary written after the seal (sealed segments).</summary>
+        public uint SummaryCrc;
         /// <summary>Offset the appender has written up to (log segments).</summary>
         public int WriteOffset;
         public long LastWriteTicks;

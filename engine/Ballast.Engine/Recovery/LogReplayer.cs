@@ -89,7 +89,8 @@ internal sealed class LogReplayer : IDisposable
                 {
                     var next = (int)d.Aux;
                     var nextSeq = (ulong)d.Lba;
-                    e.WriteOffset = offset + total;
+                    e.WriteOffset = offset + _layout.SealBytes;
+                    SegmentSummary.TryReadSealInline(inline, out e.SummaryCrc);
                     if (next < 0 || next >= _layout.SegmentCount || next == seg || nextSeq <= seq || !ReadSegmentHeader(next, nextSeq))
                     {
                         // The seal was written but the segment it names never got its header:

@@ -11,6 +11,8 @@ public sealed class RecoveryReport
     public long CheckpointBytes { get; set; }
     public long CheckpointExtents { get; set; }
     public int Volumes { get; set; }
+    public int SummariesLoaded { get; set; }
+    public int SummariesRebuilt { get; set; }
     public LogPosition ReplayStart { get; set; }
     public LogPosition LogEnd { get; set; }
     public int ReplayedSegments { get; set; }
@@ -30,5 +32,6 @@ public sealed class RecoveryReport
           + $"replayed {ReplayedBatches} batches / {ReplayedRecords} records / {ReplayedBytes / 1024} KiB from {ReplayStart}; "
           + $"log ends at {LogEnd} ({StopReason})"
           + (DiscardedBatches > 0 ? $"; discarded {DiscardedBatches} torn or unsynced batch(es) ({DiscardedBytes / 1024} KiB) from there on" : "")
+          + (SummariesRebuilt > 0 ? $"; {SummariesRebuilt} damaged segment summaries rebuilt" : "")
           + (CleanShutdown ? "; last shutdown was clean" : "; last shutdown was not clean");
 }

@@ -11,6 +11,8 @@ namespace Ballast.Engine.Recovery;
 /// </summary>
 internal sealed class ReplayApplier(VolumeCatalog catalog, SegmentTable segments, Action<PoolLogLevel, string>? log)
 {
+    // Relocations of the cleaning pass in progress: (old physical block, count, new physical block).
+    private readonly List<(long Old, int Count, long New)> _moves = [];
 
     public void Apply(in RecordDescriptor d, ReadOnlySpan<byte> inline, long phys, ReadOnlySpan<uint> crcs)
     {
@@ -49,15 +51,52 @@ internal sealed class ReplayApplier(VolumeCatalog catalog, SegmentTable segments
             case RecordKind.VolumeDelete:
                 catalog.ApplyDelete(d.VolumeId);
                 break;
+            case RecordKind.CleanCommit:
+                CommitCleaning(Cleaning.Redirector.DecodeVictims(inline, segments.Count));
+                break;
             default:
                 log?.Invoke(PoolLogLevel.Warning, $"replay: skipped a record of unknown kind {(int)d.Kind}");
                 break;
         }
     }
 
+    /// <summary>Redoes a cleaning pass: redirect entries into its victims, then free them.</summary>
+    private void CommitCleaning(List<int> victims)
+    {
+        var moved = new Cleaning.LiveRanges(segments.Layout);
+        foreach (var v in victims)
+        {
+            moved.Track(v);
+        }
+        foreach (var (old, count, fresh) in _moves)
+        {
+            moved.AddMoved(old, count, fresh);
+        }
+        moved.SortMoved();
+        var keep = Cleaning.Redirector.Apply(catalog.All(), moved, segments.Layout);
+        foreach (var v in victims)
+        {
+            if (keep.Contains(v))
+            {
+                log?.Invoke(PoolLogLevel.Error, $"replay: segment {v} is still referenced after its cleaning pass; keeping it");
+                continue;
+            }
+            segments.Release(v);
+        }
+        _moves.Clear();
+    }
+
     private void ApplyRange(in RecordDescriptor d, long phys)
     {
-        if ((d.Flags & RecordFlags.Relocated) != 0 || !Current(d, out var v))
+        if ((d.Flags & RecordFlags.Relocated) != 0)
+        {
+            if (d.Kind == RecordKind.Data)
+            {
+                _moves.Add((d.Aux, d.BlockCount, phys));
+            }
+            return;
+        }
+        if (!Current(d, out var v))
         {
             return;
         }

@@ -139,6 +139,7 @@ public class ModelBasedTests
                             storage = storage.CleanImage();
                         }
                         pool = await TestPools.OpenAsync(storage, capacity);
+                        log.Add($"  -> {pool.Recovery}");
                         await VerifyAllAsync(pool, model);
                         break;
                     default:

@@ -1,0 +1,80 @@
+using Ballast.Engine.Log;
+using Ballast.Engine.Maps;
+using Ballast.Engine.Volumes;
+
+namespace Ballast.Engine.Cleaning;
+
+/// <summary>
+/// Points every map entry that lies in a moved component at the copy (one 64-bit store each).
+/// The cleaner runs it live; replay runs it again at the CleanCommit record, so both paths end
+/// with the same maps.
+/// </summary>
+internal static class Redirector
+{
+    /// <summary>Returns victims some entry still points into without a copy (none, unless there is a bug).</summary>
+    public static HashSet<int> Apply(IEnumerable<VolumeState> volumes, LiveRanges moved, PoolLayout layout)
+    {
+        var unsafeVictims = new HashSet<int>();
+        var seen = new HashSet<MapNode>(ReferenceEqualityComparer.Instance);
+        var leaves = new List<MapLeaf>();
+        foreach (var v in volumes)
+        {
+            lock (v.Lock)
+            {
+                leaves.Clear();
+                ExtentMap.CollectLeaves(v.Map.Root, seen, leaves);
+                foreach (var leaf in leaves)
+                {
+                    for (var i = 0; i < leaf.Count; i++)
+                    {
+                        ref var e = ref leaf.Items[i];
+                        if (e.Kind != ExtentKind.Data || !layout.IsDataBlock(e.Phys))
+                        {
+                            continue;
+                        }
+                        var seg = layout.SegmentOf(e.Phys);
+                        if (!moved.IsTracked(seg))
+                        {
+                            continue;
+                        }
+                        var np = moved.Redirect(e.Phys);
+                        if (np >= 0 && moved.Redirect(e.Phys + e.Count - 1) == np + e.Count - 1)
+                        {
+                            Volatile.Write(ref e.Target, MapEntry.Pack(ExtentKind.Data, np));
+                        }
+                        else
+                        {
+                            unsafeVictims.Add(seg);
+                        }
+                    }
+                }
+            }
+        }
+        return unsafeVictims;
+    }
+
+    public static byte[] EncodeVictims(IReadOnlyCollection<int> victims)
+    {
+        var b = new byte[4 * victims.Count];
+        var i = 0;
+        foreach (var v in victims)
+        {
+            System.Buffers.Binary.BinaryPrimitives.WriteInt32LittleEndian(b.AsSpan(4 * i++), v);
+        }
+        return b;
+    }
+
+    public static List<int> DecodeVictims(ReadOnlySpan<byte> inline, int segmentCount)
+    {
+        var list = new List<int>(inline.Length / 4);
+        for (var i = 0; i + 4 <= inline.Length; i += 4)
+        {
+            var v = System.Buffers.Binary.BinaryPrimitives.ReadInt32LittleEndian(inline[i..]);
+            if (v >= 0 && v < segmentCount)
+            {
+                list.Add(v);
+            }
+        }
+        return list;
+    }
+}
