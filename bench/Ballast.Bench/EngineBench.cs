@@ -116,7 +116,7 @@ internal static class EngineBench
         var poolBytes = (long)a.Get("pool-mib", 1024.0) << 20;
         var fill = a.Get("fill", 0.8);
         var overwrites = a.Get("overwrites", 3.0);
-        var segment = (int)a.Get("segment-mib", 16.0) << 20;
+        var segment = (int)(a.Get("segment-mib", 0.0) * (1 << 20));
         var path = Path.Combine(dir, "bench-wa.dat");
         File.Delete(path);
         await using var pool = await Pool.OpenAsync(new PoolOptions
@@ -125,6 +125,7 @@ internal static class EngineBench
             Capacity = poolBytes,
             SegmentSize = segment,
             CleanerBytesPerSecond = 1L << 40,
+            Log = Environment.GetEnvironmentVariable("BALLAST_BENCH_LOG") == "1" ? (l, m) => Console.Error.WriteLine($"[{l}] {m}") : null,
         });
         var volumeBytes = (long)(pool.Capacity * fill) / Block * Block;
         var v = await pool.CreateVolumeAsync("wa", volumeBytes);
@@ -167,7 +168,7 @@ internal static class EngineBench
         while (await Task.WhenAny(run, Task.Delay(5000)) != run)
         {
             var st = pool.GetStats();
-            Console.Error.WriteLine($"  {sw.Elapsed.TotalSeconds:F0} s: {Math.Min(done, total) * 100 / total}% written, free {st.FreeSegments}/{st.Segments} segments, cleaner passes {st.CleanerPasses}, moved {st.CleanerBytesMoved >> 20} MiB");
+            Console.Error.WriteLine($"  {sw.Elapsed.TotalSeconds:F0} s: {Math.Min(done, total) * 100 / total}% written, free {st.FreeSegments}/{st.Segments} segments (log {st.LogSegments}, checkpoint {st.CheckpointSegments}, reclaimable {st.ReclaimableBytes >> 20} MiB), cleaner passes {st.CleanerPasses}, moved {st.CleanerBytesMoved >> 20} MiB");
         }
         await run;
         await v.FlushAsync();

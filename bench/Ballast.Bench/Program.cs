@@ -12,7 +12,7 @@ static int Usage()
 {
     Console.Error.WriteLine("""
         usage: Ballast.Bench engine-randwrite --dir DIR [--volume-gib 2] [--pool-gib 8] [--seconds 30] [--qd 32] [--flush-every 32]
-               Ballast.Bench engine-wa --dir DIR [--pool-mib 1024] [--fill 0.8] [--overwrites 3] [--segment-mib 16]
+               Ballast.Bench engine-wa --dir DIR [--pool-mib 1024] [--fill 0.8] [--overwrites 3] [--segment-mib 0 (auto)]
         """);
     return 2;
 }

@@ -16,7 +16,7 @@ namespace Ballast.Engine;
 /// </summary>
 public sealed partial class Pool
 {
-    private const int MaxVictimsPerPass = 256;
+    private const int MaxVictimsPerPass = 16;
 
     public CleanerStats CleanerStats => _cleanerStats;
 
@@ -48,6 +48,12 @@ public sealed partial class Pool
         await _maintenance.WaitAsync(ct).ConfigureAwait(false);
         try
         {
+            if (SegmentsInReplayChain() > Math.Max(4, (Segments.Count - Segments.FreeCount) / 8))
+            {
+                // Only segments before the replay start may be cleaned; when the chain replay
+                // walks holds a good share of the log, move its start first.
+                await WriteCheckpointLockedAsync(clean: false).ConfigureAwait(false);
+            }
             var freed = await CleanUnderStructureLockAsync(wantFree, ct).ConfigureAwait(false);
             if (freed == 0 && SegmentsInReplayChain() > 2)
             {
@@ -89,26 +95,23 @@ public sealed partial class Pool
         var liveBlocks = live.Merge();
         var urgent = Segments.FreeCount <= Appender.DataReserve + 1 || Appender.ParkedCount > 0;
         var order = RankVictims(liveBlocks, urgent);
-        var capacity = Layout.DataBlocksPerSegment;
         var freedTotal = 0;
         var next = 0;
         while (next < order.Count && next < MaxVictimsPerPass && (Segments.FreeCount < wantFree || Appender.ParkedCount > 0))
         {
-            // Copy only what the free segments can take now (one kept for slop at segment ends).
-            var budget = (long)Math.Max(0, Segments.FreeCount - Appender.MinReserve - 1) * capacity * 98 / 100;
-            var group = new HashSet<int>();
-            long copy = 0;
-            while (next < order.Count && group.Count < 8 && copy + order[next].Live <= budget)
-            {
-                group.Add(order[next].Segment);
-                copy += order[next].Live;
-                next++;
-            }
+            var group = NextGroup(order, ref next, out var copy);
             if (group.Count == 0)
             {
                 break;
             }
-            freedTotal += await CleanGroupAsync(live.Subset(group), group, urgent, ct).ConfigureAwait(false);
+            var freeBefore = Segments.FreeCount;
+            var got = await CleanGroupAsync(live.Subset(group), group, urgent, ct).ConfigureAwait(false);
+            freedTotal += got;
+            Report(PoolLogLevel.Debug, $"cleaner: group of {group.Count} victim(s), {copy} live blocks copied, {got} freed; free {freeBefore} -> {Segments.FreeCount}");
+            if (got == 0)
+            {
+                break;
+            }
         }
         _cleanerStats.Passes++;
         _cleanerStats.SegmentsFreed += freedTotal;
@@ -117,12 +120,39 @@ public sealed partial class Pool
         return freedTotal;
     }
 
+    /// <summary>
+    /// The next victims to clean together: as many as the space the cleaner can count on holds.
+    /// Client writes may take free segments down to DataReserve while a group is copied, so the
+    /// cleaner counts only on what lies below that line and above its own floor (MinReserve + 1).
+    /// Copies are packed into segment ends (see the appender), so 95% of those segments is a
+    /// safe budget: batch headers take well under 1%.
+    /// </summary>
+    private HashSet<int> NextGroup(List<(int Segment, int Live)> order, ref int next, out long copy)
+    {
+        var usable = Math.Min(Segments.FreeCount, Appender.DataReserve) - Appender.MinReserve - 1;
+        var budget = (long)Math.Max(0, usable) * Layout.DataBlocksPerSegment * 95 / 100;
+        var group = new HashSet<int>();
+        copy = 0;
+        while (next < order.Count && group.Count < 8 && copy + order[next].Live <= budget)
+        {
+            group.Add(order[next].Segment);
+            copy += order[next].Live;
+            next++;
+        }
+        return group;
+    }
+
+    /// <summary>
+    /// Copies the victims' live data forward, redirects the maps, logs the commit and frees the
+    /// victims. If a copy fails part way (the device or the pool is full), the victims whose data
+    /// was copied completely are still committed and freed: the pass always keeps its progress.
+    /// </summary>
     private async Task<int> CleanGroupAsync(LiveRanges live, HashSet<int> victims, bool urgent, CancellationToken ct)
     {
-        await CopyForwardAsync(live, victims, urgent, ct).ConfigureAwait(false);
-        var stillReferenced = Redirector.Apply(_catalog.All(), live, Layout);
+        var copied = await CopyForwardAsync(live, victims, urgent, ct).ConfigureAwait(false);
+        var stillReferenced = Redirector.Apply(_catalog.All(), live.Subset(copied), Layout);
         var freed = new List<int>();
-        foreach (var v in victims)
+        foreach (var v in copied)
         {
             if (stillReferenced.Contains(v))
             {
@@ -133,12 +163,14 @@ public sealed partial class Pool
             Segments[v].State = SegmentState.PendingFree;
             freed.Add(v);
         }
+        // Logged even when nothing was freed: it tells replay to forget the relocations before it.
+        await LogMetadataAsync(RecordKind.CleanCommit, null, 0, Redirector.EncodeVictims(freed), 0, _ => { }).ConfigureAwait(false);
         if (freed.Count == 0)
         {
             return 0;
         }
-        // Once this record is durable, recovery redoes the redirection: the victims may be reused.
-        await LogMetadataAsync(RecordKind.CleanCommit, null, 0, Redirector.EncodeVictims(freed), 0, _ => { }).ConfigureAwait(false);
+        // Once the commit is durable, recovery redoes the redirection: the victims may be reused
+        // as soon as no reader still holds a mapping into them.
         await Epoch.DrainAsync(CancellationToken.None).ConfigureAwait(false);
         foreach (var v in freed)
         {
@@ -251,7 +283,11 @@ public sealed partial class Pool
         return [.. scored.Select(x => (x.Segment, x.Live))];
     }
 
-    private async Task CopyForwardAsync(LiveRanges live, HashSet<int> victims, bool urgent, CancellationToken ct)
+    /// <summary>
+    /// Copies every live component of the victims through the appender as relocation records.
+    /// Returns the victims whose components were all copied; stops at the first failed copy.
+    /// </summary>
+    private async Task<HashSet<int>> CopyForwardAsync(LiveRanges live, HashSet<int> victims, bool urgent, CancellationToken ct)
     {
         var bufferBytes = Appender.MaxBatchBlocks << PoolLayout.BlockShift;
         using var buffer = new AlignedBuffer(bufferBytes);
@@ -259,17 +295,29 @@ public sealed partial class Pool
         var fill = 0;
         long moved = 0;
         var sw = Stopwatch.StartNew();
+        var failed = false;
         foreach (var seg in victims.Order())
         {
             var comps = live.ComponentsOf(seg);
-            for (var i = 0; i < comps.Count; i++)
+            for (var i = 0; i < comps.Count && !failed; i++)
             {
                 var c = comps[i];
                 var bytes = c.Count << PoolLayout.BlockShift;
+                if (bytes > bufferBytes)
+                {
+                    // Ranges shared by snapshots can chain into a piece larger than one record:
+                    // this victim stays until its references change.
+                    Report(PoolLogLevel.Warning, $"cleaner: segment {seg} holds a shared piece of {c.Count} blocks, more than one copy can move; skipping it");
+                    break;
+                }
                 if (fill + bytes > bufferBytes)
                 {
-                    await SubmitGroupAsync(group, live).ConfigureAwait(false);
+                    failed = !await SubmitGroupAsync(group, live).ConfigureAwait(false);
                     fill = 0;
+                    if (failed)
+                    {
+                        break;
+                    }
                     if (!urgent)
                     {
                         await Throttle(moved, sw, ct).ConfigureAwait(false);
@@ -298,12 +346,34 @@ public sealed partial class Pool
                 fill += bytes;
                 moved += bytes;
             }
+            if (failed)
+            {
+                break;
+            }
         }
-        await SubmitGroupAsync(group, live).ConfigureAwait(false);
+        if (!failed)
+        {
+            await SubmitGroupAsync(group, live).ConfigureAwait(false);
+        }
         _cleanerStats.BlocksMoved += moved >> PoolLayout.BlockShift;
+        var copied = new HashSet<int>();
+        foreach (var seg in victims)
+        {
+            var all = true;
+            foreach (var c in live.ComponentsOf(seg))
+            {
+                all &= c.NewPhys >= 0;
+            }
+            if (all)
+            {
+                copied.Add(seg);
+            }
+        }
+        return copied;
     }
 
-    private async Task SubmitGroupAsync(List<(int Segment, int Index, AppendRequest Request)> group, LiveRanges live)
+    /// <summary>Submits the copies together; false if any failed (logged).</summary>
+    private async Task<bool> SubmitGroupAsync(List<(int Segment, int Index, AppendRequest Request)> group, LiveRanges live)
     {
         var pending = new ValueTask[group.Count];
         for (var i = 0; i < group.Count; i++)
@@ -334,8 +404,9 @@ public sealed partial class Pool
         group.Clear();
         if (failure != null)
         {
-            throw new IOException($"cleaner could not copy live data forward: {failure.Message}", failure);
+            Report(PoolLogLevel.Warning, $"cleaner: copying live data forward stopped: {failure.Message}");
         }
+        return failure == null;
     }
 
     private async Task Throttle(long moved, Stopwatch sw, CancellationToken ct)

@@ -132,7 +132,7 @@ public sealed partial class Pool
     private void UpdateReserve(int checkpointSegments)
     {
         Appender.MinReserve = checkpointSegments + 1;
-        Appender.DataReserve = checkpointSegments + 1 + 3;
+        Appender.DataReserve = checkpointSegments + 1 + 4;
         Appender.CleanThreshold = Math.Max(Appender.DataReserve + 1, (int)(Segments.Count * _options.CleanerStartFree));
     }
 

@@ -80,8 +80,9 @@ public sealed partial class Pool : IAsyncDisposable
             throw new InvalidDataException($"{storage.Description} holds data but no valid Ballast superblock ({problem}); refusing to overwrite it");
         }
         var capacity = options.Capacity > 0 ? options.Capacity : DefaultCapacity(options.Path);
-        var segmentCount = (int)Math.Min(int.MaxValue, capacity / options.SegmentSize);
-        var layout = new PoolLayout(options.SegmentSize, segmentCount);
+        var segmentSize = options.SegmentSizeFor(capacity);
+        var segmentCount = (int)Math.Min(int.MaxValue, capacity / segmentSize);
+        var layout = new PoolLayout(segmentSize, segmentCount);
         storage.Grow(layout.DeviceLength);
         var sb = new Superblock
         {

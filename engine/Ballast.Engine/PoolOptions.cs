@@ -19,8 +19,22 @@ public sealed class PoolOptions
     /// <summary>Capacity of a new pool in bytes; 0 picks 90% of the free space of the filesystem (at most 4 TiB).</summary>
     public long Capacity { get; init; }
 
-    /// <summary>Segment size of a new pool (power of two, 1 MiB..1 GiB).</summary>
-    public int SegmentSize { get; init; } = 64 << 20;
+    /// <summary>
+    /// Segment size of a new pool (power of two, 1 MiB..1 GiB); 0 picks one from the capacity:
+    /// about 512 segments, between 4 MiB and 64 MiB. Many segments keep the free segments the
+    /// cleaner must hold back a small share of the pool.
+    /// </summary>
+    public int SegmentSize { get; init; }
+
+    internal int SegmentSizeFor(long capacity)
+    {
+        if (SegmentSize > 0)
+        {
+            return SegmentSize;
+        }
+        var want = Math.Clamp(capacity / 512, 4L << 20, 64L << 20);
+        return (int)(1L << (63 - System.Numerics.BitOperations.LeadingZeroCount((ulong)want)));
+    }
 
     /// <summary>Largest group-commit batch payload.</summary>
     public int MaxBatchBytes { get; init; } = 4 << 20;
@@ -35,10 +49,10 @@ public sealed class PoolOptions
     public long CleanerBytesPerSecond { get; init; } = 128L << 20;
 
     /// <summary>The cleaner starts when free segments drop below this fraction of the pool…</summary>
-    public double CleanerStartFree { get; init; } = 0.10;
+    public double CleanerStartFree { get; init; } = 0.05;
 
     /// <summary>…and works until this fraction is free (or nothing worth cleaning is left).</summary>
-    public double CleanerTargetFree { get; init; } = 0.20;
+    public double CleanerTargetFree { get; init; } = 0.08;
 
     /// <summary>
     /// How long a write may wait for the cleaner when no segment is free before it fails with

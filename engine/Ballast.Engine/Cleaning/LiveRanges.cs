@@ -33,6 +33,9 @@ internal sealed class LiveRanges
         list.Add(new Component { Phys = phys, Count = count, NewPhys = -1 });
     }
 
+    /// <summary>Adjacent live ranges are merged into one copy up to this many blocks (1 MiB).</summary>
+    public const int MaxAdjacentMerge = 256;
+
     public void Track(int segment) => _bySegment[segment] = [];
 
     /// <summary>Records a component already copied (replay of a relocation record).</summary>
@@ -67,7 +70,11 @@ internal sealed class LiveRanges
             var merged = new List<Component>(list.Count);
             foreach (var c in list)
             {
-                if (merged.Count > 0 && c.Phys <= merged[^1].Phys + merged[^1].Count)
+                // Overlapping ranges (shared by snapshots and clones) must move as one piece;
+                // merely adjacent ones are merged only up to a small size, so copies stay small
+                // enough to fill the ends of segments.
+                var lastEnd = merged.Count > 0 ? merged[^1].Phys + merged[^1].Count : long.MinValue;
+                if (merged.Count > 0 && (c.Phys < lastEnd || (c.Phys == lastEnd && merged[^1].Count + c.Count <= MaxAdjacentMerge)))
                 {
                     var last = merged[^1];
                     var end = Math.Max(last.Phys + last.Count, c.Phys + c.Count);

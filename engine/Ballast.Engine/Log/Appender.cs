@@ -43,6 +43,8 @@ internal sealed class Appender : IDisposable
     private bool _spaceFreed;
     private string? _failParked;
     private bool _splitAborted;
+    // The head segment was opened while free segments were at or below DataReserve.
+    private bool _headReserved;
     private readonly Syncer _syncer;
     private bool _stopping;
     private ulong _batchSeq;
@@ -134,6 +136,10 @@ internal sealed class Appender : IDisposable
     public long RelocatedBlocks;
     public long Batches;
     public long WriteTicks;
+    /// <summary>Bytes left unused at the ends of sealed segments, and segments opened (diagnostics).</summary>
+    public long SealedUnusedBytes;
+    public long SegmentsOpened;
+    public long SegmentsOpenedForClients;
     public long BusyTicks;
     public long Syncs => _syncer.Syncs;
     public long SyncTicks => _syncer.SyncTicks;
@@ -389,6 +395,21 @@ internal sealed class Appender : IDisposable
                     continue;
                 }
                 var data = r.Desc.Kind == RecordKind.Data;
+                if (!r.UseReserve && _headReserved)
+                {
+                    if (_segments.FreeCount > DataReserve)
+                    {
+                        _headReserved = false;
+                    }
+                    else
+                    {
+                        // The head was opened from the reserve (for the cleaner or metadata):
+                        // client data waiting here is what the reserve exists to keep out.
+                        OnNoSpace(r);
+                        i++;
+                        continue;
+                    }
+                }
                 var inlineLen = r.Inline?.Length ?? 0;
                 if (_builder.Fits(r.Desc.BlockCount, inlineLen, data, _layout.BatchLimit - Offset))
                 {
@@ -413,20 +434,16 @@ internal sealed class Appender : IDisposable
                     // The head of the record fills this segment; the rest goes on after the batch.
                     break;
                 }
+                if ((r.Desc.Flags & RecordFlags.Relocated) != 0 && TryPullForward(items, i))
+                {
+                    // A later copy that fits the segment's rest goes first; this one waits its turn.
+                    continue;
+                }
                 // Even an empty batch does not fit what is left of this segment: move to the next.
                 switch (TryAdvanceSegment(r))
                 {
-                    case Advance.NoSpace when !r.UseReserve && SpaceWait > TimeSpan.Zero
-                        && (r.ParkedAt == 0 || Environment.TickCount64 - r.ParkedAt <= SpaceWait.TotalMilliseconds):
-                        // Wait for the cleaner rather than fail a client on a pool full of dead data.
-                        Park(r);
-                        _parking = true;
-                        SpaceLow?.Invoke();
-                        i++;
-                        break;
                     case Advance.NoSpace:
-                        r.Fail(NoSpace(r));
-                        SpaceLow?.Invoke();
+                        OnNoSpace(r);
                         i++;
                         break;
                     case Advance.Failed:
@@ -469,6 +486,31 @@ internal sealed class Appender : IDisposable
         return true;
     }
 
+    /// <summary>
+    /// Cleaner copies carry no LSN and take effect only at their commit record, so their order
+    /// among themselves is free: swaps in the first later copy that fits what is left of the
+    /// segment, instead of sealing the segment with that space unused. Only copies are
+    /// searched, so client records keep their order.
+    /// </summary>
+    private bool TryPullForward(List<AppendRequest> items, int i)
+    {
+        var spaceLeft = _layout.BatchLimit - Offset;
+        for (var j = i + 1; j < items.Count && j < i + 4096; j++)
+        {
+            var c = items[j];
+            if (c.Op != AppendOp.Record || (c.Desc.Flags & RecordFlags.Relocated) == 0)
+            {
+                continue;
+            }
+            if (_builder.Fits(c.Desc.BlockCount, 0, data: true, spaceLeft))
+            {
+                (items[i], items[j]) = (items[j], items[i]);
+                return true;
+            }
+        }
+        return false;
+    }
+
     /// <summary>After the head part of a split record was written and applied, makes the request describe the rest.</summary>
     private static void AdvanceSplit(AppendRequest r)
     {
@@ -478,6 +520,22 @@ internal sealed class Appender : IDisposable
         r.Payload = r.Payload[(k << PoolLayout.BlockShift)..];
         Array.Copy(r.Crcs, k, r.Crcs, 0, r.SplitRemaining);
         r.ResultPhys = -1;
+    }
+
+    /// <summary>No segment may be taken for this request: a client write waits for the cleaner (up to SpaceWait), anything else fails.</summary>
+    private void OnNoSpace(AppendRequest r)
+    {
+        if (!r.UseReserve && SpaceWait > TimeSpan.Zero && (r.ParkedAt == 0 || Environment.TickCount64 - r.ParkedAt <= SpaceWait.TotalMilliseconds))
+        {
+            // Wait for the cleaner rather than fail a client on a pool full of dead data.
+            Park(r);
+            _parking = true;
+        }
+        else
+        {
+            r.Fail(NoSpace(r));
+        }
+        SpaceLow?.Invoke();
     }
 
     private void Park(AppendRequest r)
@@ -492,8 +550,17 @@ internal sealed class Appender : IDisposable
         }
     }
 
+    /// <summary>
+    /// Free segments a request must leave: client data stops first (DataReserve), cleaner copies
+    /// one above MinReserve so the cleaner's commit record always finds room, and trims and
+    /// metadata may go down to MinReserve (what the next checkpoint needs).
+    /// </summary>
+    private int ReserveFor(AppendRequest r) => !r.UseReserve ? DataReserve
+        : (r.Desc.Flags & RecordFlags.Relocated) != 0 ? MinReserve + 1
+        : MinReserve;
+
     private BlockVolumeException NoSpace(AppendRequest r) => new(BlockError.NoSpace,
-        $"the pool is full ({_segments.FreeCount} of {_segments.Count} segments free, {(r.UseReserve ? MinReserve : DataReserve)} kept in reserve); trim or delete data, or grow the pool");
+        $"the pool is full ({_segments.FreeCount} of {_segments.Count} segments free, {ReserveFor(r)} kept in reserve); trim or delete data, or grow the pool");
 
     private void RunControl(AppendRequest r)
     {
@@ -646,11 +713,18 @@ internal sealed class Appender : IDisposable
     /// <summary>Seals the current segment and opens the next one.</summary>
     private Advance TryAdvanceSegment(AppendRequest r)
     {
-        var reserve = r.UseReserve ? MinReserve : DataReserve;
+        var reserve = ReserveFor(r);
         var next = _segments.Allocate(SegmentState.Log, reserve);
         if (next < 0)
         {
             return Advance.NoSpace;
+        }
+        SealedUnusedBytes += _layout.BatchLimit - Offset;
+        _headReserved = _segments.FreeCount < DataReserve;
+        SegmentsOpened++;
+        if (!r.UseReserve)
+        {
+            SegmentsOpenedForClients++;
         }
         var nextSeq = LastSeq + 1;
         try

@@ -82,4 +82,53 @@ public class CleanerTests
         await pool.CleanPassAsync(pool.GetStats().Segments);
         Assert.That(pool.GetStats().LogSegments, Is.LessThanOrEqualTo(3));
     }
+
+    [Test]
+    [CancelAfter(120_000)]
+    public async Task A_pool_80_percent_full_keeps_accepting_random_overwrites(CancellationToken ct)
+    {
+        // The background cleaner alone must keep up: no write may fail with ENOSPC and the
+        // writers must never stall, even though free space sits at the reserve the whole time.
+        var storage = new FaultStorage();
+        var options = TestPools.Options(storage, capacity: 64L << 20, background: true);
+        await using var pool = await Pool.OpenAsync(options);
+        var size = (long)(pool.Capacity * 0.8) & ~4095L;
+        var v = await pool.CreateVolumeAsync("v", size);
+        var model = new byte[size];
+        new Random(7).NextBytes(model);
+        await v.WriteAsync(0, model, WriteFlags.None);
+        var blocks = size / 4096;
+        var writesPerWorker = (int)(2 * blocks / 8);
+        var failures = 0;
+        var workers = Enumerable.Range(0, 8).Select(w => Task.Run(async () =>
+        {
+            var rng = new Random(100 + w);
+            var buf = new byte[4096];
+            for (var i = 0; i < writesPerWorker && !ct.IsCancellationRequested; i++)
+            {
+                // Each worker owns the blocks congruent to its number, so the model stays exact.
+                var block = (rng.NextInt64(blocks / 8) * 8) + w;
+                if (block >= blocks)
+                {
+                    continue;
+                }
+                rng.NextBytes(buf);
+                try
+                {
+                    await v.WriteAsync(block * 4096, buf, WriteFlags.None, ct);
+                    buf.CopyTo(model, block * 4096);
+                }
+                catch (BlockVolumeException)
+                {
+                    Interlocked.Increment(ref failures);
+                }
+            }
+        }, ct)).ToArray();
+        await Task.WhenAll(workers);
+        var stats = pool.GetStats();
+        TestContext.Out.WriteLine($"free {stats.FreeSegments}/{stats.Segments}, cleaner passes {stats.CleanerPasses}, moved {stats.CleanerBytesMoved >> 20} MiB, WA {stats.WriteAmplification:F2}");
+        Assert.That(failures, Is.Zero, "writes failed although the cleaner could reclaim space");
+        Assert.That(stats.CleanerSegmentsFreed, Is.GreaterThan(0));
+        Assert.That(await ReadAsync(v, 0, model.Length), Is.EqualTo(model));
+    }
 }
