@@ -13,7 +13,7 @@ public sealed partial class Pool
 
     public IReadOnlyList<VolumeInfo> ListVolumes() => [.. _catalog.All().Select(Describe)];
 
-    public VolumeInfo Describe(string name) => Describe(Find(name));
+    public VolumeInfo Describe(string name) => Describe(FindState(name));
 
     private VolumeInfo Describe(VolumeState v)
     {
@@ -45,9 +45,9 @@ public sealed partial class Pool
         return false;
     }
 
-    public EngineVolume OpenVolume(string name) => new(this, Find(name));
+    public EngineVolume OpenVolume(string name) => new(this, FindState(name));
 
-    private VolumeState Find(string name) => _catalog.TryGet(name, out var v)
+    private VolumeState FindState(string name) => _catalog.TryGet(name, out var v)
         ? v
         : throw new VolumeNotFoundException(name);
 
@@ -95,7 +95,7 @@ public sealed partial class Pool
         await _structure.WaitAsync().ConfigureAwait(false);
         try
         {
-            var v = Find(name);
+            var v = FindState(name);
             if (v.IsSnapshot)
             {
                 throw new InvalidOperationException($"{name} is a snapshot; snapshots cannot be resized");
@@ -120,7 +120,7 @@ public sealed partial class Pool
         await _structure.WaitAsync().ConfigureAwait(false);
         try
         {
-            var v = Find(name);
+            var v = FindState(name);
             var snaps = v.Snapshots.ToArray();
             if (snaps.Length > 0 && !withSnapshots)
             {
@@ -149,7 +149,7 @@ public sealed partial class Pool
         await _structure.WaitAsync().ConfigureAwait(false);
         try
         {
-            var v = Find(volume);
+            var v = FindState(volume);
             if (v.IsSnapshot)
             {
                 throw new InvalidOperationException($"{volume} is a snapshot; take snapshots of volumes");
@@ -190,7 +190,7 @@ public sealed partial class Pool
         await _structure.WaitAsync().ConfigureAwait(false);
         try
         {
-            var s = Find(snapshot);
+            var s = FindState(snapshot);
             if (!s.IsSnapshot)
             {
                 throw new InvalidOperationException($"{snapshot} is not a snapshot; clones start from a snapshot (volume@snapshot)");
@@ -226,7 +226,7 @@ public sealed partial class Pool
         await _structure.WaitAsync().ConfigureAwait(false);
         try
         {
-            var v = Find(name);
+            var v = FindState(name);
             await LogMetadataAsync(RecordKind.EpochSet, v, v.Id, null, epoch, r => VolumeCatalog.ApplyEpoch(v, epoch, r.Desc.Lsn)).ConfigureAwait(false);
         }
         finally
