@@ -1,0 +1,17 @@
+namespace Ballast.Engine.Interop;
+
+/// <summary>File-type checks .NET does not offer (it reports a socket file as a normal file).</summary>
+public static class UnixFiles
+{
+    /// <summary>True if <paramref name="path"/> names a Unix domain socket (not following a symlink).</summary>
+    public static unsafe bool IsSocket(string path)
+    {
+        var buf = stackalloc byte[256];
+        if (Libc.Statx(Libc.AT_FDCWD, path, Libc.AT_SYMLINK_NOFOLLOW, Libc.STATX_TYPE, buf) != 0)
+        {
+            return false;
+        }
+        var mode = *(ushort*)(buf + Libc.StatxModeOffset);
+        return (mode & Libc.S_IFMT) == Libc.S_IFSOCK;
+    }
+}
