@@ -9,4 +9,5 @@ public sealed record NbdConnectionInfo(
     DateTimeOffset Since,
     long Requests,
     long BytesRead,
-    long BytesWritten);
+    long BytesWritten,
+    int InFlight);

@@ -15,7 +15,7 @@ public enum NbdTlsMode
 }
 
 /// <summary>Settings of the NBD server, with safe defaults. <see cref="Validate"/> runs at start.</summary>
-public sealed class NbdServerOptions
+public sealed record NbdServerOptions
 {
     public const int DefaultPort = 10809;
 

@@ -51,6 +51,8 @@ internal sealed partial class TransmissionSession
         _completeAction = Complete;
     }
 
+    public int InFlight => Volatile.Read(ref _inFlight);
+
     public long Requests;
     public long BytesRead;
     public long BytesWritten;
@@ -127,7 +129,16 @@ internal sealed partial class TransmissionSession
             if (command == NbdCommand.Write)
             {
                 slot.RentBuffer((int)length);
-                await ReceivePayloadAsync(slot.Buffer.AsMemory(0, (int)length), stop).ConfigureAwait(false);
+                try
+                {
+                    await ReceivePayloadAsync(slot.Buffer.AsMemory(0, (int)length), stop).ConfigureAwait(false);
+                }
+                catch
+                {
+                    // The payload never fully arrived: the request is dropped, its slot comes back.
+                    Release(slot);
+                    throw;
+                }
             }
             Dispatch(slot);
         }

@@ -42,5 +42,5 @@ internal sealed class NbdConnection(long id, Socket socket, string peer)
     }
 
     public NbdConnectionInfo Describe() => new(Id, Peer, Export, Tls, Since,
-        _session?.Requests ?? 0, _session?.BytesRead ?? 0, _session?.BytesWritten ?? 0);
+        _session?.Requests ?? 0, _session?.BytesRead ?? 0, _session?.BytesWritten ?? 0, _session?.InFlight ?? 0);
 }
