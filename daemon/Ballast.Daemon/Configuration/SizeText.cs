@@ -30,8 +30,12 @@ public static class SizeText
         {
             return false;
         }
+        if (n > long.MaxValue / factor)
+        {
+            return false;
+        }
         var value = n * factor;
-        if (value > long.MaxValue || value != decimal.Truncate(value))
+        if (value != decimal.Truncate(value))
         {
             return false;
         }

@@ -21,6 +21,8 @@ public static class LogSetup
         return new LoggerConfiguration()
             .MinimumLevel.Is(Map(level))
             .MinimumLevel.Override("Microsoft", LogEventLevel.Warning)
+            // A start-up failure is reported once, by ballastd itself, without the host's stack trace.
+            .MinimumLevel.Override("Microsoft.Extensions.Hosting", LogEventLevel.Fatal)
             .Enrich.With(new SyslogPriority())
             .WriteTo.Console(outputTemplate: template, theme: journald || Console.IsOutputRedirected ? ConsoleTheme.None : AnsiConsoleTheme.Code,
                 formatProvider: System.Globalization.CultureInfo.InvariantCulture)

@@ -1,6 +1,7 @@
 using System.Text.Json;
 using Ballast.Engine.Volumes;
 using Ballast.Nbd.Tests.Support;
+using Ballast.TestSupport;
 
 namespace Ballast.Nbd.Tests.Clients;
 

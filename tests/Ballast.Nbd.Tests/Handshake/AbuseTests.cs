@@ -1,6 +1,7 @@
 using System.Net.Sockets;
 using Ballast.Nbd.Tests.Support;
-using static Ballast.Nbd.Tests.Support.RawClient;
+using Ballast.TestSupport;
+using static Ballast.TestSupport.NbdRawClient;
 
 namespace Ballast.Nbd.Tests.Handshake;
 
@@ -57,7 +58,7 @@ public class AbuseTests
     public async Task Connections_beyond_the_limit_are_closed_at_once(CancellationToken ct)
     {
         await using var server = await TestServer.StartAsync(o => o with { MaxConnections = 4, MaxHandshakes = 4 });
-        var clients = new List<RawClient>();
+        var clients = new List<NbdRawClient>();
         try
         {
             for (var i = 0; i < 4; i++)

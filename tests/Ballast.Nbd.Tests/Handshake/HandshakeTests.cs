@@ -1,7 +1,8 @@
 using System.Buffers.Binary;
 using System.Text;
 using Ballast.Nbd.Tests.Support;
-using static Ballast.Nbd.Tests.Support.RawClient;
+using Ballast.TestSupport;
+using static Ballast.TestSupport.NbdRawClient;
 
 namespace Ballast.Nbd.Tests.Handshake;
 

@@ -5,7 +5,8 @@ using System.Security.Cryptography.X509Certificates;
 using System.Text;
 using System.Text.Json;
 using Ballast.Nbd.Tests.Support;
-using static Ballast.Nbd.Tests.Support.RawClient;
+using Ballast.TestSupport;
+using static Ballast.TestSupport.NbdRawClient;
 
 namespace Ballast.Nbd.Tests.Handshake;
 

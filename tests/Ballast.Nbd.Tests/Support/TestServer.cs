@@ -2,6 +2,8 @@ using System.Net;
 using Ballast.Engine;
 using Ballast.Engine.Volumes;
 
+using Ballast.TestSupport;
+
 namespace Ballast.Nbd.Tests.Support;
 
 /// <summary>

@@ -1,6 +1,7 @@
 using System.Buffers.Binary;
 using Ballast.Nbd.Tests.Support;
-using static Ballast.Nbd.Tests.Support.RawClient;
+using Ballast.TestSupport;
+using static Ballast.TestSupport.NbdRawClient;
 
 namespace Ballast.Nbd.Tests.Transmission;
 
@@ -23,8 +24,8 @@ public class TransmissionTests
         return b;
     }
 
-    private async Task<RawClient> OpenAsync(string export = "v1", bool structured = false, bool meta = false) =>
-        (await RawClient.OpenAsync(_server.Endpoint, export, structured, meta)).Client;
+    private async Task<NbdRawClient> OpenAsync(string export = "v1", bool structured = false, bool meta = false) =>
+        (await NbdRawClient.OpenAsync(_server.Endpoint, export, structured, meta)).Client;
 
     [Test]
     public async Task Written_data_reads_back_with_simple_replies()

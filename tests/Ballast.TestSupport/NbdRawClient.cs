@@ -4,13 +4,13 @@ using System.Net.Security;
 using System.Net.Sockets;
 using System.Text;
 
-namespace Ballast.Nbd.Tests.Support;
+namespace Ballast.TestSupport;
 
 /// <summary>
 /// A deliberately low-level NBD client: it sends exactly the bytes a test asks for, so tests
 /// can break every rule of the protocol and see what the server does.
 /// </summary>
-public sealed class RawClient : IAsyncDisposable
+public sealed class NbdRawClient : IAsyncDisposable
 {
     public const ulong InitPasswd = 0x4e42444d41474943;
     public const ulong IHaveOpt = 0x49484156454F5054;
@@ -31,7 +31,7 @@ public sealed class RawClient : IAsyncDisposable
     private readonly Socket _socket;
     private Stream _stream;
 
-    private RawClient(Socket socket)
+    private NbdRawClient(Socket socket)
     {
         _socket = socket;
         _stream = new NetworkStream(socket, ownsSocket: true);
@@ -39,15 +39,15 @@ public sealed class RawClient : IAsyncDisposable
 
     public Stream Stream => _stream;
 
-    public static async Task<RawClient> ConnectAsync(IPEndPoint ep, CancellationToken ct = default)
+    public static async Task<NbdRawClient> ConnectAsync(IPEndPoint ep, CancellationToken ct = default)
     {
         var s = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
         await s.ConnectAsync(ep, ct);
-        return new RawClient(s);
+        return new NbdRawClient(s);
     }
 
     /// <summary>Connects, checks the greeting and answers with fixed newstyle (and no zeroes if asked).</summary>
-    public static async Task<RawClient> HandshakeAsync(IPEndPoint ep, bool noZeroes = true, CancellationToken ct = default)
+    public static async Task<NbdRawClient> HandshakeAsync(IPEndPoint ep, bool noZeroes = true, CancellationToken ct = default)
     {
         var c = await ConnectAsync(ep, ct);
         var (magic, opt, flags) = await c.ReadGreetingAsync(ct);
@@ -58,7 +58,7 @@ public sealed class RawClient : IAsyncDisposable
     }
 
     /// <summary>Handshake, optional structured replies and base:allocation, then NBD_OPT_GO.</summary>
-    public static async Task<(RawClient Client, ulong Size, ushort Flags)> OpenAsync(IPEndPoint ep, string export, bool structured = false, bool metaContext = false, CancellationToken ct = default)
+    public static async Task<(NbdRawClient Client, ulong Size, ushort Flags)> OpenAsync(IPEndPoint ep, string export, bool structured = false, bool metaContext = false, CancellationToken ct = default)
     {
         var c = await HandshakeAsync(ep, ct: ct);
         if (structured)

@@ -1,7 +1,7 @@
 using System.Collections.Concurrent;
 using Microsoft.Extensions.Logging;
 
-namespace Ballast.Nbd.Tests.Support;
+namespace Ballast.TestSupport;
 
 /// <summary>Keeps every log line (tests assert on them) and echoes warnings to the test output.</summary>
 public sealed class TestLoggerFactory : ILoggerFactory, ILogger

@@ -1,6 +1,6 @@
 using System.Diagnostics;
 
-namespace Ballast.Nbd.Tests.Support;
+namespace Ballast.TestSupport;
 
 /// <summary>Runs a real client program with a time limit and captures what it printed.</summary>
 public static class Tool
