@@ -63,7 +63,7 @@ public class CrashUnderLoadTests
         {
             for (var round = 0; round < rounds; round++)
             {
-                await using var d = await Daemon.StartReadyAsync(dir, ["--volume", "crash:16MiB", "--pool-size", "256MiB"]);
+                await using var d = await DaemonProcess.StartReadyAsync(dir, ["--volume", "crash:16MiB", "--pool-size", "256MiB"]);
                 var (c, _, _) = await OpenAsync(d.Endpoint, "crash", ct: ct);
                 await using (c)
                 {

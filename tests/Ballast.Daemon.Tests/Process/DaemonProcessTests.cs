@@ -29,7 +29,7 @@ public class DaemonProcessTests
     public async Task Starts_prints_how_to_attach_and_stops_cleanly_then_restarts_with_the_data()
     {
         var data = Enumerable.Range(0, 65536).Select(i => (byte)(i * 7)).ToArray();
-        await using (var d = await Daemon.StartReadyAsync(DataDir, ["--volume", "demo:64MiB", "--pool-size", "1GiB"]))
+        await using (var d = await DaemonProcess.StartReadyAsync(DataDir, ["--volume", "demo:64MiB", "--pool-size", "1GiB"]))
         {
             Assert.That(d.Has($"nbd-client 127.0.0.1 {d.Port} /dev/nbd0 -N demo"), Is.True, d.Output);
             Assert.That(d.Has($"nbdinfo nbd://127.0.0.1:{d.Port}/demo"), Is.True, d.Output);
@@ -53,7 +53,7 @@ public class DaemonProcessTests
             Assert.That(d.Has("disconnected from export demo"), Is.True, "one line per connection close");
         }
 
-        await using (var d = await Daemon.StartReadyAsync(DataDir, ["--volume", "demo:64MiB"]))
+        await using (var d = await DaemonProcess.StartReadyAsync(DataDir, ["--volume", "demo:64MiB"]))
         {
             Assert.That(d.Has("last shutdown was clean"), Is.True, d.Output);
             Assert.That(d.Has("created"), Is.False, "the volume already exists");
@@ -73,7 +73,7 @@ public class DaemonProcessTests
         var path = Path.Combine(_dir, "notify.sock");
         using var listener = new Socket(AddressFamily.Unix, SocketType.Dgram, ProtocolType.Unspecified);
         listener.Bind(new UnixDomainSocketEndPoint(path));
-        await using var d = Daemon.Start(DataDir, ["--volume", "a:16MiB", "--pool-size", "1GiB"], env: new Dictionary<string, string> { ["NOTIFY_SOCKET"] = path });
+        await using var d = DaemonProcess.Start(DataDir, ["--volume", "a:16MiB", "--pool-size", "1GiB"], env: new Dictionary<string, string> { ["NOTIFY_SOCKET"] = path });
         var buf = new byte[4096];
         listener.ReceiveTimeout = 60_000;
         var ready = Encoding.UTF8.GetString(buf, 0, listener.Receive(buf));
@@ -92,7 +92,7 @@ public class DaemonProcessTests
     [Test]
     public async Task A_bad_flag_value_exits_2_naming_the_flag()
     {
-        await using var d = Daemon.Start(DataDir, ["--volume", "demo:lots"]);
+        await using var d = DaemonProcess.Start(DataDir, ["--volume", "demo:lots"]);
         Assert.That(await d.WaitForExitAsync(TimeSpan.FromSeconds(60)), Is.EqualTo(2));
         Assert.That(d.Output, Does.Contain("invalid setting --volume").And.Contain("not a size"));
     }
@@ -103,7 +103,7 @@ public class DaemonProcessTests
         using var taken = new TcpListener(IPAddress.Loopback, 0);
         taken.Start();
         var port = ((IPEndPoint)taken.LocalEndpoint).Port;
-        await using var d = Daemon.Start(DataDir, ["--pool-size", "1GiB"], port);
+        await using var d = DaemonProcess.Start(DataDir, ["--pool-size", "1GiB"], port);
         Assert.That(await d.WaitForExitAsync(TimeSpan.FromSeconds(60)), Is.EqualTo(1));
         Assert.That(d.Output, Does.Contain($"cannot listen on 127.0.0.1:{port}"));
     }
@@ -111,8 +111,8 @@ public class DaemonProcessTests
     [Test]
     public async Task A_second_daemon_on_the_same_data_directory_is_refused()
     {
-        await using var first = await Daemon.StartReadyAsync(DataDir, ["--pool-size", "1GiB"]);
-        await using var second = Daemon.Start(DataDir, []);
+        await using var first = await DaemonProcess.StartReadyAsync(DataDir, ["--pool-size", "1GiB"]);
+        await using var second = DaemonProcess.Start(DataDir, []);
         Assert.That(await second.WaitForExitAsync(TimeSpan.FromSeconds(60)), Is.EqualTo(1), second.Output);
         Assert.That(second.Output, Does.Contain("could not start"));
         Assert.That(await first.StopAsync(), Is.Zero);
@@ -121,7 +121,7 @@ public class DaemonProcessTests
     [Test]
     public async Task Help_lists_every_setting()
     {
-        var r = await Tool.RunOkAsync("dotnet", [Daemon.Binary, "--help"], TimeSpan.FromSeconds(60));
+        var r = await Tool.RunOkAsync("dotnet", [DaemonProcess.Binary, "--help"], TimeSpan.FromSeconds(60));
         foreach (var def in Ballast.Daemon.Configuration.SettingsSchema.All)
         {
             Assert.That(r.Stdout, Does.Contain("--" + def.Key), def.Key);

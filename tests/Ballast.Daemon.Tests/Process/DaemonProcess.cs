@@ -7,13 +7,13 @@ using Ballast.TestSupport.Interop;
 namespace Ballast.Daemon.Tests.Process;
 
 /// <summary>A ballastd process started by a test: its output, its NBD port, and ways to stop or kill it.</summary>
-public sealed class Daemon : IAsyncDisposable
+public sealed class DaemonProcess : IAsyncDisposable
 {
     private readonly System.Diagnostics.Process _process;
     private readonly ConcurrentQueue<string> _lines = new();
     private readonly SemaphoreSlim _newLine = new(0);
 
-    private Daemon(System.Diagnostics.Process process, int port)
+    private DaemonProcess(System.Diagnostics.Process process, int port)
     {
         _process = process;
         Port = port;
@@ -40,7 +40,7 @@ public sealed class Daemon : IAsyncDisposable
     }
 
     /// <summary>Starts ballastd with a data directory and an NBD port of its own, plus <paramref name="args"/>.</summary>
-    public static Daemon Start(string dataDir, IEnumerable<string> args, int? port = null, IDictionary<string, string>? env = null)
+    public static DaemonProcess Start(string dataDir, IEnumerable<string> args, int? port = null, IDictionary<string, string>? env = null)
     {
         var p = port ?? FreePort();
         var psi = new ProcessStartInfo("dotnet")
@@ -67,11 +67,11 @@ public sealed class Daemon : IAsyncDisposable
                 psi.Environment[k] = v;
             }
         }
-        return new Daemon(System.Diagnostics.Process.Start(psi)!, p);
+        return new DaemonProcess(System.Diagnostics.Process.Start(psi)!, p);
     }
 
     /// <summary>Starts ballastd and waits until it reports ready.</summary>
-    public static async Task<Daemon> StartReadyAsync(string dataDir, IEnumerable<string> args, int? port = null, IDictionary<string, string>? env = null)
+    public static async Task<DaemonProcess> StartReadyAsync(string dataDir, IEnumerable<string> args, int? port = null, IDictionary<string, string>? env = null)
     {
         var d = Start(dataDir, args, port, env);
         // The last line of the start-up banner.
