@@ -44,7 +44,16 @@ public sealed class TestServer : IAsyncDisposable
         options = configure?.Invoke(options) ?? options;
         var log = new TestLoggerFactory();
         var server = new NbdServer(options, pool, log);
-        await server.StartAsync(CancellationToken.None);
+        try
+        {
+            await server.StartAsync(CancellationToken.None);
+        }
+        catch
+        {
+            await pool.DisposeAsync();
+            Directory.Delete(dir, recursive: true);
+            throw;
+        }
         return new TestServer(dir, pool, server, log);
     }
 
