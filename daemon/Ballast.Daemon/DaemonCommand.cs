@@ -1,7 +1,10 @@
 using System.CommandLine;
+using Ballast.Daemon.Api;
 using Ballast.Daemon.Configuration;
 using Ballast.Daemon.Hosting;
 using Ballast.Daemon.Logging;
+using Ballast.Daemon.Metrics;
+using Microsoft.AspNetCore.Builder;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
@@ -55,27 +58,39 @@ public static class DaemonCommand
         return root;
     }
 
+    public static string Version =>
+        typeof(DaemonCommand).Assembly.GetCustomAttributes(typeof(System.Reflection.AssemblyInformationalVersionAttribute), false) is [System.Reflection.AssemblyInformationalVersionAttribute v, ..]
+            ? v.InformationalVersion.Split('+')[0]
+            : "0.0.0";
+
     public static async Task<int> RunAsync(DaemonSettings settings, CancellationToken ct)
     {
+        // Files and sockets ballastd creates (pool, state, the API socket) are its owner's alone.
+        Engine.Interop.UnixFiles.SetUmask(0x3F);
         var logger = LogSetup.Create(settings.LogLevel);
         try
         {
-            var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { DisableDefaults = true });
+            var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { Args = [] });
             builder.Logging.ClearProviders();
             builder.Logging.AddSerilog(logger);
             builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromSeconds(90));
+            builder.Services.Configure<ConsoleLifetimeOptions>(o => o.SuppressStatusMessages = true);
             builder.Services.AddSingleton(settings);
+            builder.Services.AddSingleton(new DaemonInfo(Version, DateTimeOffset.UtcNow));
             builder.Services.AddSingleton(SdNotify.FromEnvironment());
             builder.Services.AddSingleton<PoolService>();
             builder.Services.AddHostedService(sp => sp.GetRequiredService<PoolService>());
             builder.Services.AddSingleton<NbdService>();
             builder.Services.AddHostedService(sp => sp.GetRequiredService<NbdService>());
+            builder.Services.AddSingleton<ExportCatalog>();
+            builder.Services.AddSingleton<MetricsSnapshot>();
+            builder.Services.AddSingleton<RateSampler>();
+            builder.Services.AddHostedService(sp => sp.GetRequiredService<RateSampler>());
             builder.Services.AddHostedService<ReadinessService>();
-            builder.Services.Configure<ConsoleLifetimeOptions>(o => o.SuppressStatusMessages = true);
-            using var host = builder.Build();
+            using var app = BuildApp(builder, settings);
             try
             {
-                await host.RunAsync(ct).ConfigureAwait(false);
+                await app.RunAsync(ct).ConfigureAwait(false);
                 return 0;
             }
             catch (Exception e) when (e is SettingsException or InvalidOperationException or IOException or UnauthorizedAccessException or InvalidDataException)
@@ -84,10 +99,23 @@ public static class DaemonCommand
                 return ExitStartFailed;
             }
         }
+        catch (Exception e) when (e is SettingsException or InvalidOperationException or IOException or UnauthorizedAccessException)
+        {
+            logger.Fatal("ballastd could not start: {Reason}", e.Message);
+            return ExitStartFailed;
+        }
         finally
         {
             await Log.CloseAndFlushAsync().ConfigureAwait(false);
             (logger as IDisposable)?.Dispose();
         }
+    }
+
+    private static WebApplication BuildApp(WebApplicationBuilder builder, DaemonSettings settings)
+    {
+        ApiHost.Configure(builder, settings);
+        var app = builder.Build();
+        ApiHost.Map(app, settings);
+        return app;
     }
 }

@@ -23,6 +23,16 @@ public sealed class DaemonSettings
     public int NbdMaxConnections { get; set; } = 1024;
     public TimeSpan NbdHandshakeTimeout { get; set; } = TimeSpan.FromSeconds(10);
     public List<VolumeSpec> Volumes { get; set; } = [];
+
+    /// <summary>The control API's Unix socket (mode 0600).</summary>
+    public string? ApiSocket { get; set; }
+    public List<EndPoint> ApiListen { get; set; } = [];
+    public string? ApiTokenFile { get; set; }
+
+    /// <summary>/run/ballast/api.sock as root (the systemd RuntimeDirectory), else api.sock in the data directory.</summary>
+    public string ApiSocketPath => ApiSocket ?? (Environment.UserName == "root"
+        ? Path.Combine(Environment.GetEnvironmentVariable("RUNTIME_DIRECTORY")?.Split(':')[0] ?? "/run/ballast", "api.sock")
+        : Path.Combine(DataDir, "api.sock"));
     public LogLevel LogLevel { get; set; } = LogLevel.Information;
 
     /// <summary>Where settings were read from, for the start-up log.</summary>

@@ -99,6 +99,17 @@ public static class SettingsLoader
         {
             throw new SettingsException("nbd-tls", $"TLS mode {s.NbdTls.ToString().ToLowerInvariant()} needs --nbd-tls-certificate and --nbd-tls-key");
         }
+        if (s.ApiListen.Count > 0)
+        {
+            if (s.ApiTokenFile == null)
+            {
+                throw new SettingsException("api-listen", "serving the control API over TCP needs --api-token-file (clients send its token as a bearer token)");
+            }
+            if (s.ApiListen.Any(e => e is System.Net.Sockets.UnixDomainSocketEndPoint))
+            {
+                throw new SettingsException("api-listen", "takes TCP addresses; the Unix socket is --api-socket");
+            }
+        }
         var dup = s.Volumes.GroupBy(v => v.Name).FirstOrDefault(g => g.Count() > 1);
         if (dup != null)
         {

@@ -1,3 +1,4 @@
+using Ballast.Control;
 using System.Globalization;
 using Ballast.Nbd;
 using Microsoft.Extensions.Logging;
@@ -39,6 +40,12 @@ public static class SettingsSchema
             (s, v) => s.NbdMaxConnections = Int("nbd-max-connections", v, 1, 1 << 20)),
         One("nbd-handshake-timeout", "SECONDS", "Time a client has to finish the NBD handshake (default 10).",
             (s, v) => s.NbdHandshakeTimeout = TimeSpan.FromSeconds(Int("nbd-handshake-timeout", v, 1, 3600))),
+        One("api-socket", "PATH", "Unix socket of the control API that ballastctl uses (default /run/ballast/api.sock as root, else DATA-DIR/api.sock); mode 0600.",
+            (s, v) => s.ApiSocket = Path.GetFullPath(v)),
+        Many("api-listen", "ADDR:PORT", "Also serve the control API and metrics over TCP (repeatable); requires --api-token-file.",
+            (s, vs) => s.ApiListen = [.. vs.Select(v => Endpoint("api-listen", v))]),
+        One("api-token-file", "FILE", "File holding the bearer token TCP clients must send; readable by its owner only (chmod 600).",
+            (s, v) => s.ApiTokenFile = Path.GetFullPath(v)),
         One("log-level", "LEVEL", "trace, debug, information, warning or error (default information).",
             (s, v) => s.LogLevel = Enum<LogLevel>("log-level", v)),
     ];

@@ -1,3 +1,4 @@
+using Ballast.Control;
 using Ballast.Daemon.Configuration;
 using Ballast.Engine;
 using Microsoft.Extensions.Hosting;
@@ -11,6 +12,13 @@ public sealed partial class PoolService(DaemonSettings settings, ILogger<PoolSer
     private Pool? _pool;
 
     public Pool Pool => _pool ?? throw new InvalidOperationException("the pool is not open yet");
+
+    /// <summary>True between a successful start and the start of stopping.</summary>
+    public bool IsOpen => Volatile.Read(ref _open);
+
+    public string PoolPath => settings.PoolPath;
+
+    private bool _open;
 
     public async Task StartAsync(CancellationToken cancellationToken)
     {
@@ -40,10 +48,12 @@ public sealed partial class PoolService(DaemonSettings settings, ILogger<PoolSer
             await _pool.CreateVolumeAsync(v.Name, v.Size, v.BlockSize).ConfigureAwait(false);
             VolumeCreated(log, v.Name, Format(v.Size), v.BlockSize);
         }
+        Volatile.Write(ref _open, true);
     }
 
     public async Task StopAsync(CancellationToken cancellationToken)
     {
+        Volatile.Write(ref _open, false);
         if (_pool != null)
         {
             await _pool.DisposeAsync().ConfigureAwait(false);

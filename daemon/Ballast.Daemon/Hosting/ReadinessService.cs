@@ -1,3 +1,4 @@
+using Ballast.Control;
 using System.Net;
 using System.Net.Sockets;
 using Ballast.Daemon.Configuration;

@@ -57,6 +57,9 @@ internal static partial class Libc
     public const int S_IFMT = 0xF000;
     public const int S_IFSOCK = 0xC000;
 
+    [LibraryImport("libc", EntryPoint = "umask")]
+    public static partial uint Umask(uint mask);
+
     public const int LOCK_EX = 2;
     public const int LOCK_NB = 4;
 

@@ -3,6 +3,9 @@ namespace Ballast.Engine.Interop;
 /// <summary>File-type checks .NET does not offer (it reports a socket file as a normal file).</summary>
 public static class UnixFiles
 {
+    /// <summary>Sets the process umask (files and sockets created afterwards); returns the previous one.</summary>
+    public static uint SetUmask(uint mask) => Libc.Umask(mask);
+
     /// <summary>True if <paramref name="path"/> names a Unix domain socket (not following a symlink).</summary>
     public static unsafe bool IsSocket(string path)
     {

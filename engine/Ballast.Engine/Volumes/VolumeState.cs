@@ -48,18 +48,3 @@ internal sealed class VolumeState
 
     public VolumeMeta CurrentMeta() => Meta with { Size = Size, Epoch = Epoch };
 }
-
-/// <summary>Per-volume I/O counters, updated with interlocked adds (no allocation).</summary>
-public sealed class VolumeCounters
-{
-    public long Reads;
-    public long ReadBytes;
-    public long Writes;
-    public long WriteBytes;
-    public long Flushes;
-    public long Trims;
-    public long TrimBytes;
-    public long Zeroes;
-    public long ZeroBytes;
-    public long ChecksumErrors;
-}

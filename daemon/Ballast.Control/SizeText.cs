@@ -1,6 +1,6 @@
 using System.Globalization;
 
-namespace Ballast.Daemon.Configuration;
+namespace Ballast.Control;
 
 /// <summary>Byte sizes as operators write them: 1GiB, 512MiB, 10G (binary units), or plain bytes.</summary>
 public static class SizeText
