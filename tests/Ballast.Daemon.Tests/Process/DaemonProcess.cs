@@ -24,6 +24,9 @@ public sealed class DaemonProcess : IAsyncDisposable
     }
 
     public int Port { get; }
+
+    /// <summary>The control API socket (in the data directory unless the test chose one).</summary>
+    public string ApiSocket { get; private init; } = "";
     public int Pid => _process.Id;
     public IEnumerable<string> Lines => _lines;
     public string Output => string.Join('\n', _lines);
@@ -42,6 +45,7 @@ public sealed class DaemonProcess : IAsyncDisposable
     /// <summary>Starts ballastd with a data directory and an NBD port of its own, plus <paramref name="args"/>.</summary>
     public static DaemonProcess Start(string dataDir, IEnumerable<string> args, int? port = null, IDictionary<string, string>? env = null)
     {
+        args = args.ToList();
         var p = port ?? FreePort();
         var psi = new ProcessStartInfo("dotnet")
         {
@@ -54,6 +58,11 @@ public sealed class DaemonProcess : IAsyncDisposable
         psi.ArgumentList.Add(dataDir);
         psi.ArgumentList.Add("--nbd-listen");
         psi.ArgumentList.Add($"127.0.0.1:{p}");
+        if (!args.Contains("--api-socket"))
+        {
+            psi.ArgumentList.Add("--api-socket");
+            psi.ArgumentList.Add(Path.Combine(dataDir, "api.sock"));
+        }
         foreach (var a in args)
         {
             psi.ArgumentList.Add(a);
@@ -67,7 +76,9 @@ public sealed class DaemonProcess : IAsyncDisposable
                 psi.Environment[k] = v;
             }
         }
-        return new DaemonProcess(System.Diagnostics.Process.Start(psi)!, p);
+        var list = args.ToList();
+        var api = list.IndexOf("--api-socket") is var i and >= 0 ? list[i + 1] : Path.Combine(dataDir, "api.sock");
+        return new DaemonProcess(System.Diagnostics.Process.Start(psi)!, p) { ApiSocket = api };
     }
 
     /// <summary>Starts ballastd and waits until it reports ready.</summary>
