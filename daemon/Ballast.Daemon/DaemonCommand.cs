@@ -87,6 +87,7 @@ public static class DaemonCommand
             builder.Services.AddSingleton<RateSampler>();
             builder.Services.AddHostedService(sp => sp.GetRequiredService<RateSampler>());
             builder.Services.AddHostedService<ReadinessService>();
+            builder.Services.AddHostedService<WatchdogService>();
             using var app = BuildApp(builder, settings);
             try
             {

@@ -73,7 +73,7 @@ public class DaemonProcessTests
         var path = Path.Combine(_dir, "notify.sock");
         using var listener = new Socket(AddressFamily.Unix, SocketType.Dgram, ProtocolType.Unspecified);
         listener.Bind(new UnixDomainSocketEndPoint(path));
-        await using var d = DaemonProcess.Start(DataDir, ["--volume", "a:16MiB", "--pool-size", "1GiB"], env: new Dictionary<string, string> { ["NOTIFY_SOCKET"] = path });
+        await using var d = DaemonProcess.Start(DataDir, ["--volume", "a:16MiB", "--pool-size", "1GiB"], env: new Dictionary<string, string> { ["NOTIFY_SOCKET"] = path, ["WATCHDOG_USEC"] = "900000" });
         var buf = new byte[4096];
         listener.ReceiveTimeout = 60_000;
         var ready = Encoding.UTF8.GetString(buf, 0, listener.Receive(buf));
@@ -83,9 +83,26 @@ public class DaemonProcessTests
         var (c, size, _) = await OpenAsync(d.Endpoint, "a");
         await c.DisposeAsync();
         Assert.That(size, Is.EqualTo(16UL << 20));
+        // The watchdog is fed from the pool's health probe, a few times per interval, with a status line.
+        var pings = 0;
+        var sw = System.Diagnostics.Stopwatch.StartNew();
+        while (pings < 3 && sw.Elapsed < TimeSpan.FromSeconds(30))
+        {
+            var msg = Encoding.UTF8.GetString(buf, 0, listener.Receive(buf));
+            if (msg.Contains("WATCHDOG=1", StringComparison.Ordinal))
+            {
+                Assert.That(msg, Does.Contain("STATUS=serving 1 volume(s)"));
+                pings++;
+            }
+        }
+        Assert.That(pings, Is.EqualTo(3), "WATCHDOG=1 arrives regularly");
         Ballast.TestSupport.Interop.Signals.Send(d.Pid, Ballast.TestSupport.Interop.Signals.SigTerm);
-        var stopping = Encoding.UTF8.GetString(buf, 0, listener.Receive(buf));
-        Assert.That(stopping, Does.Contain("STOPPING=1"));
+        string stopping;
+        do
+        {
+            stopping = Encoding.UTF8.GetString(buf, 0, listener.Receive(buf));
+        }
+        while (!stopping.Contains("STOPPING=1", StringComparison.Ordinal));
         Assert.That(await d.WaitForExitAsync(TimeSpan.FromSeconds(60)), Is.Zero);
     }
 
