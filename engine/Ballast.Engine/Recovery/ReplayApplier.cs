@@ -96,6 +96,18 @@ internal sealed class ReplayApplier(VolumeCatalog catalog, SegmentTable segments
             }
             return;
         }
+        if ((d.Flags & RecordFlags.IfNewer) != 0)
+        {
+            // Idempotent and order-free: replayed whenever it lies in the replayed tail.
+            if (catalog.TryGet(d.VolumeId, out var rv) && d.Lba >= 0 && d.BlockCount >= 0 && d.Lba + d.BlockCount <= rv.Map.CapacityBlocks)
+            {
+                lock (rv.Lock)
+                {
+                    rv.Map.SetIfNewer(d.Lba, d.BlockCount, d.Kind switch { RecordKind.Data => ExtentKind.Data, RecordKind.Zero => ExtentKind.Zero, _ => ExtentKind.Hole }, phys, d.Aux, segments);
+                }
+            }
+            return;
+        }
         if (!Current(d, out var v))
         {
             return;

@@ -12,7 +12,7 @@ namespace Ballast.Engine.Volumes;
 /// Reads resolve the map under the volume lock and read data blocks with O_DIRECT, checking
 /// every block's CRC32C: a block that fails is an I/O error, never wrong data.
 /// </summary>
-public sealed class EngineVolume : IBlockVolume
+public sealed partial class EngineVolume : IBlockVolume
 {
     private static readonly ReadOnlyMemory<byte> ZeroBlock = new byte[PoolLayout.BlockSize];
     private readonly Pool _pool;
@@ -278,14 +278,19 @@ public sealed class EngineVolume : IBlockVolume
                 r.Crcs[i] = Crc32C.Compute(span.Slice(i << PoolLayout.BlockShift, PoolLayout.BlockSize));
             }
         }
+        ValueTask replicas;
         try
         {
             await appender.SubmitAsync(r).ConfigureAwait(false);
         }
         finally
         {
+            replicas = r.ReplicaWait;
+            r.ReplicaWait = default;
             appender.Return(r);
         }
+        // A replicated record completes when the replicas have it too (the payload stays valid until then).
+        await replicas.ConfigureAwait(false);
     }
 
     /// <summary>Sub-block write: reads the partial edge blocks, overlays the new bytes, appends whole blocks.</summary>
@@ -332,7 +337,10 @@ public sealed class EngineVolume : IBlockVolume
         var start = Begin(c);
         try
         {
+            // Replicas flush in parallel: the FLUSH follows every record already forwarded to them.
+            var replicas = _state.Forwarder is { } f ? f.FlushAsync(cancellationToken) : default;
             await appender.SubmitAsync(r).ConfigureAwait(false);
+            await replicas.ConfigureAwait(false);
         }
         catch
         {

@@ -43,6 +43,9 @@ internal sealed class VolumeState
 
     public volatile bool Deleted;
 
+    /// <summary>Set on the primary of a replicated volume: its records go to the replicas too.</summary>
+    public Replication.IRecordForwarder? Forwarder;
+
     /// <summary>Snapshots taken of this volume (ids), for listing and for refusing deletes.</summary>
     public readonly List<uint> Snapshots = [];
 
