@@ -57,6 +57,11 @@ internal static partial class Libc
     public const int S_IFMT = 0xF000;
     public const int S_IFSOCK = 0xC000;
 
+    [LibraryImport("libc", EntryPoint = "fsync", SetLastError = true)]
+    public static partial int FSync(int fd);
+
+    public const int O_DIRECTORY = 0x10000;
+
     [LibraryImport("libc", EntryPoint = "umask")]
     public static partial uint Umask(uint mask);
 

@@ -196,9 +196,10 @@ internal sealed class Appender : IDisposable
             {
                 var v = r.Volume;
                 r.Desc.VolumeId = v.Id;
-                if ((r.Desc.Flags & RecordFlags.IfNewer) != 0)
+                if ((r.Desc.Flags & RecordFlags.IfNewer) != 0 || r.Desc.Kind is RecordKind.SnapshotCreate or RecordKind.VolumeResize or RecordKind.EpochSet)
                 {
-                    // A resync copy keeps the LSN the replica has now: it changes no order.
+                    // Resync copies and metadata take no LSN of their own: a volume's LSNs are its
+                    // data records', which replicas must number exactly as the primary did.
                     r.Desc.Lsn = v.NextLsn;
                 }
                 else if (r.ExplicitLsn > 0)
@@ -226,6 +227,15 @@ internal sealed class Appender : IDisposable
             }
         }
         return new ValueTask(r, r.Version);
+    }
+
+    /// <summary>Raises a volume's last-issued LSN (never lowers it), under the queue lock that issues LSNs.</summary>
+    public void RaiseNextLsn(VolumeState v, long lsn)
+    {
+        lock (_lock)
+        {
+            v.NextLsn = Math.Max(v.NextLsn, lsn);
+        }
     }
 
     /// <summary>Runs <paramref name="action"/> on the appender thread at a batch boundary (all earlier records applied).</summary>
@@ -707,7 +717,11 @@ internal sealed class Appender : IDisposable
                     };
                     if ((d.Flags & RecordFlags.IfNewer) != 0)
                     {
-                        if (kind != ExtentKind.Unmapped)
+                        if (kind != ExtentKind.Unmapped && (d.Flags & RecordFlags.Force) != 0)
+                        {
+                            vol.Map.Set(d.Lba, d.BlockCount, kind, kind == ExtentKind.Data ? r.ResultPhys : 0, d.Aux, _displaced);
+                        }
+                        else if (kind != ExtentKind.Unmapped)
                         {
                             vol.Map.SetIfNewer(d.Lba, d.BlockCount, kind, r.ResultPhys, d.Aux, _displaced);
                         }

@@ -41,4 +41,9 @@ public enum RecordFlags : byte
     /// LSN of the data), so it never overwrites a newer live write; it does not move the volume's LSN.
     /// </summary>
     IfNewer = 4,
+    /// <summary>
+    /// With <see cref="IfNewer"/>: replace unconditionally (a replica's divergent block is reset
+    /// to the primary's), still labelled with Aux as its LSN.
+    /// </summary>
+    Force = 8,
 }

@@ -36,10 +36,48 @@ public sealed partial class EngineVolume
     /// written only where this replica holds something older.
     /// </summary>
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
-    public async ValueTask ApplyResyncAsync(RecordKind kind, uint epoch, long lba, int blocks, ReadOnlyMemory<byte> payload, long dataLsn)
+    public async ValueTask ApplyResyncAsync(RecordKind kind, uint epoch, long lba, int blocks, ReadOnlyMemory<byte> payload, long dataLsn, bool force = false)
     {
         CheckReplicated(epoch, lba, blocks, kind, payload);
-        await SubmitReplicaAsync(kind, lba, blocks, payload, RecordFlags.IfNewer, explicitLsn: 0, dataLsn: dataLsn).ConfigureAwait(false);
+        var flags = RecordFlags.IfNewer | (force ? RecordFlags.Force : RecordFlags.None);
+        await SubmitReplicaAsync(kind, lba, blocks, payload, flags, explicitLsn: 0, dataLsn: dataLsn).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// Changed extents after <paramref name="sinceLsn"/>, split wherever the LSN changes, so each
+    /// piece's LSN is exactly that of its data (a resync copy must never claim a newer LSN than its data has).
+    /// </summary>
+    public IReadOnlyList<ChangedExtent> GetChangedPieces(long sinceLsn, long fromOffset = 0, int max = int.MaxValue)
+    {
+        var list = new List<ChangedExtent>();
+        lock (_state.Lock)
+        {
+            var size = _state.Size;
+            _state.Map.Visit(fromOffset >> PoolLayout.BlockShift, _state.Map.CapacityBlocks, sinceLsn, (in Maps.ExtentMap.MapPieceInfo p) =>
+            {
+                var from = p.Block << PoolLayout.BlockShift;
+                var to = Math.Min(size, (p.Block + p.Count) << PoolLayout.BlockShift);
+                if (from >= to || list.Count >= max)
+                {
+                    return;
+                }
+                var state = p.Kind switch
+                {
+                    Maps.ExtentKind.Data => AllocationState.Data,
+                    Maps.ExtentKind.Zero => AllocationState.Zero,
+                    _ => AllocationState.Hole,
+                };
+                if (list.Count > 0 && list[^1].State == state && list[^1].Lsn == p.Lsn && list[^1].Offset + list[^1].Length == from)
+                {
+                    list[^1] = list[^1] with { Length = to - list[^1].Offset };
+                }
+                else
+                {
+                    list.Add(new ChangedExtent(from, to - from, state, p.Lsn));
+                }
+            });
+        }
+        return list;
     }
 
     private void CheckReplicated(uint epoch, long lba, int blocks, RecordKind kind, ReadOnlyMemory<byte> payload)
@@ -93,6 +131,59 @@ public sealed partial class EngineVolume
             appender.Return(r);
         }
     }
+
+    /// <summary>
+    /// Every extent over [offset, offset+length) with its LSN (unmapped gaps as holes with LSN 0),
+    /// for copying a range exactly as this volume holds it.
+    /// </summary>
+    public IReadOnlyList<ChangedExtent> GetPieces(long offset, long length)
+    {
+        var list = new List<ChangedExtent>();
+        lock (_state.Lock)
+        {
+            var end = Math.Min(offset + length, _state.Size);
+            var pos = offset;
+            _state.Map.Visit(offset >> PoolLayout.BlockShift, (end + PoolLayout.BlockSize - 1) >> PoolLayout.BlockShift, -1, (in Maps.ExtentMap.MapPieceInfo p) =>
+            {
+                var from = Math.Max(offset, p.Block << PoolLayout.BlockShift);
+                var to = Math.Min(end, (p.Block + p.Count) << PoolLayout.BlockShift);
+                if (from > pos)
+                {
+                    list.Add(new ChangedExtent(pos, from - pos, AllocationState.Hole, 0));
+                }
+                if (to > from)
+                {
+                    var state = p.Kind switch
+                    {
+                        Maps.ExtentKind.Data => AllocationState.Data,
+                        Maps.ExtentKind.Zero => AllocationState.Zero,
+                        _ => AllocationState.Hole,
+                    };
+                    list.Add(new ChangedExtent(from, to - from, state, p.Lsn));
+                    pos = to;
+                }
+            });
+            if (pos < end)
+            {
+                list.Add(new ChangedExtent(pos, end - pos, AllocationState.Hole, 0));
+            }
+        }
+        return list;
+    }
+
+    /// <summary>Lets the next LSN start no lower than <paramref name="next"/> (a new primary's epoch starts above every LSN an older primary used).</summary>
+    public void RaiseNextLsn(long next)
+    {
+        _pool.Appender.RaiseNextLsn(_state, next - 1);
+    }
+
+    /// <summary>True once a newer primary took over: writes are refused here.</summary>
+    public bool IsFenced => _state.Fenced;
+
+    public void SetFenced(bool fenced) => _state.Fenced = fenced;
+
+    /// <summary>Completes when every record submitted before has been applied to the map.</summary>
+    public Task BarrierAsync() => _pool.Appender.RunAtBoundaryAsync(static () => { });
 
     /// <summary>The most blocks one replicated data record may carry.</summary>
     public int MaxReplicatedBlocks => MaxRecordBlocks;

@@ -574,6 +574,10 @@ public sealed partial class EngineVolume : IBlockVolume
 
     private void CheckWritable()
     {
+        if (_state.Fenced)
+        {
+            throw new BlockVolumeException(BlockError.Fenced, $"volume {Name}: another node is its primary now; this copy no longer takes writes");
+        }
         if (_state.IsReadOnly)
         {
             throw new BlockVolumeException(BlockError.ReadOnly, $"{(IsSnapshot ? "snapshot" : "volume")} {Name} is read-only");

@@ -46,6 +46,9 @@ internal sealed class VolumeState
     /// <summary>Set on the primary of a replicated volume: its records go to the replicas too.</summary>
     public Replication.IRecordForwarder? Forwarder;
 
+    /// <summary>A newer primary took over this replicated volume: clients' writes are refused.</summary>
+    public volatile bool Fenced;
+
     /// <summary>Snapshots taken of this volume (ids), for listing and for refusing deletes.</summary>
     public readonly List<uint> Snapshots = [];
 
