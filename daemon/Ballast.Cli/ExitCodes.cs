@@ -13,8 +13,10 @@ public static class ExitCodes
     public const int Unreachable = 5;
     public const int Invalid = 6;
     public const int NoSpace = 7;
+    /// <summary>volume verify found copies that differ.</summary>
+    public const int Differ = 8;
 
-    public const string Help = "exit codes: 0 ok, 1 failed, 2 usage, 3 not found, 4 exists or in use, 5 ballastd unreachable, 6 invalid value, 7 pool full";
+    public const string Help = "exit codes: 0 ok, 1 failed, 2 usage, 3 not found, 4 exists or in use, 5 ballastd unreachable, 6 invalid value, 7 pool full, 8 replicas differ (verify)";
 
     public static int For(ControlException e) => e.Code switch
     {

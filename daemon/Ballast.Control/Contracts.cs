@@ -1,6 +1,17 @@
 namespace Ballast.Control;
 
-public sealed record CreateVolumeRequest(string Name, long Size, int BlockSize = 4096, bool ReadOnly = false);
+public sealed record CreateVolumeRequest(string Name, long Size, int BlockSize = 4096, bool ReadOnly = false, int Replicas = 1, int? MinReplicas = null);
+
+/// <summary>Make a node (this daemon's when Node is null) the volume's primary.</summary>
+public sealed record AttachRequest(string? Node = null, bool Force = false);
+
+/// <summary>Where replicas differ from the primary (empty when every in-sync copy matches).</summary>
+public sealed record VerifyDto(string Volume, IReadOnlyList<ReplicaDto> Replicas, IReadOnlyList<DifferenceDto> Differences);
+
+public sealed record DifferenceDto(string Node, long Offset, long Length);
+
+/// <summary>One copy of a replicated volume: node, role, state, LSN, lag, resync progress.</summary>
+public sealed record ReplicaDto(string Node, string Role, string State, long Lsn, long Lag, double? ResyncPercent, double? EtaSeconds, long ResyncedBytes, string? Error);
 
 public sealed record ResizeVolumeRequest(long Size, bool Force = false);
 
@@ -21,7 +32,9 @@ public sealed record VolumeDto(
     IReadOnlyList<string> Snapshots,
     VolumeIoDto Io,
     IReadOnlyList<ExportDto> Exports,
-    IReadOnlyList<ClientDto> Clients);
+    IReadOnlyList<ClientDto> Clients,
+    IReadOnlyList<ReplicaDto>? Replicas = null,
+    int? MinReplicas = null);
 
 /// <summary>Totals since the daemon started, and rates over the last sampling interval.</summary>
 public sealed record VolumeIoDto(

@@ -78,6 +78,10 @@ public sealed class ControlClient : IDisposable
 
     public Task<VolumeDto> CloneAsync(string snapshot, string name, CancellationToken ct = default) => SendAsync<VolumeDto>(HttpMethod.Post, Routes.Clone(snapshot), new CloneRequest(name), ct);
 
+    public Task<VolumeDto> AttachAsync(string name, AttachRequest request, CancellationToken ct = default) => SendAsync<VolumeDto>(HttpMethod.Post, Routes.Attach(name), request, ct);
+
+    public Task<VerifyDto> VerifyAsync(string name, CancellationToken ct = default) => SendAsync<VerifyDto>(HttpMethod.Post, Routes.Verify(name), new { }, ct);
+
     public Task<StatusDto> StatusAsync(CancellationToken ct = default) => GetAsync<StatusDto>(Routes.Status, ct);
 
     public Task<ExportListDto> ExportsAsync(CancellationToken ct = default) => GetAsync<ExportListDto>(Routes.Exports, ct);

@@ -14,5 +14,7 @@ public static class Routes
     public static string Resize(string name) => $"{Volume(name)}/resize";
     public static string VolumeSnapshots(string name) => $"{Volume(name)}/snapshots";
     public static string Clone(string snapshot) => $"{Volume(snapshot)}/clone";
+    public static string Attach(string name) => $"{Volume(name)}/attach";
+    public static string Verify(string name) => $"{Volume(name)}/verify";
     public static string Snapshot(string name) => $"{Snapshots}/{Uri.EscapeDataString(name)}";
 }

@@ -80,6 +80,9 @@ public static class DaemonCommand
             builder.Services.AddSingleton(SdNotify.FromEnvironment());
             builder.Services.AddSingleton<PoolService>();
             builder.Services.AddHostedService(sp => sp.GetRequiredService<PoolService>());
+            builder.Services.AddSingleton<ReplicationService>();
+            builder.Services.AddHostedService(sp => sp.GetRequiredService<ReplicationService>());
+            builder.Services.AddSingleton<ServedVolumes>();
             builder.Services.AddSingleton<NbdService>();
             builder.Services.AddHostedService(sp => sp.GetRequiredService<NbdService>());
             builder.Services.AddSingleton<ExportCatalog>();

@@ -17,6 +17,8 @@ public static class VolumeCommands
         volume.Subcommands.Add(Resize());
         volume.Subcommands.Add(Delete());
         volume.Subcommands.Add(Clone());
+        volume.Subcommands.Add(Attach());
+        volume.Subcommands.Add(Verify());
         return volume;
     }
 
@@ -26,10 +28,13 @@ public static class VolumeCommands
         var size = new Option<string>("--size") { Description = "Size, like 10GiB.", Required = true, HelpName = "SIZE" };
         var block = new Option<int>("--block-size") { Description = "Logical block size clients see: 512 or 4096.", DefaultValueFactory = _ => 4096, HelpName = "BYTES" };
         var ro = new Option<bool>("--read-only") { Description = "Serve it read-only." };
-        var c = new Command("create", "Create a thin volume: no space is used until it is written. It is served at once.") { name, size, block, ro };
+        var replicas = new Option<int>("--replicas") { Description = "Copies on distinct nodes, this one the primary: 1, 2 or 3.", DefaultValueFactory = _ => 1, HelpName = "N" };
+        var min = new Option<int?>("--min-replicas") { Description = "Copies that must take a write before it is acknowledged (default 1 for 1 replica, else N-1).", HelpName = "M" };
+        var c = new Command("create", "Create a thin volume: no space is used until it is written. It is served at once.") { name, size, block, ro, replicas, min };
         c.SetAction((r, ct) => CliContext.RunAsync(r,
-            client => client.CreateVolumeAsync(new CreateVolumeRequest(r.GetValue(name)!, CliContext.ParseSize(r.GetValue(size)!, "--size"), r.GetValue(block), r.GetValue(ro)), ct),
-            v => $"created volume {v.Name}, {Units.Bytes(v.Size)}\n{Exports(v)}"));
+            client => client.CreateVolumeAsync(new CreateVolumeRequest(r.GetValue(name)!, CliContext.ParseSize(r.GetValue(size)!, "--size"), r.GetValue(block), r.GetValue(ro),
+                r.GetValue(replicas), r.GetValue(min)), ct),
+            v => $"created volume {v.Name}, {Units.Bytes(v.Size)}{(v.Replicas != null ? $", {v.Replicas.Count} copies (min {v.MinReplicas})" : "")}\n{Exports(v)}"));
         return c;
     }
 
@@ -82,6 +87,10 @@ public static class VolumeCommands
             .Add("errors", v.Io.Errors)
             .Add("in flight", v.Io.InFlight);
         sb.Append(t);
+        if (v.Replicas is { Count: > 0 })
+        {
+            sb.Append('\n').Append(ReplicaTable(v.Replicas, v.MinReplicas));
+        }
         sb.Append('\n').Append(Exports(v));
         if (v.Clients.Count > 0)
         {
@@ -95,8 +104,61 @@ public static class VolumeCommands
         return sb.ToString();
     }
 
+    public static string ReplicaTable(IReadOnlyList<ReplicaDto> replicas, int? min)
+    {
+        var t = new Table("NODE", "ROLE", "STATE", "LSN", "LAG", "RESYNC", "NOTE");
+        foreach (var r in replicas)
+        {
+            var resync = r.ResyncPercent is { } p ? $"{p:0.#}%{(r.EtaSeconds is { } eta ? $", {eta:0}s left" : "")}" : "-";
+            t.Add(r.Node, r.Role, r.State, r.Lsn, r.Lag, resync, r.Error ?? "-");
+        }
+        return (min != null ? $"copies: {replicas.Count}, writes need {min}\n" : "") + t;
+    }
+
+    private static Command Attach()
+    {
+        var name = new Argument<string>("NAME");
+        var node = new Option<string>("--node") { Description = "The node to make primary: the one this ballastctl talks to (its id is checked).", HelpName = "ID" };
+        var force = new Option<bool>("--force") { Description = "Attach without a majority of copies reachable, or on a copy that is behind (data only elsewhere is lost)." };
+        var c = new Command("attach", "Make this node the volume's primary (failover): raises the epoch on every reachable copy so the old primary can no longer write.") { name, node, force };
+        c.SetAction((r, ct) => CliContext.RunAsync(r,
+            client => client.AttachAsync(r.GetValue(name)!, new AttachRequest(r.GetValue(node), r.GetValue(force)), ct),
+            v => $"this node is now the primary of {v.Name}\n{(v.Replicas != null ? ReplicaTable(v.Replicas, v.MinReplicas) : "")}\n{Exports(v)}"));
+        return c;
+    }
+
+    private static Command Verify()
+    {
+        var name = new Argument<string>("NAME");
+        var c = new Command("verify", "Compare the checksums of every in-sync replica with the primary's copy; run it on the primary.") { name };
+        c.SetAction(async (r, ct) =>
+        {
+            var differ = false;
+            var code = await CliContext.RunAsync(r, client => client.VerifyAsync(r.GetValue(name)!, ct), v =>
+            {
+                differ = v.Differences.Count > 0;
+                if (v.Differences.Count == 0)
+                {
+                    return $"volume {v.Volume}: every in-sync copy matches the primary\n{ReplicaTable(v.Replicas, null)}";
+                }
+                var t = new Table("NODE", "OFFSET", "LENGTH");
+                foreach (var d in v.Differences)
+                {
+                    t.Add(d.Node, d.Offset, Units.Bytes(d.Length));
+                }
+                return $"volume {v.Volume}: {v.Differences.Count} range(s) differ\n{t}";
+            }).ConfigureAwait(false);
+            return code == ExitCodes.Ok && differ ? ExitCodes.Differ : code;
+        });
+        return c;
+    }
+
     private static string Exports(VolumeDto v)
     {
+        if (v.Exports.Count == 0)
+        {
+            return "not served on this node (its primary serves it)";
+        }
         var t = new Table("EXPORT", "ADDRESS");
         foreach (var e in v.Exports)
         {

@@ -7,10 +7,15 @@ using Ballast.Daemon.Hosting;
 namespace Ballast.Daemon.Api;
 
 /// <summary>Where each volume is exported and who is connected, across the protocol servers.</summary>
-public sealed class ExportCatalog(NbdService nbd)
+public sealed class ExportCatalog(NbdService nbd, ServedVolumes served)
 {
     public IReadOnlyList<ExportDto> ExportsOf(string volume)
     {
+        if (served.Find(volume) == null)
+        {
+            // A replica here, its primary elsewhere: clients attach on the primary.
+            return [];
+        }
         var addresses = nbd.Server.BoundEndpoints.Select(ep => ep switch
         {
             UnixDomainSocketEndPoint u => $"nbd+unix:///{volume}?socket={u}",

@@ -24,6 +24,16 @@ public sealed class DaemonSettings
     public TimeSpan NbdHandshakeTimeout { get; set; } = TimeSpan.FromSeconds(10);
     public List<VolumeSpec> Volumes { get; set; } = [];
 
+    /// <summary>This node's id among the replication peers; replication is off without it.</summary>
+    public string? NodeId { get; set; }
+    public EndPoint? ReplicationListen { get; set; }
+    /// <summary>Every node of the cluster (this one included): id and replication address.</summary>
+    public List<(string Id, EndPoint Address)> Nodes { get; set; } = [];
+    public long ResyncRate { get; set; } = 64L << 20;
+    public TimeSpan ReplicaTimeout { get; set; } = TimeSpan.FromSeconds(5);
+
+    public bool ReplicationEnabled => NodeId != null;
+
     /// <summary>The control API's Unix socket (mode 0600).</summary>
     public string? ApiSocket { get; set; }
     public List<EndPoint> ApiListen { get; set; } = [];

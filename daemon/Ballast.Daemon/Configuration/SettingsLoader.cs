@@ -65,6 +65,12 @@ public static class SettingsLoader
             var result = new Dictionary<string, IReadOnlyList<string>>(StringComparer.Ordinal);
             foreach (var p in doc.RootElement.EnumerateObject())
             {
+                if (p.Name == "nodes" && p.Value.ValueKind == JsonValueKind.Array)
+                {
+                    // The shape: "nodes": [{"id": "n1", "address": "10.0.0.1:7110"}], same as repeated --node.
+                    result["node"] = [.. p.Value.EnumerateArray().Select(NodeObject)];
+                    continue;
+                }
                 var def = SettingsSchema.All.FirstOrDefault(d => d.Key == p.Name)
                     ?? throw new SettingsException(p.Name, $"unknown setting in {path}; ballastd --help lists them (keys are the flag names without --)");
                 if (p.Value.ValueKind == JsonValueKind.Array)
@@ -82,6 +88,16 @@ public static class SettingsLoader
             }
             return result;
         }
+    }
+
+    private static string NodeObject(JsonElement e)
+    {
+        if (e.ValueKind != JsonValueKind.Object || !e.TryGetProperty("id", out var id) || !e.TryGetProperty("address", out var address)
+            || id.ValueKind != JsonValueKind.String || address.ValueKind != JsonValueKind.String)
+        {
+            throw new SettingsException("nodes", "each entry is {\"id\": \"n1\", \"address\": \"10.0.0.1:7110\"}");
+        }
+        return $"{id.GetString()}={address.GetString()}";
     }
 
     private static string Scalar(string key, JsonElement e) => e.ValueKind switch
@@ -109,6 +125,26 @@ public static class SettingsLoader
             {
                 throw new SettingsException("api-listen", "takes TCP addresses; the Unix socket is --api-socket");
             }
+        }
+        if (s.NodeId != null)
+        {
+            if (s.ReplicationListen == null)
+            {
+                throw new SettingsException("replication-listen", "replication (--node-id) needs the address replicas are reached on");
+            }
+            if (!s.Nodes.Any(n => n.Id == s.NodeId))
+            {
+                s.Nodes.Add((s.NodeId, s.ReplicationListen));
+            }
+            var dupNode = s.Nodes.GroupBy(n => n.Id).FirstOrDefault(g => g.Count() > 1);
+            if (dupNode != null)
+            {
+                throw new SettingsException("node", $"node {dupNode.Key} is listed more than once");
+            }
+        }
+        else if (s.ReplicationListen != null || s.Nodes.Count > 0)
+        {
+            throw new SettingsException("node-id", "--replication-listen and --node need --node-id (this node's id)");
         }
         var dup = s.Volumes.GroupBy(v => v.Name).FirstOrDefault(g => g.Count() > 1);
         if (dup != null)

@@ -46,6 +46,16 @@ public static class SettingsSchema
             (s, vs) => s.ApiListen = [.. vs.Select(v => Endpoint("api-listen", v))]),
         One("api-token-file", "FILE", "File holding the bearer token TCP clients must send; readable by its owner only (chmod 600).",
             (s, v) => s.ApiTokenFile = Path.GetFullPath(v)),
+        One("node-id", "ID", "This node's id in the cluster; turns replication on (with --replication-listen and --node).",
+            (s, v) => s.NodeId = NodeId("node-id", v)),
+        One("replication-listen", "ADDR:PORT", "Where replicas are reached by primaries (this node's replication listener).",
+            (s, v) => s.ReplicationListen = Endpoint("replication-listen", v)),
+        Many("node", "ID=ADDR:PORT", "A cluster node and its replication address (repeatable, this node included); in the config file also \"nodes\": [{\"id\": .., \"address\": ..}].",
+            (s, vs) => s.Nodes = [.. vs.Select(ParseNode)]),
+        One("resync-rate", "SIZE", "Most bytes per second a resync copies (default 64MiB), so clients keep their latency.",
+            (s, v) => s.ResyncRate = Size("resync-rate", v, 1L << 20, 1L << 40)),
+        One("replica-timeout", "SECONDS", "A replica that does not answer within this time is taken out of sync (default 5).",
+            (s, v) => s.ReplicaTimeout = TimeSpan.FromSeconds(Int("replica-timeout", v, 1, 600))),
         One("log-level", "LEVEL", "trace, debug, information, warning or error (default information).",
             (s, v) => s.LogLevel = Enum<LogLevel>("log-level", v)),
     ];
@@ -90,6 +100,21 @@ public static class SettingsSchema
 
     private static System.Net.EndPoint Endpoint(string key, string v) =>
         EndpointText.TryParse(v, out var ep, out var problem) ? ep : throw new SettingsException(key, $"\"{v}\": {problem}");
+
+    private static string NodeId(string key, string v) =>
+        System.Text.RegularExpressions.Regex.IsMatch(v, "^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+            ? v
+            : throw new SettingsException(key, $"\"{v}\" is not a node id: 1-63 characters from A-Z a-z 0-9 . _ -");
+
+    public static (string, System.Net.EndPoint) ParseNode(string v)
+    {
+        var eq = v.IndexOf('=', StringComparison.Ordinal);
+        if (eq <= 0)
+        {
+            throw new SettingsException("node", $"\"{v}\" should be ID=ADDR:PORT, like n2=10.0.0.2:7110");
+        }
+        return (NodeId("node", v[..eq]), Endpoint("node", v[(eq + 1)..]));
+    }
 
     public static VolumeSpec ParseVolume(string v)
     {

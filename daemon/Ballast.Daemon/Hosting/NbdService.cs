@@ -7,7 +7,7 @@ using Microsoft.Extensions.Logging;
 namespace Ballast.Daemon.Hosting;
 
 /// <summary>Runs the NBD server over the pool's volumes; on stop, in-flight requests finish before the pool closes.</summary>
-public sealed class NbdService(DaemonSettings settings, PoolService pool, ILoggerFactory loggers) : IHostedService
+public sealed class NbdService(DaemonSettings settings, ServedVolumes volumes, ReplicationService replication, ILoggerFactory loggers) : IHostedService
 {
     private NbdServer? _server;
 
@@ -36,8 +36,10 @@ public sealed class NbdService(DaemonSettings settings, PoolService pool, ILogge
             MaxConnections = settings.NbdMaxConnections,
             MaxHandshakes = Math.Min(64, settings.NbdMaxConnections),
             HandshakeTimeout = settings.NbdHandshakeTimeout,
-        }, pool.Pool, loggers);
+        }, volumes, loggers);
         await _server.StartAsync(cancellationToken).ConfigureAwait(false);
+        // Another node took over a volume: its clients here must go (their writes would be refused anyway).
+        replication.VolumeDemoted += name => _server.DisconnectVolume(name);
     }
 
     public async Task StopAsync(CancellationToken cancellationToken)

@@ -12,7 +12,7 @@ public sealed record Sample(string Name, string Kind, string Help, IReadOnlyList
 /// Everything /metrics and /metrics.json report, read at request time from the engine's
 /// counters, the protocol servers and the runtime. Names follow Prometheus conventions.
 /// </summary>
-public sealed class MetricsSnapshot(PoolService pool, ExportCatalog exports)
+public sealed class MetricsSnapshot(PoolService pool, ExportCatalog exports, ReplicationService replication)
 {
     public IReadOnlyList<Sample> Collect()
     {
@@ -76,6 +76,23 @@ public sealed class MetricsSnapshot(PoolService pool, ExportCatalog exports)
         Add("ballast_cleaner_passes_total", "counter", "Cleaner passes.", s.CleanerPasses);
         Add("ballast_cleaner_segments_freed_total", "counter", "Segments the cleaner freed.", s.CleanerSegmentsFreed);
         Add("ballast_cleaner_moved_bytes_total", "counter", "Live bytes the cleaner copied forward.", s.CleanerBytesMoved);
+
+        if (replication.Node is { } node)
+        {
+            Add("ballast_replication_replica_failures_total", "counter", "Times a replica was taken out of sync (error or timeout).", node.ReplicaFailures);
+            Add("ballast_replication_resync_bytes_total", "counter", "Bytes copied to replicas by resyncs.", node.ResyncBytes);
+            foreach (var info in node.Catalog.All.Where(i => i.Role == Ballast.Engine.Replication.Cluster.ReplicaRole.Primary))
+            {
+                foreach (var r in node.Describe(info.Name) ?? [])
+                {
+                    if (r.Role == "replica")
+                    {
+                        Add("ballast_replica_in_sync", "gauge", "1 if the replica holds every acknowledged write.", r.State == "in-sync" ? 1 : 0, ("volume", info.Name), ("node", r.Node));
+                        Add("ballast_replica_lag_lsn", "gauge", "Records the replica is behind the primary.", r.Lag, ("volume", info.Name), ("node", r.Node));
+                    }
+                }
+            }
+        }
 
         using var self = Process.GetCurrentProcess();
         Add("process_resident_memory_bytes", "gauge", "Resident memory.", self.WorkingSet64);

@@ -96,13 +96,6 @@ public sealed class ReplicationNode : IAsyncDisposable
             Catalog.Set(info.Name, info.WithEpoch(epoch, v.Lsn, start) with { Primary = SelfId });
             StartPrimary(Catalog.Get(info.Name)!, v);
         }
-        foreach (var info in Catalog.All)
-        {
-            foreach (var n in info.Replicas.Where(n => n != SelfId))
-            {
-                Link(n);
-            }
-        }
     }
 
     private PeerLink Link(string node)
@@ -385,6 +378,14 @@ public sealed class ReplicationNode : IAsyncDisposable
             Catalog.Set(name, updated);
             await StopPrimaryAsync(name).ConfigureAwait(false);
             StartPrimary(updated, v);
+            // Serve with enough copies: wait (bounded) for the reachable replicas' resync.
+            var r = Replicator(name)!;
+            r.ResyncNeeded.Release();
+            var deadline = Environment.TickCount64 + 15_000;
+            while (1 + r.Targets.Count(t => t.State == ReplicaState.InSync) < Math.Min(info.MinReplicas, 1 + probes.Count) && Environment.TickCount64 < deadline)
+            {
+                await Task.Delay(20).ConfigureAwait(false);
+            }
             Log(PoolLogLevel.Information, $"replication: node {SelfId} is now the primary of {name} (epoch {epoch}); {probes.Count} other copies reached");
         }
         finally

@@ -71,6 +71,7 @@ public class ReplicationTests
             await node.StartAsync();
             nodes.Add(node);
         }
+        _nodes = nodes;
         return nodes;
     }
 
@@ -88,14 +89,16 @@ public class ReplicationTests
         return b;
     }
 
-    private static async Task WaitAsync(Func<bool> condition, string what, int seconds = 30)
+    private List<Node> _nodes = [];
+
+    private async Task WaitAsync(Func<bool> condition, string what, int seconds = 30)
     {
         var deadline = DateTime.UtcNow.AddSeconds(seconds);
         while (!condition())
         {
             if (DateTime.UtcNow > deadline)
             {
-                Assert.Fail($"timed out waiting for {what}");
+                Assert.Fail($"timed out waiting for {what}\n" + string.Join("\n", _nodes.SelectMany(n => n.Log.Select(l => $"{n.Id}: {l}"))));
             }
             await Task.Delay(50);
         }
@@ -279,6 +282,44 @@ public class ReplicationTests
             Assert.That(await ReadAsync(nodes[0].Pool, "db", 1 << 20, 8192), Is.All.EqualTo(0));
             Assert.That(await ReadAsync(nodes[0].Pool, "db", 2 << 20, 8192), Is.EqualTo(Pattern(4, 8192)));
             Assert.That(await nodes[1].Replication.VerifyAsync("db"), Is.Empty);
+        }
+        finally
+        {
+            foreach (var n in nodes)
+            {
+                await n.DisposeAsync();
+            }
+        }
+    }
+
+    [Test]
+    public async Task Writes_during_a_resync_end_up_identical_on_every_copy()
+    {
+        var nodes = await StartNodesAsync(2);
+        try
+        {
+            var v = await nodes[0].Replication.CreateAsync("db", 16 << 20, 4096, replicas: 2, minReplicas: 1);
+            using var stop = new CancellationTokenSource();
+            var writers = Enumerable.Range(0, 8).Select(w => Task.Run(async () =>
+            {
+                var rng = new Random(w);
+                var buf = new byte[4096];
+                while (!stop.IsCancellationRequested)
+                {
+                    rng.NextBytes(buf);
+                    await v.WriteAsync(rng.Next(4096) * 4096L, buf, WriteFlags.None);
+                }
+            })).ToList();
+            await Task.Delay(300);
+            await nodes[1].CrashAsync();
+            await Task.Delay(500);
+            await nodes[1].StartAsync();
+            await WaitAsync(() => States(nodes[0], "db") == "n1:in-sync, n2:in-sync", "the replica to resync under load");
+            await Task.Delay(300);
+            await stop.CancelAsync();
+            await Task.WhenAll(writers);
+            var diffs = await nodes[0].Replication.VerifyAsync("db");
+            Assert.That(diffs, Is.Empty, string.Join("; ", diffs) + "\n" + string.Join("\n", nodes.SelectMany(n => n.Log.Select(l => $"{n.Id}: {l}"))));
         }
         finally
         {

@@ -120,7 +120,7 @@ internal sealed class PeerLink : IAsyncDisposable
             {
                 break;
             }
-            backoff = TimeSpan.FromMilliseconds(Math.Min(5000, backoff.TotalMilliseconds * 2));
+            backoff = TimeSpan.FromMilliseconds(Math.Min(2000, backoff.TotalMilliseconds * 2));
         }
     }
 

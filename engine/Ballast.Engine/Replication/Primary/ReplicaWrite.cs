@@ -16,6 +16,9 @@ internal sealed class ReplicaWrite : IValueTaskSource, IResponseSink
     private int _remaining;
     private int _acked;
 
+    /// <summary>Tag bit: the replica is resyncing; its acknowledgement is not one of the copies.</summary>
+    public const int NotCounted = 1 << 16;
+
     public short Version => _core.Version;
 
     public void Reset(VolumeReplicator owner)
@@ -34,13 +37,13 @@ internal sealed class ReplicaWrite : IValueTaskSource, IResponseSink
 
     public void OnResponse(ReplicationStatus status, ReadOnlySpan<byte> body, int tag)
     {
-        if (status == ReplicationStatus.Ok)
+        if (status != ReplicationStatus.Ok)
+        {
+            _owner.TargetFailed(tag & ~NotCounted, status, body);
+        }
+        else if ((tag & NotCounted) == 0)
         {
             Interlocked.Increment(ref _acked);
-        }
-        else
-        {
-            _owner.TargetFailed(tag, status, body);
         }
         Done();
     }

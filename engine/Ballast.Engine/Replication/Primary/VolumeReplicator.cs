@@ -31,10 +31,7 @@ internal sealed class VolumeReplicator : IRecordForwarder
         MinReplicas = minReplicas;
         EpochStartLsn = epochStartLsn;
         _log = log;
-        _resyncSink = new ResyncFailureSink(this);
     }
-
-    private readonly ResyncFailureSink _resyncSink;
 
     public EngineVolume Volume { get; }
     public string Name => Volume.Name;
@@ -82,17 +79,13 @@ internal sealed class VolumeReplicator : IRecordForwarder
                 continue;
             }
             var frame = new OutFrame { Type = type, Volume = t.Handle, HasRecord = true, Record = rh, Body = record.Kind == RecordKind.Data ? payload : default };
-            if (state == ReplicaState.InSync)
+            // A resyncing replica's answer is awaited too (the payload is the client's buffer and must
+            // outlive the send), but it does not count as a copy and its failure fails nothing.
+            var tag = state == ReplicaState.InSync ? i : i | ReplicaWrite.NotCounted;
+            w.Expect();
+            if (!t.Link.Send(frame, w, tag))
             {
-                w.Expect();
-                if (!t.Link.Send(frame, w, i))
-                {
-                    w.OnResponse(ReplicationStatus.Io, "link down"u8, i);
-                }
-            }
-            else if (!t.Link.Send(frame, _resyncSink, i))
-            {
-                TargetFailed(i, ReplicationStatus.Io, "link down"u8);
+                w.OnResponse(ReplicationStatus.Io, "link down"u8, tag);
             }
         }
         w.Armed();
@@ -166,18 +159,6 @@ internal sealed class VolumeReplicator : IRecordForwarder
             _log?.Invoke(PoolLogLevel.Warning, $"replication: volume {Name}: replica on node {t.Node} is {t.State.ToString().ToLowerInvariant()} ({t.LastError})");
             _node.CountReplicaFailure();
             ResyncNeeded.Release();
-        }
-    }
-
-    /// <summary>Copies the live data path's failures into the resync's state.</summary>
-    private sealed class ResyncFailureSink(VolumeReplicator owner) : IResponseSink
-    {
-        public void OnResponse(ReplicationStatus status, ReadOnlySpan<byte> body, int tag)
-        {
-            if (status != ReplicationStatus.Ok)
-            {
-                owner.TargetFailed(tag, status, body);
-            }
         }
     }
 
