@@ -13,10 +13,11 @@ public sealed class DaemonProcess : IAsyncDisposable
     private readonly ConcurrentQueue<string> _lines = new();
     private readonly SemaphoreSlim _newLine = new(0);
 
-    private DaemonProcess(System.Diagnostics.Process process, int port)
+    private DaemonProcess(System.Diagnostics.Process process, int port, IPAddress address)
     {
         _process = process;
         Port = port;
+        Address = address;
         _process.OutputDataReceived += (_, e) => Add(e.Data);
         _process.ErrorDataReceived += (_, e) => Add(e.Data);
         _process.BeginOutputReadLine();
@@ -24,13 +25,14 @@ public sealed class DaemonProcess : IAsyncDisposable
     }
 
     public int Port { get; }
+    public IPAddress Address { get; }
 
     /// <summary>The control API socket (in the data directory unless the test chose one).</summary>
     public string ApiSocket { get; private init; } = "";
     public int Pid => _process.Id;
     public IEnumerable<string> Lines => _lines;
     public string Output => string.Join('\n', _lines);
-    public IPEndPoint Endpoint => new(IPAddress.Loopback, Port);
+    public IPEndPoint Endpoint => new(Address, Port);
 
     /// <summary>The ballastd build next to the test assembly.</summary>
     public static string Binary => Path.Combine(AppContext.BaseDirectory, "ballastd.dll");
@@ -43,21 +45,29 @@ public sealed class DaemonProcess : IAsyncDisposable
     }
 
     /// <summary>Starts ballastd with a data directory and an NBD port of its own, plus <paramref name="args"/>.</summary>
-    public static DaemonProcess Start(string dataDir, IEnumerable<string> args, int? port = null, IDictionary<string, string>? env = null)
+    public static DaemonProcess Start(string dataDir, IEnumerable<string> args, int? port = null, IDictionary<string, string>? env = null, string? listen = null, string? netns = null)
     {
         args = args.ToList();
         var p = port ?? FreePort();
-        var psi = new ProcessStartInfo("dotnet")
+        // In a network namespace, "ip netns exec" execs ballastd: the pid is ballastd's own.
+        var psi = new ProcessStartInfo(netns == null ? "dotnet" : "ip")
         {
             RedirectStandardOutput = true,
             RedirectStandardError = true,
             UseShellExecute = false,
         };
+        if (netns != null)
+        {
+            foreach (var a in new[] { "netns", "exec", netns, "dotnet" })
+            {
+                psi.ArgumentList.Add(a);
+            }
+        }
         psi.ArgumentList.Add(Binary);
         psi.ArgumentList.Add("--data-dir");
         psi.ArgumentList.Add(dataDir);
         psi.ArgumentList.Add("--nbd-listen");
-        psi.ArgumentList.Add($"127.0.0.1:{p}");
+        psi.ArgumentList.Add($"{listen ?? "127.0.0.1"}:{p}");
         if (!args.Contains("--api-socket"))
         {
             psi.ArgumentList.Add("--api-socket");
@@ -78,13 +88,13 @@ public sealed class DaemonProcess : IAsyncDisposable
         }
         var list = args.ToList();
         var api = list.IndexOf("--api-socket") is var i and >= 0 ? list[i + 1] : Path.Combine(dataDir, "api.sock");
-        return new DaemonProcess(System.Diagnostics.Process.Start(psi)!, p) { ApiSocket = api };
+        return new DaemonProcess(System.Diagnostics.Process.Start(psi)!, p, IPAddress.Parse(listen ?? "127.0.0.1")) { ApiSocket = api };
     }
 
     /// <summary>Starts ballastd and waits until it reports ready.</summary>
-    public static async Task<DaemonProcess> StartReadyAsync(string dataDir, IEnumerable<string> args, int? port = null, IDictionary<string, string>? env = null)
+    public static async Task<DaemonProcess> StartReadyAsync(string dataDir, IEnumerable<string> args, int? port = null, IDictionary<string, string>? env = null, string? listen = null, string? netns = null)
     {
-        var d = Start(dataDir, args, port, env);
+        var d = Start(dataDir, args, port, env, listen, netns);
         // The last line of the start-up banner.
         await d.WaitForAsync("stop with Ctrl-C", TimeSpan.FromSeconds(60));
         return d;
