@@ -1,0 +1,153 @@
+using System.Runtime.CompilerServices;
+using Ballast.Engine.Volumes;
+
+namespace Ballast.Iscsi.Scsi;
+
+/// <summary>
+/// READ(6/10/12/16), WRITE(6/10/12/16), WRITE AND VERIFY(10/12/16) and ORWRITE(16) (SBC-3 §5).
+/// The hot path: data goes straight between the task's pooled buffer and the volume; the async
+/// state machines come from the pooling builder, so a command allocates nothing.
+/// </summary>
+internal static class ReadWriteCommands
+{
+    private const byte ProtectMask = 0xe0; // RDPROTECT / WRPROTECT / VRPROTECT
+    private const byte Fua = 0x08;
+
+    public static ValueTask Read(ScsiTask t)
+    {
+        BlockRange.Decode(t, out var lba, out var blocks);
+        if (t.Cdb[0] != ScsiOpcodes.Read6 && (t.Cdb[1] & ProtectMask) != 0)
+        {
+            // No protection information on Ballast volumes (SBC-3 §5.8, Table 33).
+            t.InvalidFieldInCdb();
+            return default;
+        }
+        if (!BlockRange.Check(t, lba, blocks) || !BlockRange.CheckTransfer(t, blocks))
+        {
+            return default;
+        }
+        if (blocks == 0)
+        {
+            t.Good();
+            return default;
+        }
+        return ReadAsync(t, lba, (int)blocks);
+    }
+
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    private static async ValueTask ReadAsync(ScsiTask t, ulong lba, int blocks)
+    {
+        var lu = t.Lu;
+        var bytes = blocks << lu.BlockShift;
+        t.EnsureBuffer(bytes);
+        await lu.Volume.ReadAsync((long)lba << lu.BlockShift, t.Buffer.AsMemory(0, bytes)).ConfigureAwait(false);
+        t.DataInLength = bytes;
+        t.Good();
+    }
+
+    public static ValueTask Write(ScsiTask t)
+    {
+        BlockRange.Decode(t, out var lba, out var blocks);
+        if (t.Cdb[0] != ScsiOpcodes.Write6 && (t.Cdb[1] & ProtectMask) != 0)
+        {
+            t.InvalidFieldInCdb();
+            return default;
+        }
+        if (t.Cdb[0] is ScsiOpcodes.WriteAndVerify10 or ScsiOpcodes.WriteAndVerify12 or ScsiOpcodes.WriteAndVerify16 && (t.Cdb[1] & 0x06) == 0x04)
+        {
+            t.InvalidFieldInCdb(); // BYTCHK 10b is reserved
+            return default;
+        }
+        if (!BlockRange.Check(t, lba, blocks) || !BlockRange.CheckTransfer(t, blocks))
+        {
+            return default;
+        }
+        if (blocks == 0)
+        {
+            t.Good();
+            return default;
+        }
+        var bytes = (int)blocks << t.Lu.BlockShift;
+        t.TransferLength = bytes;
+        if (t.DataOutLength < bytes)
+        {
+            // The initiator sends less than the CDB asks for (EDTL < SPDTL): FCP-4 option b, transfer
+            // nothing and report INVALID FIELD IN INFORMATION UNIT; the residual says overflow.
+            t.CheckCondition(SenseKey.IllegalRequest, Asc.InvalidFieldInInformationUnit);
+            return default;
+        }
+        var fua = (t.Cdb[0] != ScsiOpcodes.Write6 && (t.Cdb[1] & Fua) != 0)
+            || t.Cdb[0] is ScsiOpcodes.WriteAndVerify10 or ScsiOpcodes.WriteAndVerify12 or ScsiOpcodes.WriteAndVerify16
+            || !t.Lu.Mode.WriteCacheEnabled;
+        return WriteAsync(t, lba, bytes, fua ? WriteFlags.Fua : WriteFlags.None);
+    }
+
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    private static async ValueTask WriteAsync(ScsiTask t, ulong lba, int bytes, WriteFlags flags)
+    {
+        var lu = t.Lu;
+        var offset = (long)lba << lu.BlockShift;
+        var token = await lu.WriteLock.AcquireAsync(offset, bytes, exclusive: false).ConfigureAwait(false);
+        try
+        {
+            await lu.Volume.WriteAsync(offset, t.Buffer.AsMemory(0, bytes), flags).ConfigureAwait(false);
+        }
+        finally
+        {
+            lu.WriteLock.Release(token);
+        }
+        t.Good();
+    }
+
+    /// <summary>ORWRITE(16) (SBC-3 §5.9): medium = medium OR data, atomically against other writers.</summary>
+    public static ValueTask OrWrite(ScsiTask t)
+    {
+        BlockRange.Decode(t, out var lba, out var blocks);
+        if ((t.Cdb[1] & ProtectMask) != 0)
+        {
+            t.InvalidFieldInCdb();
+            return default;
+        }
+        if (!BlockRange.Check(t, lba, blocks) || !BlockRange.CheckTransfer(t, blocks))
+        {
+            return default;
+        }
+        if (blocks == 0)
+        {
+            t.Good();
+            return default;
+        }
+        var bytes = (int)blocks << t.Lu.BlockShift;
+        t.TransferLength = bytes;
+        if (t.DataOutLength < bytes)
+        {
+            t.CheckCondition(SenseKey.IllegalRequest, Asc.InvalidFieldInInformationUnit);
+            return default;
+        }
+        return OrWriteAsync(t, lba, bytes, (t.Cdb[1] & Fua) != 0 ? WriteFlags.Fua : WriteFlags.None);
+    }
+
+    private static async ValueTask OrWriteAsync(ScsiTask t, ulong lba, int bytes, WriteFlags flags)
+    {
+        var lu = t.Lu;
+        var offset = (long)lba << lu.BlockShift;
+        var token = await lu.WriteLock.AcquireAsync(offset, bytes, exclusive: true).ConfigureAwait(false);
+        var current = System.Buffers.ArrayPool<byte>.Shared.Rent(bytes);
+        try
+        {
+            await lu.Volume.ReadAsync(offset, current.AsMemory(0, bytes)).ConfigureAwait(false);
+            var data = t.Buffer.AsSpan(0, bytes);
+            for (var i = 0; i < bytes; i++)
+            {
+                data[i] |= current[i];
+            }
+            await lu.Volume.WriteAsync(offset, t.Buffer.AsMemory(0, bytes), flags).ConfigureAwait(false);
+        }
+        finally
+        {
+            System.Buffers.ArrayPool<byte>.Shared.Return(current);
+            lu.WriteLock.Release(token);
+        }
+        t.Good();
+    }
+}

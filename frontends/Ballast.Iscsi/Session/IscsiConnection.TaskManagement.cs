@@ -1,0 +1,174 @@
+using Ballast.Iscsi.Pdu;
+using Ballast.Iscsi.Scsi;
+using Microsoft.Extensions.Logging;
+
+namespace Ballast.Iscsi.Transport;
+
+/// <summary>
+/// Task management (RFC 7143 §11.5, SAM-5 §7): ABORT TASK, ABORT TASK SET, LOGICAL UNIT RESET and
+/// TARGET WARM RESET. An aborted command that is running is allowed to finish (engine I/O is not
+/// interruptible) but its response is dropped, and the TMF response waits for it, so nothing of
+/// the aborted task reaches the initiator after "function complete".
+/// </summary>
+internal sealed partial class IscsiConnection
+{
+    private void OnTaskManagement()
+    {
+        var h = _bhs;
+        var function = (TmfFunction)(h[Bhs.FlagsByte] & Bhs.FunctionMask);
+        var itt = Bhs.Itt(h);
+        var refTag = Bhs.U32(h, Bhs.ReferencedTaskTagOffset);
+        var refCmdSn = Bhs.U32(h, Bhs.RefCmdSnOffset);
+        var lunField = Bhs.Lun(h);
+        if (!Bhs.IsImmediate(h))
+        {
+            if (!AcceptCmdSn(false, Bhs.U32(h, Bhs.CmdSnOffset)))
+            {
+                return;
+            }
+            Session!.Retire();
+        }
+        var session = Session!;
+        var lun = LunAddress.Decode(lunField);
+        var nexus = lun >= 0 && lun < session.Luns.Length ? session.Luns[lun] : null;
+        List<ScsiTask> waits = [];
+        TmfResponse response;
+        switch (function)
+        {
+            case TmfFunction.AbortTask:
+                lock (_tasks)
+                {
+                    if (_tasks.TryGetValue(refTag, out var t))
+                    {
+                        AbortLocked(t, waits);
+                        response = TmfResponse.FunctionComplete;
+                    }
+                    else
+                    {
+                        // Not here: either done already or never received (RFC 7143 §11.5.1 "Task does not exist").
+                        response = SessionOwnsCmdSn(refCmdSn) ? TmfResponse.FunctionComplete : TmfResponse.TaskDoesNotExist;
+                    }
+                }
+                break;
+            case TmfFunction.AbortTaskSet:
+                if (nexus is null)
+                {
+                    response = TmfResponse.LunDoesNotExist;
+                    break;
+                }
+                lock (_tasks)
+                {
+                    foreach (var t in _tasks.Values)
+                    {
+                        if (t.Nexus == nexus)
+                        {
+                            AbortLocked(t, waits);
+                        }
+                    }
+                }
+                response = TmfResponse.FunctionComplete;
+                break;
+            case TmfFunction.LogicalUnitReset:
+                if (nexus is null)
+                {
+                    response = TmfResponse.LunDoesNotExist;
+                    break;
+                }
+                ResetLogicalUnit(nexus.Lu, nexus, Asc.BusDeviceResetFunctionOccurred, waits);
+                response = TmfResponse.FunctionComplete;
+                break;
+            case TmfFunction.TargetWarmReset:
+                foreach (var n in session.Luns)
+                {
+                    if (n != null)
+                    {
+                        ResetLogicalUnit(n.Lu, n, Asc.PowerOnResetOrBusDeviceResetOccurred, waits);
+                    }
+                }
+                response = TmfResponse.FunctionComplete;
+                break;
+            case TmfFunction.TaskReassign:
+                response = TmfResponse.TaskAllegianceReassignmentNotSupported;
+                break;
+            default:
+                response = TmfResponse.NotSupported;
+                break;
+        }
+        _log.LogDebug("iSCSI {Initiator}: task management {Function} on LUN {Lun}: {Response}", InitiatorName, function, lun, response);
+        _ = RespondTmfAsync(itt, response, waits);
+    }
+
+    /// <summary>RefCmdSN already received (below ExpCmdSN): the task ran and completed, so the abort is moot.</summary>
+    private bool SessionOwnsCmdSn(uint refCmdSn) => Session is { } s && Ballast.Iscsi.Session.IscsiSession.Less(refCmdSn, s.ExpCmdSn);
+
+    /// <summary>Marks a task aborted; a task still waiting for its data is dropped at once. Caller holds the task table lock.</summary>
+    private void AbortLocked(ScsiTask t, List<ScsiTask> waits)
+    {
+        t.Aborted = true;
+        if (t.IsExecuting)
+        {
+            waits.Add(t);
+        }
+        else if (t.WriteBit && !t.IsExecuting)
+        {
+            // Waiting for Data-Out: it never starts; the sender retires it.
+            _tasks.Remove(t.Itt);
+            if (t.Immediate)
+            {
+                Interlocked.Decrement(ref _immediateInFlight);
+            }
+            _out.Writer.TryWrite(new OutItem(OutKind.TaskResponse, t, null, 0, 0, 0, 0));
+        }
+    }
+
+    /// <summary>Aborts the tasks of one LU on this connection (for a reset coming from any session).</summary>
+    public void AbortTasksOf(LogicalUnit lu, List<ScsiTask> waits)
+    {
+        lock (_tasks)
+        {
+            foreach (var t in _tasks.Values)
+            {
+                if (t.Nexus?.Lu == lu)
+                {
+                    AbortLocked(t, waits);
+                }
+            }
+        }
+    }
+
+    /// <summary>
+    /// LOGICAL UNIT RESET (SAM-5 §7.7): abort every task on the LU from every session, drop the
+    /// SPC-2 reservation and PREVENT state, restore default mode parameters, and raise a unit
+    /// attention on every other I_T nexus. Persistent reservations survive (SPC-4 §5.13.1).
+    /// </summary>
+    private void ResetLogicalUnit(LogicalUnit lu, LunNexus by, Asc asc, List<ScsiTask> waits)
+    {
+        foreach (var c in _target.Connections())
+        {
+            c.AbortTasksOf(lu, waits);
+        }
+        lu.Reservations.ReleaseLegacy();
+        foreach (var n in lu.Nexuses())
+        {
+            n.PreventRemoval = false;
+        }
+        lu.Mode.WriteCacheEnabled = true;
+        lu.Mode.DescriptorSense = false;
+        lu.Mode.SoftwareWriteProtect = false;
+        lu.UnitAttentionToAll(asc, by);
+        _log.LogInformation("iSCSI {Initiator}: reset of LU {Volume}", InitiatorName, lu.Name);
+    }
+
+    private async Task RespondTmfAsync(uint itt, TmfResponse response, List<ScsiTask> waits)
+    {
+        foreach (var t in waits)
+        {
+            await t.WhenNotExecutingAsync().ConfigureAwait(false);
+        }
+        var pdu = new ControlPdu();
+        Bhs.Init(pdu.Header, Opcode.TaskManagementResponse, Bhs.FinalBit, 0);
+        pdu.Header[Bhs.ResponseByte] = (byte)response;
+        Bhs.SetU32(pdu.Header, Bhs.InitiatorTaskTagOffset, itt);
+        Send(pdu);
+    }
+}
