@@ -32,7 +32,15 @@ internal static class CompareAndWriteCommand
         }
         if (blocks == 0)
         {
-            t.Good();
+            // Nothing to compare; data sent anyway means the CDB and the transfer disagree.
+            if (t.DataOutLength != 0)
+            {
+                t.InvalidFieldInCdb();
+            }
+            else
+            {
+                t.Good();
+            }
             return default;
         }
         var bytes = blocks << lu.BlockShift;

@@ -69,17 +69,40 @@ internal static class ReadWriteCommands
         }
         var bytes = (int)blocks << t.Lu.BlockShift;
         t.TransferLength = bytes;
-        if (t.DataOutLength < bytes)
+        if (!Residual(t, ref bytes))
         {
-            // The initiator sends less than the CDB asks for (EDTL < SPDTL): FCP-4 option b, transfer
-            // nothing and report INVALID FIELD IN INFORMATION UNIT; the residual says overflow.
-            t.CheckCondition(SenseKey.IllegalRequest, Asc.InvalidFieldInInformationUnit);
             return default;
         }
         var fua = (t.Cdb[0] != ScsiOpcodes.Write6 && (t.Cdb[1] & Fua) != 0)
             || t.Cdb[0] is ScsiOpcodes.WriteAndVerify10 or ScsiOpcodes.WriteAndVerify12 or ScsiOpcodes.WriteAndVerify16
             || !t.Lu.Mode.WriteCacheEnabled;
         return WriteAsync(t, lba, bytes, fua ? WriteFlags.Fua : WriteFlags.None);
+    }
+
+    /// <summary>
+    /// When the initiator sends less than the CDB asks for (EDTL &lt; SPDTL), FCP-4 §9.4.2 (which
+    /// iSCSI follows) lets the device server write only what was sent: whole blocks are written,
+    /// a partial block gets INVALID FIELD IN INFORMATION UNIT. The residual shows the overflow
+    /// either way. False: the command is finished (GOOD with nothing to write, or the error).
+    /// </summary>
+    private static bool Residual(ScsiTask t, ref int bytes)
+    {
+        if (t.DataOutLength >= bytes)
+        {
+            return true;
+        }
+        if ((t.DataOutLength & (t.Lu.BlockSize - 1)) != 0)
+        {
+            t.CheckCondition(SenseKey.IllegalRequest, Asc.InvalidFieldInInformationUnit);
+            return false;
+        }
+        bytes = t.DataOutLength;
+        if (bytes == 0)
+        {
+            t.Good();
+            return false;
+        }
+        return true;
     }
 
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
@@ -119,9 +142,8 @@ internal static class ReadWriteCommands
         }
         var bytes = (int)blocks << t.Lu.BlockShift;
         t.TransferLength = bytes;
-        if (t.DataOutLength < bytes)
+        if (!Residual(t, ref bytes))
         {
-            t.CheckCondition(SenseKey.IllegalRequest, Asc.InvalidFieldInInformationUnit);
             return default;
         }
         return OrWriteAsync(t, lba, bytes, (t.Cdb[1] & Fua) != 0 ? WriteFlags.Fua : WriteFlags.None);

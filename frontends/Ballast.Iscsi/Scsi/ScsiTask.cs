@@ -89,16 +89,19 @@ internal sealed partial class ScsiTask
 
     public void Good() => Status = ScsiStatus.Good;
 
-    public void CheckCondition(SenseKey key, Asc asc, ulong? information = null)
+    public void CheckCondition(SenseKey key, Asc asc, ulong? information = null, int fieldPointer = -1)
     {
         Status = ScsiStatus.CheckCondition;
         DataInLength = 0;
-        SenseLength = Sense.Build(SenseData, Nexus?.Lu.Mode.DescriptorSense ?? false, key, asc, information);
+        SenseLength = Sense.Build(SenseData, Nexus?.Lu.Mode.DescriptorSense ?? false, key, asc, information, fieldPointer);
     }
 
     public void IllegalRequest(Asc asc) => CheckCondition(SenseKey.IllegalRequest, asc);
 
     public void InvalidFieldInCdb() => CheckCondition(SenseKey.IllegalRequest, Asc.InvalidFieldInCdb);
+
+    /// <summary>INVALID FIELD IN CDB pointing at the offending CDB byte.</summary>
+    public void InvalidFieldInCdb(int cdbByte) => CheckCondition(SenseKey.IllegalRequest, Asc.InvalidFieldInCdb, fieldPointer: cdbByte);
 
     public void ReservationConflict()
     {

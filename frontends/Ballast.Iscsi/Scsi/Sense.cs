@@ -60,6 +60,7 @@ internal readonly record struct Asc(byte Code, byte Qualifier)
     public static readonly Asc MediumNotPresent = new(0x3a, 0x00);
     public static readonly Asc InternalTargetFailure = new(0x44, 0x00);
     public static readonly Asc ProtocolServiceCrcError = new(0x47, 0x05);
+    public static readonly Asc DataPhaseError = new(0x4b, 0x00);
     public static readonly Asc InsufficientRegistrationResources = new(0x55, 0x04);
 }
 
@@ -69,7 +70,8 @@ internal static class Sense
     public const int MaxLength = 32;
 
     /// <summary>Writes sense data; returns its length.</summary>
-    public static int Build(Span<byte> s, bool descriptorFormat, SenseKey key, Asc asc, ulong? information = null)
+    /// <param name="fieldPointer">For INVALID FIELD IN CDB: the CDB byte at fault, reported in the sense-key specific field (§4.5.2.4.2).</param>
+    public static int Build(Span<byte> s, bool descriptorFormat, SenseKey key, Asc asc, ulong? information = null, int fieldPointer = -1)
     {
         s[..MaxLength].Clear();
         if (descriptorFormat)
@@ -78,17 +80,27 @@ internal static class Sense
             s[1] = (byte)key;
             s[2] = asc.Code;
             s[3] = asc.Qualifier;
+            var o = 8;
             if (information is { } info)
             {
                 // Information sense data descriptor (§4.5.2.2).
-                s[7] = 12;
-                s[8] = 0x00;
-                s[9] = 0x0a;
-                s[10] = 0x80;
-                BinaryPrimitives.WriteUInt64BigEndian(s[12..], info);
-                return 20;
+                s[o] = 0x00;
+                s[o + 1] = 0x0a;
+                s[o + 2] = 0x80;
+                BinaryPrimitives.WriteUInt64BigEndian(s[(o + 4)..], info);
+                o += 12;
             }
-            return 8;
+            if (fieldPointer >= 0)
+            {
+                // Sense key specific descriptor (§4.5.2.4): SKSV, C/D=1 (the CDB), field pointer.
+                s[o] = 0x02;
+                s[o + 1] = 0x06;
+                s[o + 4] = 0x80 | 0x40;
+                BinaryPrimitives.WriteUInt16BigEndian(s[(o + 5)..], (ushort)fieldPointer);
+                o += 8;
+            }
+            s[7] = (byte)(o - 8);
+            return o;
         }
         s[0] = (byte)(0x70 | (information.HasValue ? 0x80 : 0));
         s[2] = (byte)key;
@@ -99,6 +111,11 @@ internal static class Sense
         s[7] = 10; // additional sense length
         s[12] = asc.Code;
         s[13] = asc.Qualifier;
+        if (fieldPointer >= 0)
+        {
+            s[15] = 0x80 | 0x40;
+            BinaryPrimitives.WriteUInt16BigEndian(s[16..], (ushort)fieldPointer);
+        }
         return 18;
     }
 

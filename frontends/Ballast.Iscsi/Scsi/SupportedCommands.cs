@@ -40,7 +40,7 @@ internal static class SupportedCommands
             {
                 if (CommandTable.UsesServiceAction(opcode))
                 {
-                    t.InvalidFieldInCdb(); // this opcode needs a service action
+                    t.InvalidFieldInCdb(3); // this opcode needs a service action
                     return default;
                 }
                 c = CommandTable.Find(opcode, -1);
@@ -49,7 +49,7 @@ internal static class SupportedCommands
             {
                 if (!CommandTable.UsesServiceAction(opcode))
                 {
-                    t.InvalidFieldInCdb();
+                    t.InvalidFieldInCdb(3);
                     return default;
                 }
                 c = CommandTable.Find(opcode, sa);
@@ -74,7 +74,7 @@ internal static class SupportedCommands
         }
         else
         {
-            t.InvalidFieldInCdb();
+            t.InvalidFieldInCdb(2);
             return default;
         }
         t.Truncate(alloc);
@@ -88,11 +88,11 @@ internal static class SupportedCommands
         var alloc = (int)Math.Min(t.U32(6), int.MaxValue);
         if (alloc < 4)
         {
-            t.InvalidFieldInCdb();
+            t.InvalidFieldInCdb(6);
             return default;
         }
         var d = t.DataIn(repd ? 16 : 4);
-        d[0] = 0x80 | 0x40 | 0x08 | 0x02; // ATS, ATSS, LURS, TRS
+        d[0] = 0x80 | 0x40 | 0x08 | 0x02; // ATS, ATSS, LURS, TRS (cold reset too, which TRS covers)
         if (repd)
         {
             d[3] = 0x0c; // ADDITIONAL DATA LENGTH

@@ -6,14 +6,18 @@ namespace Ballast.Iscsi.Scsi;
 /// <summary>
 /// WRITE SAME(10/16) (SBC-3 §5.41, §5.42). A zero block becomes <c>WriteZeroesAsync</c> (with
 /// the UNMAP bit it may deallocate); any other block is written repeatedly in 1 MiB chunks.
-/// A NUMBER OF LOGICAL BLOCKS of zero means "to the end of the medium" (WSNZ is 0).
+/// A NUMBER OF LOGICAL BLOCKS of zero means "to the end of the medium" (WSNZ is 0); every
+/// request, that one included, is limited to MAXIMUM WRITE SAME LENGTH.
 /// </summary>
 internal static class WriteSameCommands
 {
     private const int Chunk = 1 << 20;
 
-    /// <summary>MAXIMUM WRITE SAME LENGTH in blocks (Block Limits VPD): 1 GiB worth of blocks.</summary>
-    public static ulong MaxBlocks(LogicalUnit lu) => (1UL << 30) >> lu.BlockShift;
+    /// <summary>
+    /// MAXIMUM WRITE SAME LENGTH in blocks (Block Limits VPD): the maximum transfer length, so an
+    /// initiator can read back whatever it wrote with one command.
+    /// </summary>
+    public static ulong MaxBlocks(LogicalUnit lu) => (ulong)(lu.MaxTransferLength >> lu.BlockShift);
 
     public static ValueTask WriteSame(ScsiTask t)
     {
@@ -41,15 +45,11 @@ internal static class WriteSameCommands
         }
         if (blocks == 0)
         {
-            blocks = (ulong)lu.BlockCount - lba;
+            blocks = (ulong)lu.BlockCount - lba; // WSNZ=0: zero means "to the end of the medium"
         }
-        if (blocks > MaxBlocks(lu) && !(unmap || ndob))
+        if (blocks > MaxBlocks(lu) || (ndob ? t.DataOutLength != 0 : t.DataOutLength != lu.BlockSize))
         {
-            t.InvalidFieldInCdb();
-            return default;
-        }
-        if (!ndob && t.DataOutLength < lu.BlockSize)
-        {
+            // Longer than MAXIMUM WRITE SAME LENGTH, or a Data-Out buffer that is not exactly one block.
             t.InvalidFieldInCdb();
             return default;
         }
@@ -58,7 +58,8 @@ internal static class WriteSameCommands
             t.Good();
             return default;
         }
-        var zero = ndob || !t.Buffer.AsSpan(0, lu.BlockSize).ContainsAnyExcept((byte)0);
+        // With UNMAP the blocks are deallocated whatever the data says; LBPRZ makes them read as zeroes (SBC-3 §5.42).
+        var zero = ndob || unmap || !t.Buffer.AsSpan(0, lu.BlockSize).ContainsAnyExcept((byte)0);
         return RunAsync(t, (long)lba << lu.BlockShift, (long)blocks << lu.BlockShift, zero, unmap);
     }
 

@@ -322,8 +322,8 @@ internal sealed partial class IscsiConnection
         var total = (int)Math.Min(t.ExpectedLength, int.MaxValue);
         if ((long)offset + length > total)
         {
-            RejectCurrent(RejectReason.ProtocolError, close: true);
-            throw new ProtocolViolationException($"Data-Out at {offset}+{length} beyond EDTL {total}");
+            await FailDataOutAsync(t, length, $"Data-Out at {offset}+{length} beyond EDTL {total}", ct).ConfigureAwait(false);
+            return;
         }
         var burstIndex = -1;
         if (ttt == Bhs.ReservedTag)
@@ -331,8 +331,8 @@ internal sealed partial class IscsiConnection
             // Unsolicited data: in order, inside the first burst (RFC 7143 §4.2.5.2).
             if (t.UnsolicitedDone || offset != t.UnsolicitedReceived || dataSn != t.UnsolicitedDataSn || offset + length > t.UnsolicitedEnd)
             {
-                RejectCurrent(RejectReason.ProtocolError, close: true);
-                throw new ProtocolViolationException($"unsolicited Data-Out DataSN {dataSn} offset {offset} out of sequence");
+                await FailDataOutAsync(t, length, $"unsolicited Data-Out DataSN {dataSn} offset {offset} out of sequence", ct).ConfigureAwait(false);
+                return;
             }
         }
         else
@@ -355,8 +355,8 @@ internal sealed partial class IscsiConnection
             if (dataSn != b.NextDataSn || offset != b.Offset + b.Received || offset + length > b.Offset + b.Length)
             {
                 // DataPDUInOrder=Yes: DataSN counts from 0 per R2T and offsets follow each other (RFC 7143 §11.7.5).
-                RejectCurrent(RejectReason.ProtocolError, close: true);
-                throw new ProtocolViolationException($"Data-Out DataSN {dataSn} offset {offset} out of sequence (expected DataSN {b.NextDataSn} offset {b.Offset + b.Received})");
+                await FailDataOutAsync(t, length, $"Data-Out DataSN {dataSn} offset {offset} out of sequence (expected DataSN {b.NextDataSn} offset {b.Offset + b.Received})", ct).ConfigureAwait(false);
+                return;
             }
         }
         var tooBig = t.Discarding;
@@ -392,8 +392,8 @@ internal sealed partial class IscsiConnection
             {
                 if (b.Received != b.Length)
                 {
-                    RejectCurrent(RejectReason.ProtocolError, close: true);
-                    throw new ProtocolViolationException($"Data-Out burst ended after {b.Received} of {b.Length} bytes");
+                    FailTask(t, $"Data-Out burst ended after {b.Received} of {b.Length} bytes");
+                    return;
                 }
                 b.Active = false;
                 t.OutstandingR2T--;
@@ -416,6 +416,28 @@ internal sealed partial class IscsiConnection
         {
             IssueR2Ts(t);
         }
+    }
+
+    /// <summary>
+    /// A Data-Out out of sequence (RFC 7143 §7.9, ErrorRecoveryLevel 0): the PDU is rejected and the
+    /// command ends with CHECK CONDITION (ABORTED COMMAND, DATA PHASE ERROR). The connection goes
+    /// on; later Data-Out for the command are rejected as unknown.
+    /// </summary>
+    private async ValueTask FailDataOutAsync(ScsiTask t, int length, string reason, CancellationToken ct)
+    {
+        await SkipDataAsync(length, ct).ConfigureAwait(false);
+        RejectCurrent(RejectReason.ProtocolError);
+        FailTask(t, reason);
+    }
+
+    private void FailTask(ScsiTask t, string reason)
+    {
+        _log.LogInformation("iSCSI {Initiator}: {Reason}; the command fails", InitiatorName, reason);
+        t.Discarding = true;
+        t.CheckCondition(SenseKey.AbortedCommand, Asc.DataPhaseError);
+        t.DataOutLength = 0;
+        t.TransferLength = 0;
+        OnTaskDone(t);
     }
 
     private async ValueTask OnNopOutAsync(int length, CancellationToken ct)

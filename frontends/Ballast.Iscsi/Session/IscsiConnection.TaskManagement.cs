@@ -33,6 +33,7 @@ internal sealed partial class IscsiConnection
         var nexus = lun >= 0 && lun < session.Luns.Length ? session.Luns[lun] : null;
         List<ScsiTask> waits = [];
         TmfResponse response;
+        var coldReset = false;
         switch (function)
         {
             case TmfFunction.AbortTask:
@@ -43,10 +44,20 @@ internal sealed partial class IscsiConnection
                         AbortLocked(t, waits);
                         response = TmfResponse.FunctionComplete;
                     }
+                    else if (session.InWindow(refCmdSn))
+                    {
+                        // Not received yet (RFC 7143 §11.5.1): the command counts as received and aborted; if it still comes it is ignored.
+                        if (refCmdSn == session.ExpCmdSn)
+                        {
+                            session.Accept(refCmdSn);
+                            session.Retire();
+                        }
+                        response = TmfResponse.FunctionComplete;
+                    }
                     else
                     {
-                        // Not here: either done already or never received (RFC 7143 §11.5.1 "Task does not exist").
-                        response = SessionOwnsCmdSn(refCmdSn) ? TmfResponse.FunctionComplete : TmfResponse.TaskDoesNotExist;
+                        // Received and already completed: nothing to abort.
+                        response = TmfResponse.TaskDoesNotExist;
                     }
                 }
                 break;
@@ -87,6 +98,18 @@ internal sealed partial class IscsiConnection
                 }
                 response = TmfResponse.FunctionComplete;
                 break;
+            case TmfFunction.TargetColdReset:
+                // A warm reset, then every connection to this target closes (RFC 7143 §11.5.1) once the response is out.
+                foreach (var n in session.Luns)
+                {
+                    if (n != null)
+                    {
+                        ResetLogicalUnit(n.Lu, n, Asc.PowerOnResetOrBusDeviceResetOccurred, waits);
+                    }
+                }
+                response = TmfResponse.FunctionComplete;
+                coldReset = true;
+                break;
             case TmfFunction.TaskReassign:
                 response = TmfResponse.TaskAllegianceReassignmentNotSupported;
                 break;
@@ -95,11 +118,8 @@ internal sealed partial class IscsiConnection
                 break;
         }
         _log.LogDebug("iSCSI {Initiator}: task management {Function} on LUN {Lun}: {Response}", InitiatorName, function, lun, response);
-        _ = RespondTmfAsync(itt, response, waits);
+        _ = RespondTmfAsync(itt, response, waits, coldReset ? session.TargetName : null);
     }
-
-    /// <summary>RefCmdSN already received (below ExpCmdSN): the task ran and completed, so the abort is moot.</summary>
-    private bool SessionOwnsCmdSn(uint refCmdSn) => Session is { } s && Ballast.Iscsi.Session.IscsiSession.Less(refCmdSn, s.ExpCmdSn);
 
     /// <summary>Marks a task aborted; a task still waiting for its data is dropped at once. Caller holds the task table lock.</summary>
     private void AbortLocked(ScsiTask t, List<ScsiTask> waits)
@@ -159,7 +179,7 @@ internal sealed partial class IscsiConnection
         _log.LogInformation("iSCSI {Initiator}: reset of LU {Volume}", InitiatorName, lu.Name);
     }
 
-    private async Task RespondTmfAsync(uint itt, TmfResponse response, List<ScsiTask> waits)
+    private async Task RespondTmfAsync(uint itt, TmfResponse response, List<ScsiTask> waits, string? closeTarget)
     {
         foreach (var t in waits)
         {
@@ -169,6 +189,22 @@ internal sealed partial class IscsiConnection
         Bhs.Init(pdu.Header, Opcode.TaskManagementResponse, Bhs.FinalBit, 0);
         pdu.Header[Bhs.ResponseByte] = (byte)response;
         Bhs.SetU32(pdu.Header, Bhs.InitiatorTaskTagOffset, itt);
-        Send(pdu);
+        if (closeTarget is null)
+        {
+            Send(pdu);
+            return;
+        }
+        pdu.Sent = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        if (Send(pdu))
+        {
+            await Task.WhenAny(pdu.Sent.Task, Task.Delay(TimeSpan.FromSeconds(5))).ConfigureAwait(false);
+        }
+        foreach (var s in _target.Sessions())
+        {
+            if (s.TargetName == closeTarget)
+            {
+                _ = s.Connection?.CloseAsync();
+            }
+        }
     }
 }

@@ -66,11 +66,17 @@ internal sealed partial class IscsiConnection
         {
             case OutKind.TaskResponse:
                 var t = item.Task!;
+                // Retire first, so this response already carries the MaxCmdSN it frees (the
+                // initiator never sees a window smaller than the one we enforce).
+                if (!t.Immediate)
+                {
+                    Session?.Retire();
+                }
                 if (!t.Aborted)
                 {
                     await SendTaskResponseAsync(t, ct).ConfigureAwait(false);
                 }
-                RetireTask(t);
+                ReturnTask(t);
                 return true;
             case OutKind.ReadyToTransfer:
                 SendR2T(item);
