@@ -134,6 +134,19 @@ internal sealed partial class ScsiTask
         Finish();
     }
 
+    /// <summary>Runs the command without a connection (unit tests): same checks, same error mapping.</summary>
+    internal async Task RunDetachedAsync()
+    {
+        try
+        {
+            await ScsiDispatcher.Execute(this).ConfigureAwait(false);
+        }
+        catch (Exception e)
+        {
+            OnFailure(e);
+        }
+    }
+
     private void OnFailure(Exception e)
     {
         var write = ScsiDispatcher.IsWrite(Opcode) || Opcode == ScsiOpcodes.CompareAndWrite;
