@@ -235,6 +235,7 @@ public class ScsiHandlerTests
     [Test]
     public async Task Mode_select_of_d_sense_switches_to_descriptor_sense()
     {
+        var other = _h.AddNexus("iqn.2026-11.test:b,i,0x000002", "iqn.2026-11.io.ballast:v,t,0x0001");
         var control = ScsiHarness.DataOf(await _h.RunAsync(Cdb.ModeSense6(0x0a)));
         var page = control[(4 + control[3])..];
         page[2] |= 0x04; // D_SENSE
@@ -245,7 +246,6 @@ public class ScsiHandlerTests
         var t = await _h.RunAsync(Cdb.Read10((uint)Blocks, 1), readLength: 512);
         Assert.That(t.SenseData[0], Is.EqualTo(0x72));
         AssertSense(t, SenseKey.IllegalRequest, 0x21);
-        var other = _h.AddNexus("iqn.2026-11.test:b,i,0x000002", "iqn.2026-11.io.ballast:v,t,0x0001");
         AssertSense(await _h.RunAsync([0x00, 0, 0, 0, 0, 0], nexus: other), SenseKey.UnitAttention, 0x2a, 0x01);
     }
 
