@@ -27,7 +27,8 @@ public class InitiatorToolsTests
 
         var c = await Tools.RunAsync(rc16, [f.Url("Beta_4k")], TimeSpan.FromSeconds(30));
         Assert.That(c.ExitCode, Is.Zero, c.ToString());
-        Assert.That(c.Output, Does.Contain("Logical Block Length:4096").And.Contain($"Returned Logical Block Address:{(32L << 20) / 4096 - 1}").And.Contain("LBPME:1"));
+        Assert.That(c.Output, Does.Contain("LOGICAL BLOCK LENGTH IN BYTES:4096").And.Contain($"RETURNED LOGICAL BLOCK ADDRESS:{(32L << 20) / 4096 - 1}")
+            .And.Contain("LBPME:1").And.Contain($"Total size:{32L << 20}"));
 
         var l = await Tools.RunAsync(ls, ["-s", $"iscsi://127.0.0.1:{f.Port}"], TimeSpan.FromSeconds(30));
         Assert.That(l.ExitCode, Is.Zero, l.ToString());
