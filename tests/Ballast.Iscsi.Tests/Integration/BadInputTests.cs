@@ -299,7 +299,7 @@ public class BadInputTests
     public async Task A_thousand_connections_that_never_log_in_are_capped_and_timed_out()
     {
         await using var f = await TargetFixture.StartAsync(x => x.Defaults(loginTimeout: TimeSpan.FromSeconds(2), maxConnections: 64));
-        await f.Pool.CreateVolumeAsync("busy", 16L << 20);
+        await f.Pool.CreateVolumeAsync("busy", 16L << 20, 512);
         await using var canary = await Canary.StartAsync(f.Port, "busy");
         var before = canary.Operations;
         var sockets = new List<Socket>();
