@@ -66,6 +66,21 @@ public sealed class IscsiTarget : IAsyncDisposable
         {
             throw new InvalidOperationException("the iSCSI target was already started");
         }
+        try
+        {
+            Start(ct);
+        }
+        catch
+        {
+            _context = null;
+            Volatile.Write(ref _state, 0); // nothing runs; Start may be called again, Stop is a no-op
+            throw;
+        }
+        return Task.CompletedTask;
+    }
+
+    private void Start(CancellationToken ct)
+    {
         _options.Validate();
         ReservationStore? store = null;
         if (!string.IsNullOrEmpty(_options.StateDirectory))
@@ -123,7 +138,6 @@ public sealed class IscsiTarget : IAsyncDisposable
         }
         _timer = new Timer(_ => Tick(), null, TimeSpan.FromMilliseconds(500), TimeSpan.FromMilliseconds(500));
         _log.LogInformation("iSCSI target listening on {Portals} (targets {Prefix}:<volume>)", string.Join(", ", _context.Portals), _options.IqnPrefix);
-        return Task.CompletedTask;
     }
 
     private async Task AcceptLoopAsync(Socket listener)
@@ -211,11 +225,10 @@ public sealed class IscsiTarget : IAsyncDisposable
     /// <summary>Stops accepting, lets running commands finish (bounded by <paramref name="ct"/>), closes every connection.</summary>
     public async Task StopAsync(CancellationToken ct)
     {
-        if (Interlocked.Exchange(ref _state, 2) != 1)
+        if (Interlocked.Exchange(ref _state, 2) != 1 || _context is not { } context)
         {
             return;
         }
-        var context = _context!;
         context.Stopping = true;
         _stop!.Cancel();
         foreach (var l in _listeners)
