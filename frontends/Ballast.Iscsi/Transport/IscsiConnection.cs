@@ -1,5 +1,6 @@
 using System.Net;
 using System.Net.Sockets;
+using System.Runtime.CompilerServices;
 using System.Threading.Channels;
 using Ballast.Iscsi.Negotiation;
 using Ballast.Iscsi.Pdu;
@@ -163,6 +164,7 @@ internal sealed partial class IscsiConnection
     // ---- Reading PDUs ----
 
     /// <summary>Reads the BHS, the AHS and the header digest. Throws on a bad digest or AHS layout (the PDU boundary is lost).</summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
     private async ValueTask ReadHeaderAsync(CancellationToken ct)
     {
         await _reader.ReadExactAsync(_bhs, ct).ConfigureAwait(false);
@@ -209,6 +211,7 @@ internal sealed partial class IscsiConnection
     }
 
     /// <summary>Reads a data segment of <paramref name="length"/> bytes into <paramref name="destination"/>, then padding and digest. False: data digest mismatch.</summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
     private async ValueTask<bool> ReadDataAsync(Memory<byte> destination, int length, CancellationToken ct)
     {
         if (length == 0)

@@ -22,6 +22,8 @@ public sealed class RawInitiator : IAsyncDisposable
         _stream = tcp.GetStream();
     }
 
+    public NetworkStream Stream => _stream;
+
     public uint CmdSn { get; set; }
     public uint ExpStatSn { get; set; }
     public uint MaxCmdSn { get; private set; }
@@ -154,7 +156,13 @@ public sealed class RawInitiator : IAsyncDisposable
         {
             keys.Add("SessionType=Normal");
         }
-        keys.AddRange(["HeaderDigest=None", "DataDigest=None", "MaxRecvDataSegmentLength=262144", "ImmediateData=Yes", "InitialR2T=No", "MaxBurstLength=1048576", "FirstBurstLength=262144"]);
+        foreach (var d in (string[])["HeaderDigest=None", "DataDigest=None", "MaxRecvDataSegmentLength=262144", "ImmediateData=Yes", "InitialR2T=No", "MaxBurstLength=1048576", "FirstBurstLength=262144"])
+        {
+            if (!extra.Any(e => e.StartsWith(d[..(d.IndexOf('=', StringComparison.Ordinal) + 1)], StringComparison.Ordinal)))
+            {
+                keys.Add(d);
+            }
+        }
         keys.AddRange(extra);
         var data = Text([.. keys]);
         var h = Header(0x43, 0x80 | (1 << 2) | 3, data.Length);
