@@ -76,14 +76,42 @@ public sealed class RawInitiator : IAsyncDisposable
         return d;
     }
 
+    /// <summary>CRC32C digests on the PDUs this client sends and expects (set after a login that negotiated them).</summary>
+    public bool HeaderDigest { get; set; }
+    public bool DataDigest { get; set; }
+
+    /// <summary>Corrupts the next data digest sent (for digest tests).</summary>
+    public bool CorruptNextDataDigest { get; set; }
+
     public async Task SendAsync(byte[] header, byte[]? data = null, byte[]? ahs = null)
     {
-        var pad = data is null ? 0 : (4 - (data.Length & 3)) & 3;
-        var buf = new byte[header.Length + (ahs?.Length ?? 0) + (data?.Length ?? 0) + pad];
-        header.CopyTo(buf, 0);
-        ahs?.CopyTo(buf, header.Length);
-        data?.CopyTo(buf, header.Length + (ahs?.Length ?? 0));
-        await _stream.WriteAsync(buf);
+        var ms = new MemoryStream();
+        ms.Write(header);
+        if (ahs != null)
+        {
+            ms.Write(ahs);
+        }
+        if (HeaderDigest)
+        {
+            var hd = new byte[4];
+            BinaryPrimitives.WriteUInt32LittleEndian(hd, Engine.Crc32C.Compute(ms.ToArray()));
+            ms.Write(hd);
+        }
+        if (data is { Length: > 0 })
+        {
+            var pad = (4 - (data.Length & 3)) & 3;
+            var padded = new byte[data.Length + pad];
+            data.CopyTo(padded, 0);
+            ms.Write(padded);
+            if (DataDigest)
+            {
+                var dd = new byte[4];
+                BinaryPrimitives.WriteUInt32LittleEndian(dd, Engine.Crc32C.Compute(padded) ^ (CorruptNextDataDigest ? 1u : 0u));
+                CorruptNextDataDigest = false;
+                ms.Write(dd);
+            }
+        }
+        await _stream.WriteAsync(ms.ToArray());
     }
 
     public async Task SendRawAsync(byte[] bytes) => await _stream.WriteAsync(bytes);
@@ -101,9 +129,27 @@ public sealed class RawInitiator : IAsyncDisposable
             {
                 await _stream.ReadExactlyAsync(new byte[ahs], cts.Token);
             }
+            if (HeaderDigest)
+            {
+                var hd = new byte[4];
+                await _stream.ReadExactlyAsync(hd, cts.Token);
+                if (BinaryPrimitives.ReadUInt32LittleEndian(hd) != Engine.Crc32C.Compute(h))
+                {
+                    throw new InvalidDataException("bad header digest from the target");
+                }
+            }
             var len = (h[5] << 16) | (h[6] << 8) | h[7];
             var data = new byte[len + ((4 - (len & 3)) & 3)];
             await _stream.ReadExactlyAsync(data, cts.Token);
+            if (DataDigest && len > 0)
+            {
+                var dd = new byte[4];
+                await _stream.ReadExactlyAsync(dd, cts.Token);
+                if (BinaryPrimitives.ReadUInt32LittleEndian(dd) != Engine.Crc32C.Compute(data))
+                {
+                    throw new InvalidDataException("bad data digest from the target");
+                }
+            }
             var op = h[0] & 0x3f;
             if (op is 0x21 or 0x22 or 0x23 or 0x24 or 0x26 or 0x3f || (op == 0x25 && (h[1] & 1) != 0) || (op == 0x20 && Get32(h, 16) != 0xffffffff))
             {
