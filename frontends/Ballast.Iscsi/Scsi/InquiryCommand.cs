@@ -162,6 +162,9 @@ internal static class InquiryCommand
             BinaryPrimitives.WriteUInt32BigEndian(d[28..], granularity); // OPTIMAL UNMAP GRANULARITY
         }
         BinaryPrimitives.WriteUInt64BigEndian(d[36..], WriteSameCommands.MaxBlocks(lu)); // MAXIMUM WRITE SAME LENGTH
+        BinaryPrimitives.WriteUInt32BigEndian(d[44..], ReadWriteCommands.MaxAtomicBlocks(lu)); // MAXIMUM ATOMIC TRANSFER LENGTH
+        BinaryPrimitives.WriteUInt32BigEndian(d[48..], 1); // ATOMIC ALIGNMENT
+        BinaryPrimitives.WriteUInt32BigEndian(d[52..], 1); // ATOMIC TRANSFER LENGTH GRANULARITY
         return true;
     }
 

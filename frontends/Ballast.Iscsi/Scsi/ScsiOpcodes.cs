@@ -38,6 +38,7 @@ internal static class ScsiOpcodes
     public const byte Verify16 = 0x8f;
     public const byte PreFetch16 = 0x90;
     public const byte SynchronizeCache16 = 0x91;
+    public const byte WriteAtomic16 = 0x9c;
     public const byte WriteSame16 = 0x93;
     public const byte ServiceActionIn16 = 0x9e;
     public const byte ReportLuns = 0xa0;

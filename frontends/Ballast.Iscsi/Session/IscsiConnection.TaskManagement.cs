@@ -85,7 +85,7 @@ internal sealed partial class IscsiConnection
                     response = TmfResponse.LunDoesNotExist;
                     break;
                 }
-                ResetLogicalUnit(nexus.Lu, nexus, Asc.BusDeviceResetFunctionOccurred, waits);
+                ResetLogicalUnit(nexus.Lu, Asc.BusDeviceResetFunctionOccurred, waits);
                 response = TmfResponse.FunctionComplete;
                 break;
             case TmfFunction.TargetWarmReset:
@@ -93,7 +93,7 @@ internal sealed partial class IscsiConnection
                 {
                     if (n != null)
                     {
-                        ResetLogicalUnit(n.Lu, n, Asc.PowerOnResetOrBusDeviceResetOccurred, waits);
+                        ResetLogicalUnit(n.Lu, Asc.PowerOnResetOrBusDeviceResetOccurred, waits);
                     }
                 }
                 response = TmfResponse.FunctionComplete;
@@ -104,7 +104,7 @@ internal sealed partial class IscsiConnection
                 {
                     if (n != null)
                     {
-                        ResetLogicalUnit(n.Lu, n, Asc.PowerOnResetOrBusDeviceResetOccurred, waits);
+                        ResetLogicalUnit(n.Lu, Asc.PowerOnResetOrBusDeviceResetOccurred, waits);
                     }
                 }
                 response = TmfResponse.FunctionComplete;
@@ -159,9 +159,9 @@ internal sealed partial class IscsiConnection
     /// <summary>
     /// LOGICAL UNIT RESET (SAM-5 §7.7): abort every task on the LU from every session, drop the
     /// SPC-2 reservation and PREVENT state, restore default mode parameters, and raise a unit
-    /// attention on every other I_T nexus. Persistent reservations survive (SPC-4 §5.13.1).
+    /// attention on every I_T nexus. Persistent reservations survive (SPC-4 §5.13.1).
     /// </summary>
-    private void ResetLogicalUnit(LogicalUnit lu, LunNexus by, Asc asc, List<ScsiTask> waits)
+    private void ResetLogicalUnit(LogicalUnit lu, Asc asc, List<ScsiTask> waits)
     {
         foreach (var c in _target.Connections())
         {
@@ -175,7 +175,8 @@ internal sealed partial class IscsiConnection
         lu.Mode.WriteCacheEnabled = true;
         lu.Mode.DescriptorSense = false;
         lu.Mode.SoftwareWriteProtect = false;
-        lu.UnitAttentionToAll(asc, by);
+        // SAM-5 §6.3.2: a reset sets the unit attention on every I_T nexus, the requester's included.
+        lu.UnitAttentionToAll(asc);
         _log.LogInformation("iSCSI {Initiator}: reset of LU {Volume}", InitiatorName, lu.Name);
     }
 

@@ -196,6 +196,23 @@ public class ScsiHandlerTests
     }
 
     [Test]
+    public async Task Write_atomic_takes_up_to_the_advertised_length_and_no_more()
+    {
+        var bl = ScsiHarness.DataOf(await _h.RunAsync(Cdb.Inquiry(true, 0xb0)));
+        var max = BinaryPrimitives.ReadUInt32BigEndian(bl.AsSpan(44));
+        Assert.That(max, Is.EqualTo(256u));
+        var cdb = Cdb.Sixteen(0x9c, 8, 0);
+        cdb[12] = (byte)(max >> 8);
+        cdb[13] = (byte)max;
+        var data = TestData((int)max * 512, 8);
+        Assert.That((await _h.RunAsync(cdb, data)).Status, Is.EqualTo(ScsiStatus.Good));
+        Assert.That(ScsiHarness.DataOf(await _h.RunAsync(Cdb.Read16(8, max), readLength: data.Length)), Is.EqualTo(data));
+        cdb[12] = (byte)((max + 1) >> 8);
+        cdb[13] = (byte)(max + 1);
+        AssertSense(await _h.RunAsync(cdb, new byte[(max + 1) * 512]), SenseKey.IllegalRequest, 0x24);
+    }
+
+    [Test]
     public async Task Snapshots_are_write_protected()
     {
         await using var snap = await ScsiHarness.CreateAsync(snapshot: true);
