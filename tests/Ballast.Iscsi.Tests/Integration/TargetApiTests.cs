@@ -220,6 +220,47 @@ public class TargetApiTests
         await f.StartTargetAsync(); // DisposeAsync stops it again
     }
 
+    [Test]
+    public async Task A_long_send_targets_answer_comes_in_pieces_the_initiator_asks_for()
+    {
+        await using var f = await TargetFixture.StartAsync();
+        for (var i = 0; i < 120; i++)
+        {
+            await f.Pool.CreateVolumeAsync($"volume-with-a-rather-long-name-{i:000}", 1 << 20);
+        }
+        await using var d = await RawInitiator.ConnectAsync(f.Port);
+        Assert.That(await d.LoginAsync(null, "iqn.2026-11.test:disc", "MaxRecvDataSegmentLength=4096"), Is.Zero);
+        var text = RawInitiator.Text("SendTargets=All");
+        var itt = d.NextItt();
+        var h = RawInitiator.Header(0x44, 0x80, text.Length);
+        RawInitiator.Put32(h, 16, itt);
+        RawInitiator.Put32(h, 20, 0xffffffff);
+        RawInitiator.Put32(h, 24, d.CmdSn++);
+        await d.SendAsync(h, text);
+        var all = new List<byte>();
+        var pieces = 0;
+        while (true)
+        {
+            var r = await d.ReadAsync() ?? throw new IOException("closed");
+            pieces++;
+            Assert.That(r.Data.Length, Is.LessThanOrEqualTo(4096), "never more than the initiator's MaxRecvDataSegmentLength");
+            all.AddRange(r.Data);
+            if ((r.Header[1] & 0x80) != 0)
+            {
+                break;
+            }
+            Assert.That(r.Header[1] & 0x40, Is.EqualTo(0x40), "C bit: more to come");
+            var next = RawInitiator.Header(0x44, 0x80);
+            RawInitiator.Put32(next, 16, itt);
+            RawInitiator.Put32(next, 20, RawInitiator.Get32(r.Header, 20)); // the target's TTT
+            RawInitiator.Put32(next, 24, d.CmdSn++);
+            await d.SendAsync(next);
+        }
+        var names = System.Text.Encoding.UTF8.GetString([.. all]).Split('\0').Count(x => x.StartsWith("TargetName=", StringComparison.Ordinal));
+        Assert.That(pieces, Is.GreaterThan(1));
+        Assert.That(names, Is.EqualTo(120));
+    }
+
     internal static async Task<string> DiscoverAsync(int port)
     {
         await using var d = await RawInitiator.ConnectAsync(port);
