@@ -30,9 +30,9 @@ internal static class CapacityCommands
         var d = t.DataIn(32);
         BinaryPrimitives.WriteUInt64BigEndian(d, (ulong)(lu.BlockCount - 1));
         BinaryPrimitives.WriteUInt32BigEndian(d[8..], (uint)lu.BlockSize);
-        // LOGICAL BLOCKS PER PHYSICAL BLOCK EXPONENT stays 0 although the engine works in 4 KiB
-        // blocks: sub-block writes are merged inside the engine, and libiscsi's GET LBA STATUS
-        // tests assume one logical block per physical block.
+        // LOGICAL BLOCKS PER PHYSICAL BLOCK EXPONENT: the engine works in 4 KiB blocks, so a
+        // 512-byte LU has 8 logical blocks per physical block (initiators align to it).
+        d[13] = (byte)Math.Max(0, 12 - lu.BlockShift);
         if (lu.ThinProvisioned)
         {
             d[14] = 0x80 | 0x40; // LBPME, LBPRZ

@@ -81,20 +81,15 @@ internal static class ReadWriteCommands
 
     /// <summary>
     /// When the initiator sends less than the CDB asks for (EDTL &lt; SPDTL), FCP-4 §9.4.2 (which
-    /// iSCSI follows) lets the device server write only what was sent: whole blocks are written,
-    /// a partial block gets INVALID FIELD IN INFORMATION UNIT. The residual shows the overflow
-    /// either way. False: the command is finished (GOOD with nothing to write, or the error).
+    /// iSCSI follows) has the device server process the command normally without the data
+    /// beyond EDTL: exactly the bytes sent are written (the engine takes any length), and the
+    /// residual reports the overflow. False: nothing to write (GOOD).
     /// </summary>
     private static bool Residual(ScsiTask t, ref int bytes)
     {
         if (t.DataOutLength >= bytes)
         {
             return true;
-        }
-        if ((t.DataOutLength & (t.Lu.BlockSize - 1)) != 0)
-        {
-            t.CheckCondition(SenseKey.IllegalRequest, Asc.InvalidFieldInInformationUnit);
-            return false;
         }
         bytes = t.DataOutLength;
         if (bytes == 0)
