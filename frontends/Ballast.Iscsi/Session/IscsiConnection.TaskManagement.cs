@@ -39,10 +39,14 @@ internal sealed partial class IscsiConnection
             case TmfFunction.AbortTask:
                 lock (_tasks)
                 {
-                    if (_tasks.TryGetValue(refTag, out var t))
+                    if (_tasks.TryGetValue(refTag, out var t) && AbortLocked(t, waits))
                     {
-                        AbortLocked(t, waits);
                         response = TmfResponse.FunctionComplete;
+                    }
+                    else if (t != null)
+                    {
+                        // Finished; its response is on the way.
+                        response = TmfResponse.TaskDoesNotExist;
                     }
                     else if (session.InWindow(refCmdSn))
                     {
@@ -69,11 +73,11 @@ internal sealed partial class IscsiConnection
                 }
                 lock (_tasks)
                 {
-                    foreach (var t in _tasks.Values)
+                    foreach (var t in _tasks.Values.ToArray()) // a copy: aborting may remove entries
                     {
                         if (t.Nexus == nexus)
                         {
-                            AbortLocked(t, waits);
+                            _ = AbortLocked(t, waits);
                         }
                     }
                 }
@@ -121,17 +125,27 @@ internal sealed partial class IscsiConnection
         _ = RespondTmfAsync(itt, response, waits, coldReset ? session.TargetName : null);
     }
 
-    /// <summary>Marks a task aborted; a task still waiting for its data is dropped at once. Caller holds the task table lock.</summary>
-    private void AbortLocked(ScsiTask t, List<ScsiTask> waits)
+    /// <summary>
+    /// Marks a task aborted; a task still waiting for its data is dropped at once. False when it
+    /// already finished (its response stands). Caller holds the task table lock, which a finishing
+    /// task needs to hand itself to the sender, so the outcome cannot change underneath.
+    /// </summary>
+    private bool AbortLocked(ScsiTask t, List<ScsiTask> waits, bool fromOwnReceiveLoop = true)
     {
+        if (t.IsDone)
+        {
+            return false;
+        }
         t.Aborted = true;
         if (t.IsExecuting)
         {
             waits.Add(t);
         }
-        else if (t.WriteBit && !t.IsExecuting)
+        else if (fromOwnReceiveLoop && t.WriteBit)
         {
-            // Waiting for Data-Out: it never starts; the sender retires it.
+            // Waiting for Data-Out: it never starts; the sender retires it. (Only this connection's
+            // receive loop starts its tasks, so only it may drop one; an abort from another
+            // session leaves it marked, and it ends without a response once its data is in.)
             _tasks.Remove(t.Itt);
             if (t.Immediate)
             {
@@ -139,18 +153,19 @@ internal sealed partial class IscsiConnection
             }
             _out.Writer.TryWrite(new OutItem(OutKind.TaskResponse, t, null, 0, 0, 0, 0));
         }
+        return true;
     }
 
     /// <summary>Aborts the tasks of one LU on this connection (for a reset coming from any session).</summary>
-    public void AbortTasksOf(LogicalUnit lu, List<ScsiTask> waits)
+    public void AbortTasksOf(LogicalUnit lu, List<ScsiTask> waits, bool fromOwnReceiveLoop)
     {
         lock (_tasks)
         {
-            foreach (var t in _tasks.Values)
+            foreach (var t in _tasks.Values.ToArray()) // a copy: aborting may remove entries
             {
                 if (t.Nexus?.Lu == lu)
                 {
-                    AbortLocked(t, waits);
+                    _ = AbortLocked(t, waits, fromOwnReceiveLoop);
                 }
             }
         }
@@ -165,7 +180,7 @@ internal sealed partial class IscsiConnection
     {
         foreach (var c in _target.Connections())
         {
-            c.AbortTasksOf(lu, waits);
+            c.AbortTasksOf(lu, waits, c == this);
         }
         lu.Reservations.ReleaseLegacy();
         foreach (var n in lu.Nexuses())

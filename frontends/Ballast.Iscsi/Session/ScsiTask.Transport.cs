@@ -60,6 +60,9 @@ internal sealed partial class ScsiTask
 
     public bool IsExecuting => Volatile.Read(ref _state) == 1;
 
+    /// <summary>The command finished; its response is being handed to the sender.</summary>
+    public bool IsDone => Volatile.Read(ref _state) == 2;
+
     public void ResetForReuse()
     {
         ResetScsi();
@@ -78,10 +81,9 @@ internal sealed partial class ScsiTask
         _pending = default;
         _doneWaiter = null;
         _state = 0;
-        if (Buffer != null && Buffer.Length > 1 << 20)
-        {
-            ReturnBuffer(); // keep only modest buffers cached with pooled tasks
-        }
+        // Buffers go back to the shared pool at once: a pooled task holds no data memory, so a
+        // burst of large commands does not pin megabytes per connection afterwards.
+        ReturnBuffer();
     }
 
     /// <summary>Runs the command (all its data is in). Completion enqueues the response on the connection.</summary>

@@ -265,15 +265,20 @@ internal sealed partial class IscsiConnection
         t.ReturnBuffer();
     }
 
-    /// <summary>Called once per task when its command finished (or was dropped): queue its response.</summary>
+    /// <summary>
+    /// Called once per task when its command finished (or failed before running): hands it to the
+    /// sender. Whoever takes the task out of the table owns it, so a task that an abort already
+    /// took is not queued twice.
+    /// </summary>
     public void OnTaskDone(ScsiTask t)
     {
         lock (_tasks)
         {
-            if (_tasks.TryGetValue(t.Itt, out var x) && x == t)
+            if (!_tasks.TryGetValue(t.Itt, out var x) || x != t)
             {
-                _tasks.Remove(t.Itt);
+                return;
             }
+            _tasks.Remove(t.Itt);
         }
         if (t.Immediate)
         {
