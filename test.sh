@@ -18,6 +18,7 @@ dotnet build -c Release Ballast.slnx -nologo -v quiet
 
 status=0
 for project in tests/*/*.csproj; do
+  grep -q '<IsTestProject>true</IsTestProject>' "$project" || continue
   name=$(basename "$project" .csproj)
   echo "== $name"
   if ! dotnet test "$project" -c Release --no-build --nologo \

@@ -5,8 +5,8 @@ set -euo pipefail
 
 packages=(
   qemu-system-x86 qemu-utils qemu-block-extra busybox-static kmod cpio
-  nbd-client open-iscsi e2fsprogs libnbd-bin nbdkit fio libiscsi-bin tgt
-  iproute2 iptables systemd dpkg-dev fakeroot python3
+  nbd-client open-iscsi e2fsprogs libnbd-bin python3-libnbd nbdkit fio libiscsi-bin tgt
+  iproute2 iptables systemd dpkg-dev fakeroot python3 curl
 )
 
 missing=()

@@ -10,6 +10,9 @@ public static class Crc32C
     /// <summary>CRC32C of <paramref name="data"/> (standard: initial ~0, final inversion).</summary>
     public static uint Compute(ReadOnlySpan<byte> data) => ~Update(~0u, data);
 
+    /// <summary>The CRC32C of a concatenation: continues <paramref name="crc"/> (a finished CRC) over <paramref name="data"/>.</summary>
+    public static uint Append(uint crc, ReadOnlySpan<byte> data) => ~Update(~crc, data);
+
     /// <summary>Continues a raw (non-inverted) running CRC. Start with ~0u and invert the result.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static uint Update(uint crc, ReadOnlySpan<byte> data)

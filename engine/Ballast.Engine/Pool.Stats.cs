@@ -11,6 +11,27 @@ public sealed partial class Pool
     public (TimeSpan Busy, TimeSpan Write, TimeSpan Sync) AppenderTimes =>
         (System.Diagnostics.Stopwatch.GetElapsedTime(0, Appender.BusyTicks), System.Diagnostics.Stopwatch.GetElapsedTime(0, Appender.WriteTicks), System.Diagnostics.Stopwatch.GetElapsedTime(0, Appender.SyncTicks));
 
+    /// <summary>
+    /// True when the write path works: no device error has stopped the log, and the appender
+    /// answers a no-op at a batch boundary within <paramref name="timeout"/> (it is not stuck).
+    /// </summary>
+    public async Task<bool> ProbeAsync(TimeSpan timeout)
+    {
+        if (Appender.Poison != null || Volatile.Read(ref _disposed) != 0)
+        {
+            return false;
+        }
+        try
+        {
+            await Appender.RunAtBoundaryAsync(static () => { }).WaitAsync(timeout).ConfigureAwait(false);
+            return Appender.Poison == null;
+        }
+        catch (TimeoutException)
+        {
+            return false;
+        }
+    }
+
     public PoolStats GetStats()
     {
         int log = 0, cp = 0;

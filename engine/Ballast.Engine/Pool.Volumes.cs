@@ -52,7 +52,7 @@ public sealed partial class Pool
         : throw new VolumeNotFoundException(name);
 
     /// <summary>Creates a thin volume: no space is used until it is written.</summary>
-    public async Task<EngineVolume> CreateVolumeAsync(string name, long size, int logicalBlockSize = 4096, bool readOnly = false)
+    public async Task<EngineVolume> CreateVolumeAsync(string name, long size, int logicalBlockSize = 4096, bool readOnly = false, Guid? uid = null)
     {
         if (VolumeCatalog.CheckName(name) is { } bad)
         {
@@ -71,7 +71,8 @@ public sealed partial class Pool
                 Id = _catalog.AllocateId(),
                 Kind = VolumeKind.Volume,
                 Name = name,
-                Uid = Guid.NewGuid(),
+                // A replica's copy keeps the primary's identity (SCSI identifiers follow it).
+                Uid = uid ?? Guid.NewGuid(),
                 Size = size,
                 LogicalBlockSize = logicalBlockSize,
                 Flags = readOnly ? VolumeFlags.ReadOnly : VolumeFlags.None,

@@ -45,6 +45,26 @@ internal static partial class Libc
     [LibraryImport("libc", EntryPoint = "flock", SetLastError = true)]
     public static partial int FLock(int fd, int operation);
 
+    /// <summary>statx(2): one struct layout on every architecture, unlike stat(2).</summary>
+    [LibraryImport("libc", EntryPoint = "statx", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    public static unsafe partial int Statx(int dirfd, string path, int flags, uint mask, byte* statxBuffer);
+
+    public const int AT_FDCWD = -100;
+    public const int AT_SYMLINK_NOFOLLOW = 0x100;
+    public const uint STATX_TYPE = 0x1;
+    /// <summary>Offset of stx_mode (u16) in struct statx.</summary>
+    public const int StatxModeOffset = 28;
+    public const int S_IFMT = 0xF000;
+    public const int S_IFSOCK = 0xC000;
+
+    [LibraryImport("libc", EntryPoint = "fsync", SetLastError = true)]
+    public static partial int FSync(int fd);
+
+    public const int O_DIRECTORY = 0x10000;
+
+    [LibraryImport("libc", EntryPoint = "umask")]
+    public static partial uint Umask(uint mask);
+
     public const int LOCK_EX = 2;
     public const int LOCK_NB = 4;
 

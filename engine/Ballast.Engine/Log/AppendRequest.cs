@@ -38,6 +38,10 @@ internal sealed class AppendRequest : IValueTaskSource
     public object? State;
     /// <summary>When the request first waited for free space (Environment.TickCount64), or 0.</summary>
     public long ParkedAt;
+    /// <summary>A replica's record: use this LSN (the primary's) instead of assigning one. 0 assigns.</summary>
+    public long ExplicitLsn;
+    /// <summary>Completes when the replicas have the record (primary of a replicated volume), else default.</summary>
+    public ValueTask ReplicaWait;
     /// <summary>Blocks of this data record still to write after the part in the current batch (split at a segment end).</summary>
     public int SplitRemaining;
 
@@ -57,6 +61,8 @@ internal sealed class AppendRequest : IValueTaskSource
         State = null;
         ParkedAt = 0;
         SplitRemaining = 0;
+        ExplicitLsn = 0;
+        ReplicaWait = default;
     }
 
     public void Complete() => _core.SetResult(true);

@@ -194,9 +194,31 @@ internal sealed class Appender : IDisposable
             }
             if (r.Op == AppendOp.Record && r.Volume != null)
             {
-                r.Desc.VolumeId = r.Volume.Id;
-                r.Desc.Lsn = ++r.Volume.NextLsn;
-                r.Desc.Epoch = r.Volume.Epoch;
+                var v = r.Volume;
+                r.Desc.VolumeId = v.Id;
+                if ((r.Desc.Flags & RecordFlags.IfNewer) != 0 || r.Desc.Kind is RecordKind.SnapshotCreate or RecordKind.VolumeResize or RecordKind.EpochSet)
+                {
+                    // Resync copies and metadata take no LSN of their own: a volume's LSNs are its
+                    // data records', which replicas must number exactly as the primary did.
+                    r.Desc.Lsn = v.NextLsn;
+                }
+                else if (r.ExplicitLsn > 0)
+                {
+                    r.Desc.Lsn = r.ExplicitLsn;
+                    v.NextLsn = Math.Max(v.NextLsn, r.ExplicitLsn);
+                }
+                else
+                {
+                    r.Desc.Lsn = ++v.NextLsn;
+                }
+                r.Desc.Epoch = v.Epoch;
+                if (v.Forwarder is { } f && r.ExplicitLsn == 0 && r.Desc.Kind is RecordKind.Data or RecordKind.Zero or RecordKind.Trim
+                    && (r.Desc.Flags & (RecordFlags.Relocated | RecordFlags.IfNewer)) == 0)
+                {
+                    // Forwarded here, under the queue lock, so replicas see records in LSN order.
+                    r.ReplicaWait = f.Forward(new Replication.ReplicatedRecord(r.Desc.Kind, r.Desc.Lsn, r.Desc.Epoch, r.Desc.Lba, r.Desc.BlockCount,
+                        (r.Desc.Flags & RecordFlags.Fua) != 0), r.Payload);
+                }
             }
             _queue.Add(r);
             if (_queue.Count == 1)
@@ -205,6 +227,15 @@ internal sealed class Appender : IDisposable
             }
         }
         return new ValueTask(r, r.Version);
+    }
+
+    /// <summary>Raises a volume's last-issued LSN (never lowers it), under the queue lock that issues LSNs.</summary>
+    public void RaiseNextLsn(VolumeState v, long lsn)
+    {
+        lock (_lock)
+        {
+            v.NextLsn = Math.Max(v.NextLsn, lsn);
+        }
     }
 
     /// <summary>Runs <paramref name="action"/> on the appender thread at a batch boundary (all earlier records applied).</summary>
@@ -677,17 +708,27 @@ internal sealed class Appender : IDisposable
                 if (!vol.Deleted)
                 {
                     var d = r.Desc;
-                    switch (d.Kind)
+                    var kind = d.Kind switch
                     {
-                        case RecordKind.Data:
-                            vol.Map.Set(d.Lba, d.BlockCount, ExtentKind.Data, r.ResultPhys, d.Lsn, _displaced);
-                            break;
-                        case RecordKind.Zero:
-                            vol.Map.Set(d.Lba, d.BlockCount, ExtentKind.Zero, 0, d.Lsn, _displaced);
-                            break;
-                        case RecordKind.Trim:
-                            vol.Map.Set(d.Lba, d.BlockCount, ExtentKind.Hole, 0, d.Lsn, _displaced);
-                            break;
+                        RecordKind.Data => ExtentKind.Data,
+                        RecordKind.Zero => ExtentKind.Zero,
+                        RecordKind.Trim => ExtentKind.Hole,
+                        _ => ExtentKind.Unmapped,
+                    };
+                    if ((d.Flags & RecordFlags.IfNewer) != 0)
+                    {
+                        if (kind != ExtentKind.Unmapped && (d.Flags & RecordFlags.Force) != 0)
+                        {
+                            vol.Map.Set(d.Lba, d.BlockCount, kind, kind == ExtentKind.Data ? r.ResultPhys : 0, d.Aux, _displaced);
+                        }
+                        else if (kind != ExtentKind.Unmapped)
+                        {
+                            vol.Map.SetIfNewer(d.Lba, d.BlockCount, kind, r.ResultPhys, d.Aux, _displaced);
+                        }
+                    }
+                    else if (kind != ExtentKind.Unmapped)
+                    {
+                        vol.Map.Set(d.Lba, d.BlockCount, kind, kind == ExtentKind.Data ? r.ResultPhys : 0, d.Lsn, _displaced);
                     }
                     if (r.SplitRemaining == 0)
                     {

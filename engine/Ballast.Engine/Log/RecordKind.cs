@@ -36,4 +36,14 @@ public enum RecordFlags : byte
     Fua = 1,
     /// <summary>Copied forward by the cleaner; Aux is the old physical block. Takes effect at the next CleanCommit.</summary>
     Relocated = 2,
+    /// <summary>
+    /// Replica resync: applied only to blocks whose extent LSN is older than Aux (the primary's
+    /// LSN of the data), so it never overwrites a newer live write; it does not move the volume's LSN.
+    /// </summary>
+    IfNewer = 4,
+    /// <summary>
+    /// With <see cref="IfNewer"/>: replace unconditionally (a replica's divergent block is reset
+    /// to the primary's), still labelled with Aux as its LSN.
+    /// </summary>
+    Force = 8,
 }

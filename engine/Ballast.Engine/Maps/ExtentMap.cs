@@ -177,6 +177,43 @@ public sealed class ExtentMap
         }
     }
 
+    /// <summary>
+    /// Like <see cref="Set"/>, but only over the blocks whose current extent is older than
+    /// <paramref name="lsn"/> (unmapped blocks count as oldest). Replica resync uses it so a copy
+    /// of data as of some LSN never overwrites a newer write that arrived first.
+    /// </summary>
+    public void SetIfNewer(long start, long count, ExtentKind kind, long phys, long lsn, IDisplacedSink? sink = null)
+    {
+        ThrowIfReadOnly();
+        if (count <= 0)
+        {
+            return;
+        }
+        var end = Math.Min(start + count, CapacityBlocks);
+        var runs = new List<(long Block, long Count)>();
+        var pos = start;
+        Visit(start, end, -1, (in MapPieceInfo p) =>
+        {
+            if (p.Block > pos)
+            {
+                runs.Add((pos, p.Block - pos));
+            }
+            if (p.Lsn < lsn)
+            {
+                runs.Add((p.Block, p.Count));
+            }
+            pos = p.Block + p.Count;
+        });
+        if (pos < end)
+        {
+            runs.Add((pos, end - pos));
+        }
+        foreach (var (block, n) in runs)
+        {
+            Set(block, n, kind, kind == ExtentKind.Data ? phys + (block - start) : 0, lsn, sink);
+        }
+    }
+
     /// <summary>Removes every extent at or beyond <paramref name="fromBlock"/> (volume shrink).</summary>
     public void Truncate(long fromBlock, IDisplacedSink? sink = null)
     {

@@ -27,22 +27,24 @@ internal sealed class ReplayApplier(VolumeCatalog catalog, SegmentTable segments
                 var meta = VolumeMeta.Decode(inline, out _);
                 catalog.ApplyCreate(meta);
                 break;
+            // Metadata records carry the volume's last LSN rather than one of their own: every one
+            // in the replayed tail is newer than the checkpoint, so all are applied.
             case RecordKind.SnapshotCreate:
-                if (Current(d, out var source))
+                if (catalog.TryGet(d.VolumeId, out var source))
                 {
                     catalog.ApplySnapshot(source, VolumeMeta.Decode(inline, out _), d.Lsn);
                     Advance(source, d.Lsn);
                 }
                 break;
             case RecordKind.VolumeResize:
-                if (Current(d, out var resized) && d.Aux >= 0)
+                if (catalog.TryGet(d.VolumeId, out var resized) && d.Aux >= 0)
                 {
                     VolumeCatalog.ApplyResize(resized, d.Aux, d.Lsn);
                     Advance(resized, d.Lsn);
                 }
                 break;
             case RecordKind.EpochSet:
-                if (Current(d, out var fenced))
+                if (catalog.TryGet(d.VolumeId, out var fenced))
                 {
                     VolumeCatalog.ApplyEpoch(fenced, (uint)d.Aux, d.Lsn);
                     Advance(fenced, d.Lsn);
@@ -93,6 +95,26 @@ internal sealed class ReplayApplier(VolumeCatalog catalog, SegmentTable segments
             if (d.Kind == RecordKind.Data)
             {
                 _moves.Add((d.Aux, d.BlockCount, phys));
+            }
+            return;
+        }
+        if ((d.Flags & RecordFlags.IfNewer) != 0)
+        {
+            // Idempotent and order-free: replayed whenever it lies in the replayed tail.
+            if (catalog.TryGet(d.VolumeId, out var rv) && d.Lba >= 0 && d.BlockCount >= 0 && d.Lba + d.BlockCount <= rv.Map.CapacityBlocks)
+            {
+                var kind = d.Kind switch { RecordKind.Data => ExtentKind.Data, RecordKind.Zero => ExtentKind.Zero, _ => ExtentKind.Hole };
+                lock (rv.Lock)
+                {
+                    if ((d.Flags & RecordFlags.Force) != 0)
+                    {
+                        rv.Map.Set(d.Lba, d.BlockCount, kind, kind == ExtentKind.Data ? phys : 0, d.Aux, segments);
+                    }
+                    else
+                    {
+                        rv.Map.SetIfNewer(d.Lba, d.BlockCount, kind, phys, d.Aux, segments);
+                    }
+                }
             }
             return;
         }

@@ -12,7 +12,7 @@ namespace Ballast.Engine.Volumes;
 /// Reads resolve the map under the volume lock and read data blocks with O_DIRECT, checking
 /// every block's CRC32C: a block that fails is an I/O error, never wrong data.
 /// </summary>
-public sealed class EngineVolume : IBlockVolume
+public sealed partial class EngineVolume : IBlockVolume
 {
     private static readonly ReadOnlyMemory<byte> ZeroBlock = new byte[PoolLayout.BlockSize];
     private readonly Pool _pool;
@@ -48,9 +48,35 @@ public sealed class EngineVolume : IBlockVolume
         {
             return;
         }
-        await ReadBlocksAsync(offset, destination).ConfigureAwait(false);
-        Interlocked.Increment(ref _state.Counters.Reads);
-        Interlocked.Add(ref _state.Counters.ReadBytes, destination.Length);
+        var c = _state.Counters;
+        var start = Begin(c);
+        try
+        {
+            await ReadBlocksAsync(offset, destination).ConfigureAwait(false);
+        }
+        catch
+        {
+            Interlocked.Increment(ref c.Errors);
+            throw;
+        }
+        finally
+        {
+            End(c, c.ReadLatency, start);
+        }
+        Interlocked.Increment(ref c.Reads);
+        Interlocked.Add(ref c.ReadBytes, destination.Length);
+    }
+
+    private static long Begin(VolumeCounters c)
+    {
+        Interlocked.Increment(ref c.InFlight);
+        return System.Diagnostics.Stopwatch.GetTimestamp();
+    }
+
+    private static void End(VolumeCounters c, LatencyHistogram h, long start)
+    {
+        h.RecordSince(start);
+        Interlocked.Decrement(ref c.InFlight);
     }
 
     /// <summary>Reads without the client range check (RMW reads the whole last block, which may pass the volume end).</summary>
@@ -135,6 +161,28 @@ public sealed class EngineVolume : IBlockVolume
         {
             return;
         }
+        var c = _state.Counters;
+        var start = Begin(c);
+        try
+        {
+            await WriteCoreAsync(offset, source, flags, cancellationToken).ConfigureAwait(false);
+        }
+        catch
+        {
+            Interlocked.Increment(ref c.Errors);
+            throw;
+        }
+        finally
+        {
+            End(c, c.WriteLatency, start);
+        }
+        Interlocked.Increment(ref c.Writes);
+        Interlocked.Add(ref c.WriteBytes, source.Length);
+    }
+
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    private async ValueTask WriteCoreAsync(long offset, ReadOnlyMemory<byte> source, WriteFlags flags, CancellationToken cancellationToken)
+    {
         if ((offset & (PoolLayout.BlockSize - 1)) == 0 && (source.Length & (PoolLayout.BlockSize - 1)) == 0)
         {
             await _state.Gate.EnterSharedAsync().ConfigureAwait(false);
@@ -159,8 +207,6 @@ public sealed class EngineVolume : IBlockVolume
                 _state.Gate.ExitExclusive();
             }
         }
-        Interlocked.Increment(ref _state.Counters.Writes);
-        Interlocked.Add(ref _state.Counters.WriteBytes, source.Length);
     }
 
     /// <summary>Appends whole blocks, split into records the appender can batch; chunks go out together.</summary>
@@ -232,14 +278,19 @@ public sealed class EngineVolume : IBlockVolume
                 r.Crcs[i] = Crc32C.Compute(span.Slice(i << PoolLayout.BlockShift, PoolLayout.BlockSize));
             }
         }
+        ValueTask replicas;
         try
         {
             await appender.SubmitAsync(r).ConfigureAwait(false);
         }
         finally
         {
+            replicas = r.ReplicaWait;
+            r.ReplicaWait = default;
             appender.Return(r);
         }
+        // A replicated record completes when the replicas have it too (the payload stays valid until then).
+        await replicas.ConfigureAwait(false);
     }
 
     /// <summary>Sub-block write: reads the partial edge blocks, overlays the new bytes, appends whole blocks.</summary>
@@ -282,29 +333,59 @@ public sealed class EngineVolume : IBlockVolume
         var appender = _pool.Appender;
         var r = appender.Rent();
         r.Op = AppendOp.Flush;
+        var c = _state.Counters;
+        var start = Begin(c);
         try
         {
+            // Replicas flush in parallel: the FLUSH follows every record already forwarded to them.
+            var replicas = _state.Forwarder is { } f ? f.FlushAsync(cancellationToken) : default;
             await appender.SubmitAsync(r).ConfigureAwait(false);
+            await replicas.ConfigureAwait(false);
+        }
+        catch
+        {
+            Interlocked.Increment(ref c.Errors);
+            throw;
         }
         finally
         {
             appender.Return(r);
+            End(c, c.FlushLatency, start);
         }
-        Interlocked.Increment(ref _state.Counters.Flushes);
+        Interlocked.Increment(ref c.Flushes);
     }
 
     public async ValueTask TrimAsync(long offset, long length, CancellationToken cancellationToken = default)
     {
-        await ClearAsync(offset, length, RecordKind.Trim, cancellationToken).ConfigureAwait(false);
+        await MeasuredClearAsync(offset, length, RecordKind.Trim, cancellationToken).ConfigureAwait(false);
         Interlocked.Increment(ref _state.Counters.Trims);
         Interlocked.Add(ref _state.Counters.TrimBytes, length);
     }
 
     public async ValueTask WriteZeroesAsync(long offset, long length, bool mayDeallocate, CancellationToken cancellationToken = default)
     {
-        await ClearAsync(offset, length, mayDeallocate ? RecordKind.Trim : RecordKind.Zero, cancellationToken).ConfigureAwait(false);
+        await MeasuredClearAsync(offset, length, mayDeallocate ? RecordKind.Trim : RecordKind.Zero, cancellationToken).ConfigureAwait(false);
         Interlocked.Increment(ref _state.Counters.Zeroes);
         Interlocked.Add(ref _state.Counters.ZeroBytes, length);
+    }
+
+    private async ValueTask MeasuredClearAsync(long offset, long length, RecordKind kind, CancellationToken ct)
+    {
+        var c = _state.Counters;
+        var start = Begin(c);
+        try
+        {
+            await ClearAsync(offset, length, kind, ct).ConfigureAwait(false);
+        }
+        catch
+        {
+            Interlocked.Increment(ref c.Errors);
+            throw;
+        }
+        finally
+        {
+            End(c, c.TrimLatency, start);
+        }
     }
 
     /// <summary>
@@ -493,6 +574,10 @@ public sealed class EngineVolume : IBlockVolume
 
     private void CheckWritable()
     {
+        if (_state.Fenced)
+        {
+            throw new BlockVolumeException(BlockError.Fenced, $"volume {Name}: another node is its primary now; this copy no longer takes writes");
+        }
         if (_state.IsReadOnly)
         {
             throw new BlockVolumeException(BlockError.ReadOnly, $"{(IsSnapshot ? "snapshot" : "volume")} {Name} is read-only");

@@ -43,23 +43,14 @@ internal sealed class VolumeState
 
     public volatile bool Deleted;
 
+    /// <summary>Set on the primary of a replicated volume: its records go to the replicas too.</summary>
+    public Replication.IRecordForwarder? Forwarder;
+
+    /// <summary>A newer primary took over this replicated volume: clients' writes are refused.</summary>
+    public volatile bool Fenced;
+
     /// <summary>Snapshots taken of this volume (ids), for listing and for refusing deletes.</summary>
     public readonly List<uint> Snapshots = [];
 
     public VolumeMeta CurrentMeta() => Meta with { Size = Size, Epoch = Epoch };
-}
-
-/// <summary>Per-volume I/O counters, updated with interlocked adds (no allocation).</summary>
-public sealed class VolumeCounters
-{
-    public long Reads;
-    public long ReadBytes;
-    public long Writes;
-    public long WriteBytes;
-    public long Flushes;
-    public long Trims;
-    public long TrimBytes;
-    public long Zeroes;
-    public long ZeroBytes;
-    public long ChecksumErrors;
 }

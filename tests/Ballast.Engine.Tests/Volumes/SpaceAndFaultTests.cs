@@ -76,6 +76,7 @@ public class SpaceAndFaultTests
     {
         var storage = new FaultStorage();
         var pool = await TestPools.OpenAsync(storage);
+        Assert.That(await pool.ProbeAsync(TimeSpan.FromSeconds(5)), Is.True, "a working pool answers the health probe");
         var v = await pool.CreateVolumeAsync("v", 4 << 20);
         var a = TestPools.Pattern(1, 8192);
         await v.WriteAsync(0, a, WriteFlags.None);
@@ -87,6 +88,7 @@ public class SpaceAndFaultTests
         e = Assert.ThrowsAsync<BlockVolumeException>(async () => await v.WriteAsync(8192, new byte[4096], WriteFlags.None));
         Assert.That(e!.Message, Does.Contain("stopped accepting writes"));
         Assert.That(pool.GetStats().Poisoned, Is.True);
+        Assert.That(await pool.ProbeAsync(TimeSpan.FromSeconds(5)), Is.False, "the health probe (systemd's watchdog) sees the failed write path");
         await pool.AbandonAsync();
         await using var reopened = await TestPools.OpenAsync(storage.CrashImage(new Random(1), CrashMode.Prefix));
         Assert.That(await ReadAsync(reopened.OpenVolume("v"), 0, 8192), Is.EqualTo(a));

@@ -1,0 +1,73 @@
+namespace Ballast.Control;
+
+public sealed record CreateVolumeRequest(string Name, long Size, int BlockSize = 4096, bool ReadOnly = false, int Replicas = 1, int? MinReplicas = null);
+
+/// <summary>Make a node (this daemon's when Node is null) the volume's primary.</summary>
+public sealed record AttachRequest(string? Node = null, bool Force = false);
+
+/// <summary>Where replicas differ from the primary (empty when every in-sync copy matches).</summary>
+public sealed record VerifyDto(string Volume, IReadOnlyList<ReplicaDto> Replicas, IReadOnlyList<DifferenceDto> Differences);
+
+public sealed record DifferenceDto(string Node, long Offset, long Length);
+
+/// <summary>One copy of a replicated volume: node, role, state, LSN, lag, resync progress.</summary>
+public sealed record ReplicaDto(string Node, string Role, string State, long Lsn, long Lag, double? ResyncPercent, double? EtaSeconds, long ResyncedBytes, string? Error);
+
+public sealed record ResizeVolumeRequest(long Size, bool Force = false);
+
+public sealed record CreateSnapshotRequest(string Name);
+
+public sealed record CloneRequest(string Name);
+
+/// <summary>A volume or snapshot as the API shows it.</summary>
+public sealed record VolumeDto(
+    string Name,
+    string Kind,
+    long Size,
+    int BlockSize,
+    bool ReadOnly,
+    string? Parent,
+    DateTimeOffset Created,
+    long Lsn,
+    IReadOnlyList<string> Snapshots,
+    VolumeIoDto Io,
+    IReadOnlyList<ExportDto> Exports,
+    IReadOnlyList<ClientDto> Clients,
+    IReadOnlyList<ReplicaDto>? Replicas = null,
+    int? MinReplicas = null);
+
+/// <summary>Totals since the daemon started, and rates over the last sampling interval.</summary>
+public sealed record VolumeIoDto(
+    long Reads, long ReadBytes, long Writes, long WriteBytes, long Flushes, long Trims, long TrimBytes,
+    long Errors, long InFlight, double ReadIops, double WriteIops, double ReadBytesPerSecond, double WriteBytesPerSecond);
+
+/// <summary>How a volume is reachable: protocol, name (NBD export or iSCSI IQN and LUN) and addresses.</summary>
+public sealed record ExportDto(string Protocol, string Name, IReadOnlyList<string> Addresses);
+
+public sealed record ClientDto(string Protocol, string Peer, string Volume, DateTimeOffset Since, long Requests, long BytesRead, long BytesWritten);
+
+public sealed record PoolDto(
+    string Path, long Capacity, long Used, long Live, long Reclaimable, long Free, int SegmentSize, int Segments, int FreeSegments,
+    double WriteAmplification, long CleanerPasses, long CleanerSegmentsFreed, long CleanerBytesMoved, long Checkpoints, bool Healthy);
+
+public sealed record StatusDto(string Version, DateTimeOffset Started, PoolDto Pool, int Volumes, int Snapshots, IReadOnlyList<ClientDto> Clients, IReadOnlyList<VolumeRateDto> Rates);
+
+public sealed record VolumeRateDto(string Volume, double ReadIops, double WriteIops, double ReadBytesPerSecond, double WriteBytesPerSecond);
+
+public sealed record ExportListDto(IReadOnlyList<ExportDto> Exports, IReadOnlyList<ClientDto> Clients);
+
+/// <summary>Every error the API returns: what went wrong, what to do, and a stable code.</summary>
+public sealed record ErrorDto(string Code, string Error, string? Hint = null);
+
+/// <summary>Stable error codes; ballastctl turns each into its own exit status.</summary>
+public static class ErrorCodes
+{
+    public const string NotFound = "not_found";
+    public const string Exists = "exists";
+    public const string InUse = "in_use";
+    public const string Invalid = "invalid";
+    public const string Refused = "refused";
+    public const string NoSpace = "no_space";
+    public const string Unauthorized = "unauthorized";
+    public const string Internal = "internal";
+}

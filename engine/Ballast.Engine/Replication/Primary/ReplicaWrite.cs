@@ -1,0 +1,89 @@
+using System.Threading.Tasks.Sources;
+using Ballast.Engine.Replication.Wire;
+using Ballast.Engine.Volumes;
+
+namespace Ballast.Engine.Replication.Primary;
+
+/// <summary>
+/// One forwarded record (or flush) waiting for the in-sync replicas, pooled so the write path
+/// allocates nothing. A guard count held during sending avoids finishing before every replica
+/// was asked. It completes with an error when fewer than the minimum of copies acknowledged.
+/// </summary>
+internal sealed class ReplicaWrite : IValueTaskSource, IResponseSink
+{
+    private ManualResetValueTaskSourceCore<bool> _core = new() { RunContinuationsAsynchronously = true };
+    private VolumeReplicator _owner = null!;
+    private int _remaining;
+    private int _acked;
+
+    /// <summary>Tag bit: the replica is resyncing; its acknowledgement is not one of the copies.</summary>
+    public const int NotCounted = 1 << 16;
+
+    public short Version => _core.Version;
+
+    public void Reset(VolumeReplicator owner)
+    {
+        _core.Reset();
+        _owner = owner;
+        _remaining = 1;
+        _acked = 0;
+    }
+
+    /// <summary>One more replica was sent the request.</summary>
+    public void Expect() => Interlocked.Increment(ref _remaining);
+
+    /// <summary>Sending is over: drops the guard.</summary>
+    public void Armed() => Done();
+
+    public void OnResponse(ReplicationStatus status, ReadOnlySpan<byte> body, int tag)
+    {
+        if (status != ReplicationStatus.Ok)
+        {
+            _owner.TargetFailed(tag & ~NotCounted, status, body);
+        }
+        else if ((tag & NotCounted) == 0)
+        {
+            Interlocked.Increment(ref _acked);
+        }
+        Done();
+    }
+
+    private void Done()
+    {
+        if (Interlocked.Decrement(ref _remaining) != 0)
+        {
+            return;
+        }
+        var copies = 1 + Volatile.Read(ref _acked);
+        if (_owner.Fenced)
+        {
+            _core.SetException(_owner.FencedError());
+        }
+        else if (copies < _owner.MinReplicas)
+        {
+            _core.SetException(new BlockVolumeException(BlockError.Fenced,
+                $"volume {_owner.Name}: only {copies} of the {_owner.MinReplicas} required copies took the write; refusing to acknowledge it"));
+        }
+        else
+        {
+            _core.SetResult(true);
+        }
+    }
+
+    public void GetResult(short token)
+    {
+        try
+        {
+            _core.GetResult(token);
+        }
+        finally
+        {
+            _owner.Recycle(this);
+        }
+    }
+
+    public ValueTaskSourceStatus GetStatus(short token) => _core.GetStatus(token);
+
+    public void OnCompleted(Action<object?> continuation, object? state, short token, ValueTaskSourceOnCompletedFlags flags) =>
+        _core.OnCompleted(continuation, state, token, flags);
+}

@@ -1,0 +1,235 @@
+using System.Buffers;
+using System.Net.Sockets;
+using Ballast.Engine.Replication.Wire;
+
+namespace Ballast.Engine.Replication.Transport;
+
+/// <summary>One frame to send. Payload = the record header (if any) followed by <see cref="Body"/>.</summary>
+public struct OutFrame
+{
+    public FrameType Type;
+    public ushort Flags;
+    public uint Volume;
+    public ulong Id;
+    public bool HasRecord;
+    public RecordHeader Record;
+    /// <summary>Data blocks or a small message; must stay valid until the frame's response arrives (or the connection fails).</summary>
+    public ReadOnlyMemory<byte> Body;
+
+    public readonly int PayloadLength => (HasRecord ? RecordHeader.Size : 0) + Body.Length;
+}
+
+/// <summary>
+/// A TCP connection carrying replication frames both ways. Senders queue frames without
+/// blocking (the primary queues under the appender's lock, so queue order is LSN order); one
+/// send loop computes CRCs and writes them, gathering small frames. One receive loop checks each
+/// frame (limits, CRC) and hands it to the owner with a pooled buffer the owner returns.
+/// </summary>
+public sealed class FrameConnection : IAsyncDisposable
+{
+    private const int SendBufferSize = 256 * 1024;
+    private const int CopyLimit = 16 * 1024;
+
+    private readonly Socket _socket;
+    private readonly NetworkStream _stream;
+    private readonly object _lock = new();
+    private List<OutFrame> _queue = [];
+    private List<OutFrame> _sending = [];
+    private readonly SemaphoreSlim _wake = new(0, 1);
+    private readonly CancellationTokenSource _closed = new();
+    private readonly byte[] _send = new byte[SendBufferSize];
+    private Task? _sender;
+    private string? _closeReason;
+    private int _waiting;
+
+    public FrameConnection(Socket socket)
+    {
+        _socket = socket;
+        if (socket.AddressFamily is AddressFamily.InterNetwork or AddressFamily.InterNetworkV6)
+        {
+            socket.NoDelay = true;
+        }
+        _stream = new NetworkStream(socket, ownsSocket: true);
+        Remote = socket.RemoteEndPoint?.ToString() ?? "?";
+    }
+
+    public string Remote { get; }
+
+    /// <summary>Cancelled when the connection fails or is closed.</summary>
+    public CancellationToken Closed => _closed.Token;
+
+    public string? CloseReason => Volatile.Read(ref _closeReason);
+
+    /// <summary>Handles one received frame; the payload buffer is rented from the shared pool and the handler returns it.</summary>
+    public delegate ValueTask FrameHandler(FrameHeader header, byte[] payload);
+
+    public void Start(FrameHandler onFrame)
+    {
+        _sender = Task.Run(SendLoopAsync);
+        _ = Task.Run(() => ReceiveLoopAsync(onFrame));
+    }
+
+    /// <summary>Queues a frame; false if the connection is already closed.</summary>
+    public bool Send(in OutFrame frame)
+    {
+        lock (_lock)
+        {
+            if (_closed.IsCancellationRequested)
+            {
+                return false;
+            }
+            _queue.Add(frame);
+            if (_queue.Count == 1 && _waiting == 1)
+            {
+                _waiting = 0;
+                _wake.Release();
+            }
+        }
+        return true;
+    }
+
+    private async Task SendLoopAsync()
+    {
+        try
+        {
+            while (!_closed.IsCancellationRequested)
+            {
+                lock (_lock)
+                {
+                    if (_queue.Count == 0)
+                    {
+                        _waiting = 1;
+                    }
+                    else
+                    {
+                        (_queue, _sending) = (_sending, _queue);
+                    }
+                }
+                if (_sending.Count == 0)
+                {
+                    await _wake.WaitAsync(_closed.Token).ConfigureAwait(false);
+                    continue;
+                }
+                var used = 0;
+                foreach (var f in _sending)
+                {
+                    var payload = f.PayloadLength;
+                    if (used + FrameHeader.Size + RecordHeader.Size + Math.Min(f.Body.Length, CopyLimit + 1) > _send.Length)
+                    {
+                        await _stream.WriteAsync(_send.AsMemory(0, used), _closed.Token).ConfigureAwait(false);
+                        used = 0;
+                    }
+                    var header = new FrameHeader { Type = f.Type, Flags = f.Flags, Length = payload, Volume = f.Volume, Id = f.Id };
+                    var at = used;
+                    used += FrameHeader.Size;
+                    if (f.HasRecord)
+                    {
+                        f.Record.Write(_send.AsSpan(used, RecordHeader.Size));
+                        used += RecordHeader.Size;
+                    }
+                    var recordPart = _send.AsSpan(at + FrameHeader.Size, used - at - FrameHeader.Size);
+                    WriteHeader(header, _send.AsSpan(at, FrameHeader.Size), recordPart, f.Body.Span);
+                    if (f.Body.Length <= CopyLimit)
+                    {
+                        f.Body.Span.CopyTo(_send.AsSpan(used));
+                        used += f.Body.Length;
+                    }
+                    else
+                    {
+                        await _stream.WriteAsync(_send.AsMemory(0, used), _closed.Token).ConfigureAwait(false);
+                        used = 0;
+                        await _stream.WriteAsync(f.Body, _closed.Token).ConfigureAwait(false);
+                    }
+                }
+                _sending.Clear();
+                if (used > 0)
+                {
+                    await _stream.WriteAsync(_send.AsMemory(0, used), _closed.Token).ConfigureAwait(false);
+                }
+            }
+        }
+        catch (Exception e) when (e is IOException or SocketException or ObjectDisposedException or OperationCanceledException)
+        {
+            Close($"send failed: {e.Message}");
+        }
+    }
+
+    private static void WriteHeader(FrameHeader header, Span<byte> h, ReadOnlySpan<byte> record, ReadOnlySpan<byte> body)
+    {
+        // CRC over header (CRC field zero), then the record header, then the body.
+        header.Write(h, record);
+        var crc = Crc32C.Append(System.Buffers.Binary.BinaryPrimitives.ReadUInt32LittleEndian(h[24..]), body);
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt32LittleEndian(h[24..], crc);
+    }
+
+    private async Task ReceiveLoopAsync(FrameHandler onFrame)
+    {
+        var header = new byte[FrameHeader.Size];
+        try
+        {
+            while (!_closed.IsCancellationRequested)
+            {
+                await _stream.ReadExactlyAsync(header, _closed.Token).ConfigureAwait(false);
+                if (!FrameHeader.TryRead(header, out var h, out var problem))
+                {
+                    Close(problem!);
+                    return;
+                }
+                var payload = ArrayPool<byte>.Shared.Rent(Math.Max(1, h.Length));
+                try
+                {
+                    await _stream.ReadExactlyAsync(payload.AsMemory(0, h.Length), _closed.Token).ConfigureAwait(false);
+                    if (!FrameHeader.CheckCrc(header, payload.AsSpan(0, h.Length), h.Crc))
+                    {
+                        ArrayPool<byte>.Shared.Return(payload);
+                        Close("a frame failed its CRC32C");
+                        return;
+                    }
+                }
+                catch
+                {
+                    ArrayPool<byte>.Shared.Return(payload);
+                    throw;
+                }
+                await onFrame(h, payload).ConfigureAwait(false);
+            }
+        }
+        catch (Exception e) when (e is IOException or SocketException or ObjectDisposedException or OperationCanceledException or EndOfStreamException)
+        {
+            Close(e is EndOfStreamException ? "the peer closed the connection" : $"receive failed: {e.Message}");
+        }
+    }
+
+    /// <summary>Closes the connection (idempotent); <see cref="Closed"/> fires with the first reason.</summary>
+    public void Close(string reason)
+    {
+        lock (_lock)
+        {
+            if (_closed.IsCancellationRequested)
+            {
+                return;
+            }
+            _closeReason = reason;
+            _closed.Cancel();
+        }
+        try
+        {
+            _socket.Shutdown(SocketShutdown.Both);
+        }
+        catch (Exception e) when (e is SocketException or ObjectDisposedException)
+        {
+        }
+        _socket.Dispose();
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        Close("closed");
+        if (_sender != null)
+        {
+            await _sender.ConfigureAwait(false);
+        }
+        await _stream.DisposeAsync().ConfigureAwait(false);
+        _closed.Dispose();
+    }
+}

@@ -1,0 +1,231 @@
+using System.Buffers;
+using System.Buffers.Binary;
+using Ballast.Engine.Volumes;
+using Ballast.Nbd.Handshake;
+using Ballast.Nbd.Protocol;
+using Microsoft.Extensions.Logging;
+
+namespace Ballast.Nbd.Transmission;
+
+/// <summary>
+/// The transmission phase of one connection. A receive loop parses requests out of a pooled
+/// buffer and starts each one at once (writes copy their payload into a request slot), so many
+/// requests run concurrently; a send loop writes replies in the order they complete, gathering
+/// small ones into one write. Nothing is allocated per request: slots, buffers and the async
+/// machinery are reused.
+/// </summary>
+internal sealed partial class TransmissionSession
+{
+    private const int HeaderSize = 28;
+    private const int ReceiveBufferSize = 64 * 1024;
+
+    private readonly NegotiatedExport _export;
+    private readonly IBlockVolume _volume;
+    private readonly Stream _stream;
+    private readonly NbdServerOptions _options;
+    private readonly ILogger _log;
+    private readonly string _peer;
+    private readonly Action<RequestSlot> _completeAction;
+
+    private readonly object _lock = new();
+    private readonly Stack<RequestSlot> _free = new();
+    private readonly Queue<RequestSlot> _completed = new();
+    private readonly AsyncSignal _replyReady = new();
+    private readonly AsyncSignal _slotFreed = new();
+    private int _slots;
+    private int _inFlight;
+    private bool _receiveDone;
+
+    private byte[] _recv = [];
+    private int _recvStart;
+    private int _recvEnd;
+
+    public TransmissionSession(NegotiatedExport export, NbdServerOptions options, ILogger log, string peer)
+    {
+        _export = export;
+        _volume = export.Volume;
+        _stream = export.Stream;
+        _options = options;
+        _log = log;
+        _peer = peer;
+        _completeAction = Complete;
+    }
+
+    public int InFlight => Volatile.Read(ref _inFlight);
+
+    public long Requests;
+    public long BytesRead;
+    public long BytesWritten;
+
+    /// <summary>Serves requests until the client disconnects, sends NBD_CMD_DISC, or <paramref name="stop"/> fires; then drains.</summary>
+    public async Task RunAsync(CancellationToken stop)
+    {
+        _recv = ArrayPool<byte>.Shared.Rent(ReceiveBufferSize);
+        _send = ArrayPool<byte>.Shared.Rent(SendBufferSize);
+        var sender = Task.Run(SendLoopAsync, CancellationToken.None);
+        try
+        {
+            await ReceiveLoopAsync(stop).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) when (stop.IsCancellationRequested)
+        {
+            // Server stop: no new requests; what is in flight still gets its reply below.
+        }
+        catch (Exception e) when (e is IOException or ObjectDisposedException or EndOfStreamException)
+        {
+            Log.ConnectionLost(_log, _peer, _export.Name, e.Message);
+        }
+        finally
+        {
+            lock (_lock)
+            {
+                _receiveDone = true;
+            }
+            _replyReady.Set();
+            await sender.ConfigureAwait(false);
+            ArrayPool<byte>.Shared.Return(_recv);
+            ArrayPool<byte>.Shared.Return(_send);
+        }
+    }
+
+    private async Task ReceiveLoopAsync(CancellationToken stop)
+    {
+        while (true)
+        {
+            if (!await FillAsync(HeaderSize, stop).ConfigureAwait(false))
+            {
+                // The client closed between requests (a hard disconnect, but a common one).
+                return;
+            }
+            var h = _recv.AsSpan(_recvStart, HeaderSize);
+            if (BinaryPrimitives.ReadUInt32BigEndian(h) != NbdMagic.Request)
+            {
+                Log.ProtocolViolation(_log, _peer, _export.Name, $"bad request magic 0x{BinaryPrimitives.ReadUInt32BigEndian(h):x8}");
+                return;
+            }
+            var flags = (CommandFlags)BinaryPrimitives.ReadUInt16BigEndian(h[4..]);
+            var command = (NbdCommand)BinaryPrimitives.ReadUInt16BigEndian(h[6..]);
+            var cookie = BinaryPrimitives.ReadUInt64BigEndian(h[8..]);
+            var offset = BinaryPrimitives.ReadUInt64BigEndian(h[16..]);
+            var length = BinaryPrimitives.ReadUInt32BigEndian(h[24..]);
+            _recvStart += HeaderSize;
+
+            if (command == NbdCommand.Disc)
+            {
+                // "The server MUST handle all outstanding requests" and then close: the caller drains.
+                return;
+            }
+            if (command == NbdCommand.Write && length > (uint)_options.MaxPayload)
+            {
+                // The payload has to be read to stay in step, and it is too large to take:
+                // the spec allows a hard disconnect above 32 MiB.
+                Log.ProtocolViolation(_log, _peer, _export.Name, $"write payload of {length} bytes (limit {_options.MaxPayload})");
+                return;
+            }
+
+            var slot = await AcquireSlotAsync().ConfigureAwait(false);
+            slot.Reset(cookie, command, flags, offset, length);
+            Interlocked.Increment(ref Requests);
+            if (command == NbdCommand.Write)
+            {
+                slot.RentBuffer((int)length);
+                try
+                {
+                    await ReceivePayloadAsync(slot.Buffer.AsMemory(0, (int)length), stop).ConfigureAwait(false);
+                }
+                catch
+                {
+                    // The payload never fully arrived: the request is dropped, its slot comes back.
+                    Release(slot);
+                    throw;
+                }
+            }
+            Dispatch(slot);
+        }
+    }
+
+    /// <summary>Makes at least <paramref name="count"/> bytes available in the receive buffer; false at a clean end of stream.</summary>
+    private async ValueTask<bool> FillAsync(int count, CancellationToken ct)
+    {
+        if (_recvEnd - _recvStart >= count)
+        {
+            return true;
+        }
+        if (_recv.Length - _recvStart < count)
+        {
+            Buffer.BlockCopy(_recv, _recvStart, _recv, 0, _recvEnd - _recvStart);
+            _recvEnd -= _recvStart;
+            _recvStart = 0;
+        }
+        while (_recvEnd - _recvStart < count)
+        {
+            var n = await _stream.ReadAsync(_recv.AsMemory(_recvEnd), ct).ConfigureAwait(false);
+            if (n == 0)
+            {
+                if (_recvEnd != _recvStart)
+                {
+                    throw new EndOfStreamException("the client closed in the middle of a request");
+                }
+                return false;
+            }
+            _recvEnd += n;
+        }
+        return true;
+    }
+
+    /// <summary>Copies a write payload: first what the receive buffer already holds, the rest straight from the stream.</summary>
+    private async ValueTask ReceivePayloadAsync(Memory<byte> target, CancellationToken ct)
+    {
+        var have = Math.Min(_recvEnd - _recvStart, target.Length);
+        _recv.AsMemory(_recvStart, have).CopyTo(target);
+        _recvStart += have;
+        if (have < target.Length)
+        {
+            await _stream.ReadExactlyAsync(target[have..], ct).ConfigureAwait(false);
+        }
+    }
+
+    private async ValueTask<RequestSlot> AcquireSlotAsync()
+    {
+        while (true)
+        {
+            lock (_lock)
+            {
+                if (_free.Count > 0)
+                {
+                    _inFlight++;
+                    return _free.Pop();
+                }
+                if (_slots < _options.MaxInFlight)
+                {
+                    _slots++;
+                    _inFlight++;
+                    return new RequestSlot(_completeAction);
+                }
+            }
+            // Every slot is busy: stop reading until a reply frees one (backpressure on the client).
+            await _slotFreed.WaitAsync().ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>An operation finished: queue its reply.</summary>
+    private void Complete(RequestSlot slot)
+    {
+        lock (_lock)
+        {
+            _completed.Enqueue(slot);
+        }
+        _replyReady.Set();
+    }
+
+    private void Release(RequestSlot slot)
+    {
+        slot.ReturnBuffer();
+        lock (_lock)
+        {
+            _inFlight--;
+            _free.Push(slot);
+        }
+        _slotFreed.Set();
+    }
+}

@@ -1,0 +1,191 @@
+using System.Globalization;
+using System.Text.Json;
+using Ballast.Daemon.Tests.Process;
+using Ballast.TestSupport;
+using static Ballast.TestSupport.NbdRawClient;
+
+namespace Ballast.Daemon.Tests.Cli;
+
+/// <summary>ballastctl against a running ballastd: the operator's whole path, and each error with its exit code.</summary>
+[CancelAfter(300_000)]
+[NonParallelizable]
+public class CliEndToEndTests
+{
+    private static readonly TimeSpan Limit = TimeSpan.FromSeconds(60);
+    private string _dir = null!;
+    private DaemonProcess _daemon = null!;
+
+    [OneTimeSetUp]
+    public async Task StartDaemon()
+    {
+        _dir = Path.Combine(Path.GetTempPath(), "ballastctl-test-" + Guid.NewGuid().ToString("N")[..10]);
+        _daemon = await DaemonProcess.StartReadyAsync(Path.Combine(_dir, "data"), ["--pool-size", "2GiB"]);
+    }
+
+    [OneTimeTearDown]
+    public async Task StopDaemon()
+    {
+        await _daemon.StopAsync();
+        await _daemon.DisposeAsync();
+        Directory.Delete(_dir, recursive: true);
+    }
+
+    private Task<Tool.Result> Ctl(params string[] args) =>
+        Tool.RunAsync("dotnet", [Path.Combine(AppContext.BaseDirectory, "ballastctl.dll"), "--socket", _daemon.ApiSocket, .. args], Limit);
+
+    private async Task<JsonElement> CtlJson(params string[] args)
+    {
+        var r = await Ctl([.. args, "--json"]);
+        Assert.That(r.ExitCode, Is.Zero, r.ToString());
+        return JsonDocument.Parse(r.Stdout).RootElement.Clone();
+    }
+
+    private async Task<long> NbdinfoSize(string export)
+    {
+        var r = await Tool.RunOkAsync(Tool.Require("nbdinfo", "libnbd-bin"), ["--size", $"nbd://127.0.0.1:{_daemon.Port}/{export}"], Limit);
+        return long.Parse(r.Stdout.Trim(), CultureInfo.InvariantCulture);
+    }
+
+    [Test]
+    public async Task Create_list_attach_snapshot_clone_read_resize_delete()
+    {
+        var create = await Ctl("volume", "create", "app", "--size", "256MiB");
+        Assert.That(create.ExitCode, Is.Zero, create.ToString());
+        Assert.That(create.Stdout, Does.Contain("created volume app, 256 MiB").And.Contain($"nbd://127.0.0.1:{_daemon.Port}/app"));
+
+        var list = await Ctl("volume", "list");
+        Assert.That(list.Stdout, Does.Match(@"(?m)^NAME\s+SIZE\s+BLOCK"));
+        Assert.That(list.Stdout, Does.Match(@"(?m)^app\s+256 MiB\s+4096\s+rw"));
+
+        // Served at once, without a restart.
+        Assert.That(await NbdinfoSize("app"), Is.EqualTo(256L << 20));
+
+        var data = Enumerable.Range(0, 65536).Select(i => (byte)(i * 13)).ToArray();
+        var (c, _, _) = await OpenAsync(_daemon.Endpoint, "app");
+        await using (c)
+        {
+            await c.SendRequestAsync(FlagFua, CmdWrite, 1, 1 << 20, (uint)data.Length, data);
+            Assert.That((await c.ReadSimpleReplyAsync()).Error, Is.Zero);
+        }
+
+        var snap = await Ctl("snapshot", "create", "app", "before");
+        Assert.That(snap.ExitCode, Is.Zero, snap.ToString());
+        Assert.That(snap.Stdout, Does.Contain("app@before"));
+        var snaps = await CtlJson("snapshot", "list", "app");
+        Assert.That(snaps.EnumerateArray().Select(s => s.GetProperty("name").GetString()), Is.EqualTo(new[] { "app@before" }));
+
+        var clone = await Ctl("volume", "clone", "app@before", "app-copy");
+        Assert.That(clone.ExitCode, Is.Zero, clone.ToString());
+        var (cc, _, _) = await OpenAsync(_daemon.Endpoint, "app-copy");
+        await using (cc)
+        {
+            await cc.SendRequestAsync(0, CmdRead, 2, 1 << 20, (uint)data.Length);
+            Assert.That((await cc.ReadSimpleReplyAsync(data.Length)).Data, Is.EqualTo(data), "the clone reads back what the volume held at the snapshot");
+        }
+
+        var inspect = await CtlJson("volume", "inspect", "app-copy");
+        Assert.That(inspect.GetProperty("parent").GetString(), Is.EqualTo("app@before"));
+        Assert.That(inspect.GetProperty("io").GetProperty("reads").GetInt64(), Is.EqualTo(1));
+
+        var resize = await Ctl("volume", "resize", "app", "--size", "512MiB");
+        Assert.That(resize.ExitCode, Is.Zero, resize.ToString());
+        Assert.That(resize.Stdout, Does.Contain("512 MiB"));
+        Assert.That(await NbdinfoSize("app"), Is.EqualTo(512L << 20), "a new connection sees the new size");
+
+        Assert.That((await Ctl("volume", "delete", "app-copy")).ExitCode, Is.Zero);
+        var delete = await Ctl("volume", "delete", "app", "--force");
+        Assert.That(delete.ExitCode, Is.Zero, delete.ToString());
+        var after = await CtlJson("volume", "list");
+        Assert.That(after.EnumerateArray().Select(v => v.GetProperty("name").GetString()), Does.Not.Contain("app").And.Not.Contain("app-copy"));
+        Assert.That((await Tool.RunAsync("nbdinfo", [$"nbd://127.0.0.1:{_daemon.Port}/app"], Limit)).ExitCode, Is.Not.Zero, "a deleted volume is no longer served");
+    }
+
+    [Test]
+    public async Task Errors_say_what_is_wrong_and_exit_with_their_own_codes()
+    {
+        Assert.That((await Ctl("volume", "create", "dup", "--size", "1GiB")).ExitCode, Is.Zero);
+        var dup = await Ctl("volume", "create", "dup", "--size", "1GiB");
+        Assert.That(dup.ExitCode, Is.EqualTo(4));
+        Assert.That(dup.Stderr, Does.Contain("already exists"));
+
+        var badSize = await Ctl("volume", "create", "x", "--size", "huge");
+        Assert.That(badSize.ExitCode, Is.EqualTo(2));
+        Assert.That(badSize.Stderr, Does.Contain("is not a size"));
+
+        var badName = await Ctl("volume", "create", "no/slash", "--size", "1GiB");
+        Assert.That(badName.ExitCode, Is.EqualTo(6));
+        Assert.That(badName.Stderr, Does.Contain("invalid name"));
+
+        var missing = await Ctl("volume", "inspect", "ghost");
+        Assert.That(missing.ExitCode, Is.EqualTo(3));
+        Assert.That(missing.Stderr, Does.Contain("volume \"ghost\" not found; ballastctl volume list shows the volumes"));
+
+        var (c, _, _) = await OpenAsync(_daemon.Endpoint, "dup");
+        await using (c)
+        {
+            var inUse = await Ctl("volume", "delete", "dup");
+            Assert.That(inUse.ExitCode, Is.EqualTo(4));
+            Assert.That(inUse.Stderr, Does.Contain("connected client").And.Contain("--force"));
+            var forced = await Ctl("volume", "delete", "dup", "--force");
+            Assert.That(forced.ExitCode, Is.Zero, forced.ToString());
+            Assert.That(await c.IsClosedAsync(TimeSpan.FromSeconds(10)), Is.True, "the client was disconnected");
+        }
+
+        var unreachable = await Tool.RunAsync("dotnet", [Path.Combine(AppContext.BaseDirectory, "ballastctl.dll"), "--socket", "/nonexistent/api.sock", "status"], Limit);
+        Assert.That(unreachable.ExitCode, Is.EqualTo(5));
+        Assert.That(unreachable.Stderr, Does.Contain("cannot reach ballastd"));
+
+        var usage = await Ctl("volume", "frobnicate");
+        Assert.That(usage.ExitCode, Is.EqualTo(2));
+    }
+
+    [Test]
+    public async Task Metrics_count_exactly_the_io_that_was_done()
+    {
+        Assert.That((await Ctl("volume", "create", "metered", "--size", "64MiB")).ExitCode, Is.Zero);
+        var before = await Metric("ballast_volume_write_bytes_total", "metered");
+        var (c, _, _) = await OpenAsync(_daemon.Endpoint, "metered");
+        await using (c)
+        {
+            for (var i = 0; i < 100; i++)
+            {
+                await c.SendRequestAsync(0, CmdWrite, (ulong)i, (ulong)i * 4096, 4096, new byte[4096]);
+                Assert.That((await c.ReadSimpleReplyAsync()).Error, Is.Zero);
+            }
+            await c.SendRequestAsync(0, CmdFlush, 999, 0, 0);
+            await c.ReadSimpleReplyAsync();
+            Assert.That(await Metric("ballast_connections", null, "protocol", "nbd"), Is.GreaterThanOrEqualTo(1));
+        }
+        Assert.That(await Metric("ballast_volume_write_bytes_total", "metered") - before, Is.EqualTo(409600));
+        Assert.That(await Metric("ballast_volume_writes_total", "metered"), Is.EqualTo(100));
+        Assert.That(await Metric("ballast_volume_flushes_total", "metered"), Is.EqualTo(1));
+        Assert.That(await Metric("ballast_volume_request_duration_seconds_count", "metered", "op", "write"), Is.EqualTo(100), "every write lands in the histogram");
+        Assert.That(await Metric("ballast_pool_capacity_bytes", null), Is.EqualTo(2L << 30));
+        var text = await Tool.RunOkAsync("curl", ["-s", "--unix-socket", _daemon.ApiSocket, "http://ballastd/metrics"], Limit);
+        Assert.That(text.Stdout, Does.Contain("# TYPE ballast_volume_request_duration_seconds histogram"));
+        Assert.That(text.Stdout, Does.Contain("ballast_volume_request_duration_seconds_bucket{volume=\"metered\",op=\"write\",le=\"+Inf\"} 100"));
+        Assert.That(text.Stdout, Does.Contain("process_resident_memory_bytes"));
+    }
+
+    /// <summary>One value from /metrics.json, by volume and optionally one more label.</summary>
+    private async Task<double> Metric(string name, string? volume, string? label = null, string? value = null)
+    {
+        var r = await Tool.RunOkAsync("curl", ["-s", "--unix-socket", _daemon.ApiSocket, "http://ballastd/metrics.json"], Limit);
+        using var doc = JsonDocument.Parse(r.Stdout);
+        foreach (var p in doc.RootElement.GetProperty(name).EnumerateArray())
+        {
+            var labels = p.GetProperty("labels");
+            if (volume != null && (!labels.TryGetProperty("volume", out var v) || v.GetString() != volume))
+            {
+                continue;
+            }
+            if (label != null && (!labels.TryGetProperty(label, out var l) || l.GetString() != value))
+            {
+                continue;
+            }
+            return p.GetProperty("value").GetDouble();
+        }
+        Assert.Fail($"no {name} for volume {volume} {label}={value}:\n{r.Stdout[..Math.Min(2000, r.Stdout.Length)]}");
+        return 0;
+    }
+}

@@ -1,0 +1,169 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using System.Net;
+using System.Net.Sockets;
+using Ballast.TestSupport.Interop;
+
+namespace Ballast.Daemon.Tests.Process;
+
+/// <summary>A ballastd process started by a test: its output, its NBD port, and ways to stop or kill it.</summary>
+public sealed class DaemonProcess : IAsyncDisposable
+{
+    private readonly System.Diagnostics.Process _process;
+    private readonly ConcurrentQueue<string> _lines = new();
+    private readonly SemaphoreSlim _newLine = new(0);
+
+    private DaemonProcess(System.Diagnostics.Process process, int port)
+    {
+        _process = process;
+        Port = port;
+        _process.OutputDataReceived += (_, e) => Add(e.Data);
+        _process.ErrorDataReceived += (_, e) => Add(e.Data);
+        _process.BeginOutputReadLine();
+        _process.BeginErrorReadLine();
+    }
+
+    public int Port { get; }
+
+    /// <summary>The control API socket (in the data directory unless the test chose one).</summary>
+    public string ApiSocket { get; private init; } = "";
+    public int Pid => _process.Id;
+    public IEnumerable<string> Lines => _lines;
+    public string Output => string.Join('\n', _lines);
+    public IPEndPoint Endpoint => new(IPAddress.Loopback, Port);
+
+    /// <summary>The ballastd build next to the test assembly.</summary>
+    public static string Binary => Path.Combine(AppContext.BaseDirectory, "ballastd.dll");
+
+    public static int FreePort()
+    {
+        using var s = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        s.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+        return ((IPEndPoint)s.LocalEndPoint!).Port;
+    }
+
+    /// <summary>Starts ballastd with a data directory and an NBD port of its own, plus <paramref name="args"/>.</summary>
+    public static DaemonProcess Start(string dataDir, IEnumerable<string> args, int? port = null, IDictionary<string, string>? env = null)
+    {
+        args = args.ToList();
+        var p = port ?? FreePort();
+        var psi = new ProcessStartInfo("dotnet")
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+        };
+        psi.ArgumentList.Add(Binary);
+        psi.ArgumentList.Add("--data-dir");
+        psi.ArgumentList.Add(dataDir);
+        psi.ArgumentList.Add("--nbd-listen");
+        psi.ArgumentList.Add($"127.0.0.1:{p}");
+        if (!args.Contains("--api-socket"))
+        {
+            psi.ArgumentList.Add("--api-socket");
+            psi.ArgumentList.Add(Path.Combine(dataDir, "api.sock"));
+        }
+        foreach (var a in args)
+        {
+            psi.ArgumentList.Add(a);
+        }
+        psi.Environment.Remove("NOTIFY_SOCKET");
+        psi.Environment.Remove("JOURNAL_STREAM");
+        if (env != null)
+        {
+            foreach (var (k, v) in env)
+            {
+                psi.Environment[k] = v;
+            }
+        }
+        var list = args.ToList();
+        var api = list.IndexOf("--api-socket") is var i and >= 0 ? list[i + 1] : Path.Combine(dataDir, "api.sock");
+        return new DaemonProcess(System.Diagnostics.Process.Start(psi)!, p) { ApiSocket = api };
+    }
+
+    /// <summary>Starts ballastd and waits until it reports ready.</summary>
+    public static async Task<DaemonProcess> StartReadyAsync(string dataDir, IEnumerable<string> args, int? port = null, IDictionary<string, string>? env = null)
+    {
+        var d = Start(dataDir, args, port, env);
+        // The last line of the start-up banner.
+        await d.WaitForAsync("stop with Ctrl-C", TimeSpan.FromSeconds(60));
+        return d;
+    }
+
+    private void Add(string? line)
+    {
+        if (line != null)
+        {
+            _lines.Enqueue(line);
+            _newLine.Release();
+        }
+    }
+
+    public bool Has(string text) => _lines.Any(l => l.Contains(text, StringComparison.Ordinal));
+
+    public async Task WaitForAsync(string text, TimeSpan timeout)
+    {
+        var deadline = DateTime.UtcNow + timeout;
+        while (!Has(text))
+        {
+            if (_process.HasExited && !Has(text))
+            {
+                await Task.Delay(200);
+                if (!Has(text))
+                {
+                    Assert.Fail($"ballastd exited ({_process.ExitCode}) before printing \"{text}\":\n{Output}");
+                }
+            }
+            var left = deadline - DateTime.UtcNow;
+            if (left <= TimeSpan.Zero)
+            {
+                Assert.Fail($"ballastd did not print \"{text}\" within {timeout.TotalSeconds} s:\n{Output}");
+            }
+            await _newLine.WaitAsync(left < TimeSpan.FromMilliseconds(500) ? left : TimeSpan.FromMilliseconds(500));
+        }
+    }
+
+    public async Task<int> WaitForExitAsync(TimeSpan timeout)
+    {
+        using var cts = new CancellationTokenSource(timeout);
+        try
+        {
+            await _process.WaitForExitAsync(cts.Token);
+        }
+        catch (OperationCanceledException)
+        {
+            Assert.Fail($"ballastd did not exit within {timeout.TotalSeconds} s:\n{Output}");
+        }
+        _process.WaitForExit();
+        return _process.ExitCode;
+    }
+
+    /// <summary>SIGTERM, then waits for a clean exit.</summary>
+    public async Task<int> StopAsync(TimeSpan? timeout = null)
+    {
+        if (!_process.HasExited)
+        {
+            Signals.Send(_process.Id, Signals.SigTerm);
+        }
+        return await WaitForExitAsync(timeout ?? TimeSpan.FromSeconds(60));
+    }
+
+    /// <summary>SIGKILL: the crash a power cut or OOM kill looks like to the daemon.</summary>
+    public async Task KillAsync()
+    {
+        if (!_process.HasExited)
+        {
+            Signals.Send(_process.Id, Signals.SigKill);
+        }
+        await _process.WaitForExitAsync();
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        if (!_process.HasExited)
+        {
+            await KillAsync();
+        }
+        _process.Dispose();
+    }
+}

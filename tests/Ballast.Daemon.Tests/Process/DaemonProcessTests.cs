@@ -1,0 +1,148 @@
+using System.Net;
+using System.Net.Sockets;
+using System.Text;
+using System.Text.Json;
+using Ballast.TestSupport;
+using static Ballast.TestSupport.NbdRawClient;
+
+namespace Ballast.Daemon.Tests.Process;
+
+/// <summary>ballastd as an operator runs it: flags, readiness, attach hints, clean stop, restart, refusals.</summary>
+[CancelAfter(180_000)]
+public class DaemonProcessTests
+{
+    private string _dir = null!;
+
+    [SetUp]
+    public void SetUp()
+    {
+        _dir = Path.Combine(Path.GetTempPath(), "ballastd-test-" + Guid.NewGuid().ToString("N")[..10]);
+        Directory.CreateDirectory(_dir);
+    }
+
+    [TearDown]
+    public void TearDown() => Directory.Delete(_dir, recursive: true);
+
+    private string DataDir => Path.Combine(_dir, "data");
+
+    [Test]
+    public async Task Starts_prints_how_to_attach_and_stops_cleanly_then_restarts_with_the_data()
+    {
+        var data = Enumerable.Range(0, 65536).Select(i => (byte)(i * 7)).ToArray();
+        await using (var d = await DaemonProcess.StartReadyAsync(DataDir, ["--volume", "demo:64MiB", "--pool-size", "1GiB"]))
+        {
+            Assert.That(d.Has($"nbd-client 127.0.0.1 {d.Port} /dev/nbd0 -N demo"), Is.True, d.Output);
+            Assert.That(d.Has($"nbdinfo nbd://127.0.0.1:{d.Port}/demo"), Is.True, d.Output);
+            Assert.That(d.Has("volume demo: created, 64 MiB"), Is.True, d.Output);
+
+            var info = await Tool.RunOkAsync(Tool.Require("nbdinfo", "libnbd-bin"), ["--json", $"nbd://127.0.0.1:{d.Port}/demo"], TimeSpan.FromSeconds(60));
+            using (var doc = JsonDocument.Parse(info.Stdout))
+            {
+                Assert.That(doc.RootElement.GetProperty("exports")[0].GetProperty("export-size").GetInt64(), Is.EqualTo(64L << 20));
+            }
+
+            var (c, _, _) = await OpenAsync(d.Endpoint, "demo");
+            await using (c)
+            {
+                // Written but never flushed: a clean stop must still keep it.
+                await c.SendRequestAsync(0, CmdWrite, 1, 1 << 20, (uint)data.Length, data);
+                Assert.That((await c.ReadSimpleReplyAsync()).Error, Is.Zero);
+            }
+            Assert.That(await d.StopAsync(), Is.Zero, d.Output);
+            Assert.That(d.Has("closed cleanly"), Is.True, d.Output);
+            Assert.That(d.Has("disconnected from export demo"), Is.True, "one line per connection close");
+        }
+
+        await using (var d = await DaemonProcess.StartReadyAsync(DataDir, ["--volume", "demo:64MiB"]))
+        {
+            Assert.That(d.Has("last shutdown was clean"), Is.True, d.Output);
+            Assert.That(d.Has("created"), Is.False, "the volume already exists");
+            var (c, _, _) = await OpenAsync(d.Endpoint, "demo");
+            await using (c)
+            {
+                await c.SendRequestAsync(0, CmdRead, 2, 1 << 20, (uint)data.Length);
+                Assert.That((await c.ReadSimpleReplyAsync(data.Length)).Data, Is.EqualTo(data));
+            }
+            Assert.That(await d.StopAsync(), Is.Zero);
+        }
+    }
+
+    [Test]
+    public async Task Tells_systemd_ready_only_when_serving_and_stopping_on_sigterm()
+    {
+        var path = Path.Combine(_dir, "notify.sock");
+        using var listener = new Socket(AddressFamily.Unix, SocketType.Dgram, ProtocolType.Unspecified);
+        listener.Bind(new UnixDomainSocketEndPoint(path));
+        await using var d = DaemonProcess.Start(DataDir, ["--volume", "a:16MiB", "--pool-size", "1GiB"], env: new Dictionary<string, string> { ["NOTIFY_SOCKET"] = path, ["WATCHDOG_USEC"] = "900000" });
+        var buf = new byte[4096];
+        listener.ReceiveTimeout = 60_000;
+        var ready = Encoding.UTF8.GetString(buf, 0, listener.Receive(buf));
+        Assert.That(ready, Does.Contain("READY=1"));
+        Assert.That(ready, Does.Contain("STATUS=serving 1 volume(s)"));
+        // READY comes after the listener is open: a client connects at once.
+        var (c, size, _) = await OpenAsync(d.Endpoint, "a");
+        await c.DisposeAsync();
+        Assert.That(size, Is.EqualTo(16UL << 20));
+        // The watchdog is fed from the pool's health probe, a few times per interval, with a status line.
+        var pings = 0;
+        var sw = System.Diagnostics.Stopwatch.StartNew();
+        while (pings < 3 && sw.Elapsed < TimeSpan.FromSeconds(30))
+        {
+            var msg = Encoding.UTF8.GetString(buf, 0, listener.Receive(buf));
+            if (msg.Contains("WATCHDOG=1", StringComparison.Ordinal))
+            {
+                Assert.That(msg, Does.Contain("STATUS=serving 1 volume(s)"));
+                pings++;
+            }
+        }
+        Assert.That(pings, Is.EqualTo(3), "WATCHDOG=1 arrives regularly");
+        Ballast.TestSupport.Interop.Signals.Send(d.Pid, Ballast.TestSupport.Interop.Signals.SigTerm);
+        string stopping;
+        do
+        {
+            stopping = Encoding.UTF8.GetString(buf, 0, listener.Receive(buf));
+        }
+        while (!stopping.Contains("STOPPING=1", StringComparison.Ordinal));
+        Assert.That(await d.WaitForExitAsync(TimeSpan.FromSeconds(60)), Is.Zero);
+    }
+
+    [Test]
+    public async Task A_bad_flag_value_exits_2_naming_the_flag()
+    {
+        await using var d = DaemonProcess.Start(DataDir, ["--volume", "demo:lots"]);
+        Assert.That(await d.WaitForExitAsync(TimeSpan.FromSeconds(60)), Is.EqualTo(2));
+        Assert.That(d.Output, Does.Contain("invalid setting --volume").And.Contain("not a size"));
+    }
+
+    [Test]
+    public async Task A_port_in_use_exits_1_saying_which_address()
+    {
+        using var taken = new TcpListener(IPAddress.Loopback, 0);
+        taken.Start();
+        var port = ((IPEndPoint)taken.LocalEndpoint).Port;
+        await using var d = DaemonProcess.Start(DataDir, ["--pool-size", "1GiB"], port);
+        Assert.That(await d.WaitForExitAsync(TimeSpan.FromSeconds(60)), Is.EqualTo(1));
+        Assert.That(d.Output, Does.Contain($"cannot listen on 127.0.0.1:{port}"));
+    }
+
+    [Test]
+    public async Task A_second_daemon_on_the_same_data_directory_is_refused()
+    {
+        await using var first = await DaemonProcess.StartReadyAsync(DataDir, ["--pool-size", "1GiB"]);
+        await using var second = DaemonProcess.Start(DataDir, []);
+        Assert.That(await second.WaitForExitAsync(TimeSpan.FromSeconds(60)), Is.EqualTo(1), second.Output);
+        Assert.That(second.Output, Does.Contain("could not start"));
+        Assert.That(await first.StopAsync(), Is.Zero);
+    }
+
+    [Test]
+    public async Task Help_lists_every_setting()
+    {
+        var r = await Tool.RunOkAsync("dotnet", [DaemonProcess.Binary, "--help"], TimeSpan.FromSeconds(60));
+        foreach (var def in Ballast.Daemon.Configuration.SettingsSchema.All)
+        {
+            Assert.That(r.Stdout, Does.Contain("--" + def.Key), def.Key);
+        }
+        Assert.That(r.Stdout, Does.Contain("--config"));
+    }
+}
