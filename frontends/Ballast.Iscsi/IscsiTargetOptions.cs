@@ -165,4 +165,11 @@ public sealed record IscsiSessionInfo(
     DateTimeOffset Since,
     bool HeaderDigest,
     bool DataDigest,
-    bool Discovery);
+    bool Discovery)
+{
+    /// <summary>The session's LUNs with what each has done (empty for discovery sessions).</summary>
+    public IReadOnlyList<IscsiLunInfo> Luns { get; init; } = [];
+}
+
+/// <summary>One LUN of a session: its volume and the commands and bytes it carried.</summary>
+public sealed record IscsiLunInfo(int Lun, string Volume, long Commands, long BytesRead, long BytesWritten);

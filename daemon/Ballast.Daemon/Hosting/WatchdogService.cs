@@ -44,9 +44,9 @@ public sealed partial class WatchdogService(SdNotify notify, PoolService pool, E
             }
             var healthy = await pool.Pool.ProbeAsync(period).ConfigureAwait(false);
             var volumes = pool.Pool.ListVolumes().Count;
-            var clients = exports.Clients().Count;
+            var (nbd, iscsi) = exports.Connections();
             var status = healthy
-                ? $"STATUS=serving {volumes} volume(s), {clients} client(s) connected"
+                ? $"STATUS=serving {volumes} volume(s), {nbd + iscsi} client(s) connected ({nbd} NBD, {iscsi} iSCSI)"
                 : "STATUS=write path not answering or failed; see the log";
             notify.Notify(healthy && interval != null ? "WATCHDOG=1\n" + status : status);
             if (healthy != wasHealthy)

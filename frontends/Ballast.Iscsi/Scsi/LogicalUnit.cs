@@ -118,6 +118,11 @@ internal sealed class LunNexus
     /// <summary>Volume size last reported; a change raises CAPACITY DATA HAS CHANGED.</summary>
     public long LastSize { get; set; }
 
+    // What this nexus did, for the daemon's client list (interlocked adds when a command ends).
+    public long Commands;
+    public long BytesRead;
+    public long BytesWritten;
+
     public bool HasUnitAttention => Volatile.Read(ref _pending) != 0 || Lu.Volume.Size != LastSize;
 
     public void AddUnitAttention(Asc asc)

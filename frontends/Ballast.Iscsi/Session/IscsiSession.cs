@@ -58,8 +58,18 @@ internal sealed class IscsiSession
     /// <summary>A non-immediate command retired: one more may be sent.</summary>
     public void Retire() => Interlocked.Increment(ref _maxCmdSn);
 
-    public IscsiSessionInfo Describe(EndPoint? peer) => new(InitiatorName, TargetName, peer, VolumeNames, Since,
-        Parameters?.HeaderDigest ?? false, Parameters?.DataDigest ?? false, Discovery);
+    public IscsiSessionInfo Describe(EndPoint? peer)
+    {
+        var luns = new List<IscsiLunInfo>(Luns.Length);
+        foreach (var n in Luns)
+        {
+            if (n != null)
+            {
+                luns.Add(new IscsiLunInfo(n.Lun, n.Lu.Name, Interlocked.Read(ref n.Commands), Interlocked.Read(ref n.BytesRead), Interlocked.Read(ref n.BytesWritten)));
+            }
+        }
+        return new(InitiatorName, TargetName, peer, VolumeNames, Since, Parameters?.HeaderDigest ?? false, Parameters?.DataDigest ?? false, Discovery) { Luns = luns };
+    }
 
     /// <summary>Ends the I_T nexuses: SPC-2 reservations and PREVENT state go (SPC-4 §6.13: I_T nexus loss).</summary>
     public void Detach()

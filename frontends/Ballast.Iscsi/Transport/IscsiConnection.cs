@@ -280,6 +280,18 @@ internal sealed partial class IscsiConnection
             }
             _tasks.Remove(t.Itt);
         }
+        if (t.Nexus is { } n)
+        {
+            Interlocked.Increment(ref n.Commands);
+            if (t.ReadBit && t.DataInLength > 0)
+            {
+                Interlocked.Add(ref n.BytesRead, Math.Min((long)t.DataInLength, t.ExpectedLength));
+            }
+            if (t.WriteBit && t.DataOutLength > 0)
+            {
+                Interlocked.Add(ref n.BytesWritten, t.DataOutLength);
+            }
+        }
         if (t.Immediate)
         {
             Interlocked.Decrement(ref _immediateInFlight);

@@ -13,10 +13,11 @@ public sealed class DaemonProcess : IAsyncDisposable
     private readonly ConcurrentQueue<string> _lines = new();
     private readonly SemaphoreSlim _newLine = new(0);
 
-    private DaemonProcess(System.Diagnostics.Process process, int port)
+    private DaemonProcess(System.Diagnostics.Process process, int port, int iscsiPort)
     {
         _process = process;
         Port = port;
+        IscsiPort = iscsiPort;
         _process.OutputDataReceived += (_, e) => Add(e.Data);
         _process.ErrorDataReceived += (_, e) => Add(e.Data);
         _process.BeginOutputReadLine();
@@ -24,6 +25,15 @@ public sealed class DaemonProcess : IAsyncDisposable
     }
 
     public int Port { get; }
+
+    /// <summary>The iSCSI portal's port (0 when the test turned iSCSI off or chose its own).</summary>
+    public int IscsiPort { get; }
+
+    /// <summary>iscsi://127.0.0.1:PORT/IQN/0 of a volume under the default IQN prefix (libiscsi tools and qemu take it).</summary>
+    public string IscsiUrl(string volume, string? credentials = null) =>
+        $"iscsi://{(credentials != null ? credentials + "@" : "")}127.0.0.1:{IscsiPort}/{IscsiIqn(volume)}/0";
+
+    public static string IscsiIqn(string volume) => Ballast.Iscsi.Naming.TargetNames.TargetName(Ballast.Iscsi.IscsiTargetOptions.DefaultIqnPrefix, volume);
 
     /// <summary>The control API socket (in the data directory unless the test chose one).</summary>
     public string ApiSocket { get; private init; } = "";
@@ -42,7 +52,7 @@ public sealed class DaemonProcess : IAsyncDisposable
         return ((IPEndPoint)s.LocalEndPoint!).Port;
     }
 
-    /// <summary>Starts ballastd with a data directory and an NBD port of its own, plus <paramref name="args"/>.</summary>
+    /// <summary>Starts ballastd with a data directory, an NBD port and an iSCSI port of its own, plus <paramref name="args"/>.</summary>
     public static DaemonProcess Start(string dataDir, IEnumerable<string> args, int? port = null, IDictionary<string, string>? env = null)
     {
         args = args.ToList();
@@ -58,6 +68,14 @@ public sealed class DaemonProcess : IAsyncDisposable
         psi.ArgumentList.Add(dataDir);
         psi.ArgumentList.Add("--nbd-listen");
         psi.ArgumentList.Add($"127.0.0.1:{p}");
+        // Tests run side by side: each daemon gets its own portal rather than 3260.
+        var iscsiPort = 0;
+        if (!args.Contains("--iscsi-listen"))
+        {
+            iscsiPort = FreePort();
+            psi.ArgumentList.Add("--iscsi-listen");
+            psi.ArgumentList.Add($"127.0.0.1:{iscsiPort}");
+        }
         if (!args.Contains("--api-socket"))
         {
             psi.ArgumentList.Add("--api-socket");
@@ -78,7 +96,7 @@ public sealed class DaemonProcess : IAsyncDisposable
         }
         var list = args.ToList();
         var api = list.IndexOf("--api-socket") is var i and >= 0 ? list[i + 1] : Path.Combine(dataDir, "api.sock");
-        return new DaemonProcess(System.Diagnostics.Process.Start(psi)!, p) { ApiSocket = api };
+        return new DaemonProcess(System.Diagnostics.Process.Start(psi)!, p, iscsiPort) { ApiSocket = api };
     }
 
     /// <summary>Starts ballastd and waits until it reports ready.</summary>
