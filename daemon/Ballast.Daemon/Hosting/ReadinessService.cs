@@ -8,12 +8,19 @@ using Microsoft.Extensions.Logging;
 namespace Ballast.Daemon.Hosting;
 
 /// <summary>
-/// Registered last, so it starts when the pool is open and every listener is bound: tells
-/// systemd READY=1 and prints how to attach the volumes. Stops first: STOPPING=1.
+/// Tells systemd READY=1 and prints how to attach the volumes once the host has started: the
+/// pool is open, NBD and iSCSI listeners are bound, and so is the control API (Kestrel starts
+/// after the other hosted services, so READY waits for ApplicationStarted). Stops first: STOPPING=1.
 /// </summary>
-public sealed partial class ReadinessService(DaemonSettings settings, PoolService pool, NbdService nbd, IscsiService iscsi, SdNotify notify, ILogger<ReadinessService> log) : IHostedService
+public sealed partial class ReadinessService(DaemonSettings settings, PoolService pool, NbdService nbd, IscsiService iscsi, SdNotify notify, IHostApplicationLifetime lifetime, ILogger<ReadinessService> log) : IHostedService
 {
     public Task StartAsync(CancellationToken cancellationToken)
+    {
+        lifetime.ApplicationStarted.Register(Announce);
+        return Task.CompletedTask;
+    }
+
+    private void Announce()
     {
         var volumes = pool.Pool.ListVolumes();
         var protocols = iscsi.Target != null ? "NBD and iSCSI" : "NBD";
@@ -42,7 +49,6 @@ public sealed partial class ReadinessService(DaemonSettings settings, PoolServic
         }
         IscsiHints(example);
         Hint(log, "stop with Ctrl-C or SIGTERM: in-flight I/O finishes and the pool is checkpointed");
-        return Task.CompletedTask;
     }
 
     private void IscsiHints(string example)

@@ -83,6 +83,10 @@ public class DaemonProcessTests
         var (c, size, _) = await OpenAsync(d.Endpoint, "a");
         await c.DisposeAsync();
         Assert.That(size, Is.EqualTo(16UL << 20));
+        // The iSCSI portal too: READY waits for it.
+        Assert.That(ready, Does.Contain("over NBD and iSCSI"));
+        var inq = await Tool.RunOkAsync(Tool.Require("iscsi-inq", "libiscsi-bin"), [d.IscsiUrl("a")], TimeSpan.FromSeconds(60));
+        Assert.That(inq.Stdout, Does.Contain("DIRECT_ACCESS"));
         // The watchdog is fed from the pool's health probe, a few times per interval, with a status line.
         var pings = 0;
         var sw = System.Diagnostics.Stopwatch.StartNew();
