@@ -104,6 +104,33 @@ public class DaemonIscsiTests
     }
 
     [Test]
+    public async Task A_group_target_from_the_config_file_carries_its_volumes_as_luns()
+    {
+        var config = Path.Combine(_dir, "ballastd.json");
+        await File.WriteAllTextAsync(config, """
+            {
+              "volume": ["db-data:16MiB", "db-log:8MiB:512"],
+              "pool-size": "1GiB",
+              "iscsiGroups": [{"name": "db", "volumes": ["db-data", "db-log"]}]
+            }
+            """);
+        await using var d = await DaemonProcess.StartReadyAsync(DataDir, ["--config", config]);
+        var group = $"iscsi://127.0.0.1:{d.IscsiPort}/iqn.2026-11.io.ballast:db";
+        var cap = await Tool.RunOkAsync(Tool.Require("iscsi-readcapacity16", "libiscsi-bin"), [group + "/1"], Limit);
+        Assert.That(cap.Stdout, Does.Contain("RETURNED LOGICAL BLOCK ADDRESS:16383").And.Contain("LOGICAL BLOCK LENGTH IN BYTES:512"), "LUN 1 is db-log");
+        var listed = await Tool.RunOkAsync(Tool.Require("iscsi-ls", "libiscsi-bin"), ["-s", $"iscsi://127.0.0.1:{d.IscsiPort}"], Limit);
+        Assert.That(listed.Stdout, Does.Contain("iqn.2026-11.io.ballast:db").And.Contain("iqn.2026-11.io.ballast:db-log"));
+
+        var exports = await Tool.RunOkAsync("curl", ["-s", "--unix-socket", d.ApiSocket, "http://ballastd/v1/exports"], Limit);
+        using var doc = JsonDocument.Parse(exports.Stdout);
+        var iscsi = doc.RootElement.GetProperty("exports").EnumerateArray()
+            .Where(e => e.GetProperty("protocol").GetString() == "iscsi" && e.GetProperty("volume").GetString() == "db-log")
+            .Select(e => $"{e.GetProperty("name").GetString()} {e.GetProperty("lun").GetInt32()}").ToList();
+        Assert.That(iscsi, Is.EquivalentTo(new[] { "iqn.2026-11.io.ballast:db-log 0", "iqn.2026-11.io.ballast:db 1" }));
+        Assert.That(await d.StopAsync(), Is.Zero);
+    }
+
+    [Test]
     public async Task A_bad_iscsi_setting_in_the_config_file_stops_the_start_naming_the_key()
     {
         var config = Path.Combine(_dir, "ballastd.json");
