@@ -9,7 +9,7 @@ namespace Ballast.Daemon.Hosting;
 /// answers a probe through its appender (not merely because a timer fired), so a wedged or
 /// failed write path gets the daemon restarted. Also refreshes STATUS= with what is served.
 /// </summary>
-public sealed partial class WatchdogService(SdNotify notify, PoolService pool, ExportCatalog exports, ILogger<WatchdogService> log) : BackgroundService
+public sealed partial class WatchdogService(SdNotify notify, PoolService pool, ExportCatalog exports, IHostApplicationLifetime lifetime, ILogger<WatchdogService> log) : BackgroundService
 {
     /// <summary>The watchdog interval systemd asks for ($WATCHDOG_USEC, for this process), or null.</summary>
     public static TimeSpan? Interval()
@@ -30,6 +30,12 @@ public sealed partial class WatchdogService(SdNotify notify, PoolService pool, E
         if (!notify.Enabled)
         {
             return;
+        }
+        // READY=1 goes out when the host has started (ReadinessService); nothing is sent before it.
+        var started = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        using (lifetime.ApplicationStarted.Register(() => started.TrySetResult()))
+        {
+            await started.Task.WaitAsync(stoppingToken).ConfigureAwait(false);
         }
         var interval = Interval();
         // Ping at a third of the interval: two missed probes still leave time for a third.
