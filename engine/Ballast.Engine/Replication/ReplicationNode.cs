@@ -399,7 +399,9 @@ public sealed class ReplicationNode : IAsyncDisposable
     {
         var r = Replicator(name) ?? throw new InvalidOperationException($"node {SelfId} is not the primary of {name}; run verify on its primary");
         const int Chunk = Checksums.MaxChunkBlocks;
-        const int Region = 64 * Chunk;
+        // One request covers 8 MiB: the replica checksums it in order with the records it applies,
+        // so a region must be short enough not to hold up replicated writes or hit the request timeout.
+        const int Region = 8 * Chunk;
         var v = r.Volume;
         var blocks = (v.Size + Ballast.Engine.Log.PoolLayout.BlockSize - 1) >> Ballast.Engine.Log.PoolLayout.BlockShift;
         var diffs = new List<(string, long, long)>();

@@ -13,11 +13,12 @@ public sealed class DaemonProcess : IAsyncDisposable
     private readonly ConcurrentQueue<string> _lines = new();
     private readonly SemaphoreSlim _newLine = new(0);
 
-    private DaemonProcess(System.Diagnostics.Process process, int port, int iscsiPort)
+    private DaemonProcess(System.Diagnostics.Process process, int port, int iscsiPort, IPAddress address)
     {
         _process = process;
         Port = port;
         IscsiPort = iscsiPort;
+        Address = address;
         _process.OutputDataReceived += (_, e) => Add(e.Data);
         _process.ErrorDataReceived += (_, e) => Add(e.Data);
         _process.BeginOutputReadLine();
@@ -25,13 +26,14 @@ public sealed class DaemonProcess : IAsyncDisposable
     }
 
     public int Port { get; }
+    public IPAddress Address { get; }
 
     /// <summary>The iSCSI portal's port (0 when the test turned iSCSI off or chose its own).</summary>
     public int IscsiPort { get; }
 
-    /// <summary>iscsi://127.0.0.1:PORT/IQN/0 of a volume under the default IQN prefix (libiscsi tools and qemu take it).</summary>
+    /// <summary>iscsi://ADDRESS:PORT/IQN/0 of a volume under the default IQN prefix (libiscsi tools and qemu take it).</summary>
     public string IscsiUrl(string volume, string? credentials = null) =>
-        $"iscsi://{(credentials != null ? credentials + "@" : "")}127.0.0.1:{IscsiPort}/{IscsiIqn(volume)}/0";
+        $"iscsi://{(credentials != null ? credentials + "@" : "")}{Address}:{IscsiPort}/{IscsiIqn(volume)}/0";
 
     public static string IscsiIqn(string volume) => Ballast.Iscsi.Naming.TargetNames.TargetName(Ballast.Iscsi.IscsiTargetOptions.DefaultIqnPrefix, volume);
 
@@ -40,7 +42,7 @@ public sealed class DaemonProcess : IAsyncDisposable
     public int Pid => _process.Id;
     public IEnumerable<string> Lines => _lines;
     public string Output => string.Join('\n', _lines);
-    public IPEndPoint Endpoint => new(IPAddress.Loopback, Port);
+    public IPEndPoint Endpoint => new(Address, Port);
 
     /// <summary>The ballastd build next to the test assembly.</summary>
     public static string Binary => Path.Combine(AppContext.BaseDirectory, "ballastd.dll");
@@ -52,29 +54,37 @@ public sealed class DaemonProcess : IAsyncDisposable
         return ((IPEndPoint)s.LocalEndPoint!).Port;
     }
 
-    /// <summary>Starts ballastd with a data directory, an NBD port and an iSCSI port of its own, plus <paramref name="args"/>.</summary>
-    public static DaemonProcess Start(string dataDir, IEnumerable<string> args, int? port = null, IDictionary<string, string>? env = null)
+    /// <summary>Starts ballastd with a data directory, an NBD port and an iSCSI port of its own (on <paramref name="listen"/>, default loopback), plus <paramref name="args"/>.</summary>
+    public static DaemonProcess Start(string dataDir, IEnumerable<string> args, int? port = null, IDictionary<string, string>? env = null, string? listen = null, string? netns = null)
     {
         args = args.ToList();
         var p = port ?? FreePort();
-        var psi = new ProcessStartInfo("dotnet")
+        // In a network namespace, "ip netns exec" execs ballastd: the pid is ballastd's own.
+        var psi = new ProcessStartInfo(netns == null ? "dotnet" : "ip")
         {
             RedirectStandardOutput = true,
             RedirectStandardError = true,
             UseShellExecute = false,
         };
+        if (netns != null)
+        {
+            foreach (var a in new[] { "netns", "exec", netns, "dotnet" })
+            {
+                psi.ArgumentList.Add(a);
+            }
+        }
         psi.ArgumentList.Add(Binary);
         psi.ArgumentList.Add("--data-dir");
         psi.ArgumentList.Add(dataDir);
         psi.ArgumentList.Add("--nbd-listen");
-        psi.ArgumentList.Add($"127.0.0.1:{p}");
+        psi.ArgumentList.Add($"{listen ?? "127.0.0.1"}:{p}");
         // Tests run side by side: each daemon gets its own portal rather than 3260.
         var iscsiPort = 0;
         if (!args.Contains("--iscsi-listen"))
         {
             iscsiPort = FreePort();
             psi.ArgumentList.Add("--iscsi-listen");
-            psi.ArgumentList.Add($"127.0.0.1:{iscsiPort}");
+            psi.ArgumentList.Add($"{listen ?? "127.0.0.1"}:{iscsiPort}");
         }
         if (!args.Contains("--api-socket"))
         {
@@ -96,13 +106,13 @@ public sealed class DaemonProcess : IAsyncDisposable
         }
         var list = args.ToList();
         var api = list.IndexOf("--api-socket") is var i and >= 0 ? list[i + 1] : Path.Combine(dataDir, "api.sock");
-        return new DaemonProcess(System.Diagnostics.Process.Start(psi)!, p, iscsiPort) { ApiSocket = api };
+        return new DaemonProcess(System.Diagnostics.Process.Start(psi)!, p, iscsiPort, IPAddress.Parse(listen ?? "127.0.0.1")) { ApiSocket = api };
     }
 
     /// <summary>Starts ballastd and waits until it reports ready.</summary>
-    public static async Task<DaemonProcess> StartReadyAsync(string dataDir, IEnumerable<string> args, int? port = null, IDictionary<string, string>? env = null)
+    public static async Task<DaemonProcess> StartReadyAsync(string dataDir, IEnumerable<string> args, int? port = null, IDictionary<string, string>? env = null, string? listen = null, string? netns = null)
     {
-        var d = Start(dataDir, args, port, env);
+        var d = Start(dataDir, args, port, env, listen, netns);
         // The last line of the start-up banner.
         await d.WaitForAsync("stop with Ctrl-C", TimeSpan.FromSeconds(60));
         return d;

@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# Synchronous replication cost, in one run on this machine: two ballastd nodes on loopback
+# (each its own pool file in $BENCH_DIR), one volume with 1 copy and one with 2 copies, both
+# served by node a over NBD; fio (ioengine=nbd) against each:
+#   1. 4 KiB random write QD32, a FLUSH every 32 writes (goal: 2 copies >= 0.7x 1 copy);
+#   2. 4 KiB random write QD1 mean and p99 latency (goal: 2 copies <= 1 copy + one round trip + 20 us);
+#   3. the TCP round trip on loopback (python ping-pong, median);
+#   4. resync: node b killed with SIGKILL, 256 MiB written while it is down, b restarted;
+#      QD1 write latency on the primary while the resync runs (goal: <= 2x the latency of step 2).
+# Last line: qd32_ratio=R qd1_1copy_us=A qd1_2copies_us=B rtt_us=T resync_qd1_us=C
+#
+# Env: BENCH_DIR (default bench/out/replication), BENCH_SECONDS (20), BENCH_SIZE_GIB (4),
+#      BENCH_RESYNC_RATE (ballastd --resync-rate, default 64MiB).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+dir=${BENCH_DIR:-$PWD/bench/out/replication}
+seconds=${BENCH_SECONDS:-20}
+size_gib=${BENCH_SIZE_GIB:-4}
+resync_rate=${BENCH_RESYNC_RATE:-64MiB}
+command -v fio >/dev/null || { echo "fio is required (apt-get install fio)" >&2; exit 2; }
+command -v curl >/dev/null || { echo "curl is required (apt-get install curl)" >&2; exit 2; }
+
+export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1
+dotnet build -c Release daemon/Ballast.Daemon -nologo -v quiet >/dev/null
+dotnet build -c Release daemon/Ballast.Cli -nologo -v quiet >/dev/null
+ballastd=(dotnet daemon/Ballast.Daemon/bin/Release/net10.0/ballastd.dll)
+ctl=(dotnet daemon/Ballast.Cli/bin/Release/net10.0/ballastctl.dll --socket "$dir/a/api.sock")
+
+rm -rf "$dir"
+mkdir -p "$dir/a" "$dir/b"
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$dir"
+}
+trap cleanup EXIT
+
+nodes=(--node a=127.0.0.1:17110 --node b=127.0.0.1:17111)
+start_node() { # name repl-port nbd-port
+  "${ballastd[@]}" --data-dir "$dir/$1" --pool-size $((size_gib * 3))GiB --node-id "$1" --replication-listen "127.0.0.1:$2" \
+    "${nodes[@]}" --nbd-listen "127.0.0.1:$3" --api-socket "$dir/$1/api.sock" --resync-rate "$resync_rate" \
+    --log-level warning >>"$dir/$1.log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 100); do [ -S "$dir/$1/api.sock" ] && return 0; sleep 0.2; done
+  echo "node $1 did not start:" >&2; cat "$dir/$1.log" >&2; exit 1
+}
+start_node a 17110 10811
+start_node b 17111 10812
+b_pid=${pids[1]}
+"${ctl[@]}" volume create one --size "${size_gib}GiB" --replicas 1 >/dev/null
+"${ctl[@]}" volume create two --size "${size_gib}GiB" --replicas 2 --min-replicas 1 >/dev/null
+
+fio_run() { # volume iodepth fsync-every seconds [size] -> "iops mean_us p99_us"
+  fio --name=w --ioengine=nbd --uri="nbd://127.0.0.1:10811/$1" --rw=randwrite --bs=4k --iodepth="$2" --fsync="$3" \
+    --size="${5:-${size_gib}G}" --ramp_time=3 --runtime="$4" --time_based --output-format=json |
+    python3 -c 'import json,sys; t=sys.stdin.read(); j=json.loads(t[t.index("{"):])["jobs"][0]["write"]; print(round(j["iops"]), round(j["clat_ns"]["mean"]/1000,1), round(j["clat_ns"]["percentile"]["99.000000"]/1000,1))'
+}
+metric() { curl -s --unix-socket "$dir/a/api.sock" http://ballastd/metrics | awk -v m="$1" '$1==m{print $2}'; }
+
+echo "machine: $(nproc) cores, $(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo), kernel $(uname -r); ${size_gib} GiB volumes, ${seconds} s per run"
+echo "== 4 KiB random write QD32, FLUSH every 32 writes (1 copy, 2 copies, then again)"
+read -r one_a _ _ <<<"$(fio_run one 32 32 "$seconds")"
+read -r two_a _ _ <<<"$(fio_run two 32 32 "$seconds")"
+read -r two_b _ _ <<<"$(fio_run two 32 32 "$seconds")"
+read -r one_b _ _ <<<"$(fio_run one 32 32 "$seconds")"
+one_iops=$(( (one_a + one_b) / 2 )); two_iops=$(( (two_a + two_b) / 2 ))
+echo "1 copy: $one_a, $one_b IOPS; 2 copies: $two_a, $two_b IOPS"
+
+echo "== 4 KiB random write QD1 (no flush)"
+read -r _ one_lat one_p99 <<<"$(fio_run one 1 0 "$seconds")"
+read -r _ two_lat two_p99 <<<"$(fio_run two 1 0 "$seconds")"
+echo "1 copy: mean $one_lat us, p99 $one_p99 us; 2 copies: mean $two_lat us, p99 $two_p99 us"
+
+echo "== TCP round trip on loopback (64-byte ping-pong, median of 20000)"
+rtt=$(python3 - <<'EOF'
+import socket, threading, time, statistics
+srv = socket.socket(); srv.bind(("127.0.0.1", 0)); srv.listen(1)
+def echo():
+    c, _ = srv.accept(); c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    while (d := c.recv(64)): c.sendall(d)
+threading.Thread(target=echo, daemon=True).start()
+s = socket.create_connection(srv.getsockname()); s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+xs = []
+for _ in range(20000):
+    t = time.perf_counter_ns(); s.sendall(b"x" * 64); n = 0
+    while n < 64: n += len(s.recv(64 - n))
+    xs.append((time.perf_counter_ns() - t) / 1000)
+print(round(statistics.median(xs), 1))
+EOF
+)
+echo "round trip: $rtt us"
+
+echo "== resync: node b killed, 256 MiB written to 'two', b restarted; QD1 writes while it resyncs"
+kill -9 "$b_pid"; wait "$b_pid" 2>/dev/null || true
+fio --name=fill --ioengine=nbd --uri=nbd://127.0.0.1:10811/two --rw=randwrite --bs=4k --iodepth=32 --io_size=256M \
+  --size="${size_gib}G" --output-format=terse >/dev/null
+before=$(metric ballast_replication_resync_bytes_total); before=${before:-0}
+start_node b 17111 10812
+read -r _ resync_lat resync_p99 <<<"$(fio_run two 1 0 10)"
+after=$(metric ballast_replication_resync_bytes_total); after=${after:-0}
+echo "during resync: mean $resync_lat us, p99 $resync_p99 us; resync moved $(( (${after%.*} - ${before%.*}) >> 20 )) MiB in that window"
+"${ctl[@]}" volume inspect two | sed -n '/replica\|node\|NODE/Ip' | head -5
+
+ratio=$(python3 -c "print(f'{$two_iops / $one_iops:.2f}')")
+echo "qd32_ratio=$ratio qd1_1copy_us=$one_lat qd1_2copies_us=$two_lat rtt_us=$rtt resync_qd1_us=$resync_lat"
