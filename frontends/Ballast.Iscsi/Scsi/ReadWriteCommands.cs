@@ -5,8 +5,9 @@ namespace Ballast.Iscsi.Scsi;
 
 /// <summary>
 /// READ(6/10/12/16), WRITE(6/10/12/16), WRITE AND VERIFY(10/12/16) and ORWRITE(16) (SBC-3 §5).
-/// The hot path: data goes straight between the task's pooled buffer and the volume; the async
-/// state machines come from the pooling builder, so a command allocates nothing.
+/// The hot path: data goes straight between the task's pooled buffer and the volume, and the
+/// volume's ValueTask is handed back as is (see <see cref="ScsiTask.HeldRangeLock"/>), so a
+/// command allocates nothing.
 /// </summary>
 internal static class ReadWriteCommands
 {
@@ -34,15 +35,16 @@ internal static class ReadWriteCommands
         return ReadAsync(t, lba, (int)blocks);
     }
 
-    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
-    private static async ValueTask ReadAsync(ScsiTask t, ulong lba, int blocks)
+    /// <summary>Hands back the volume's own ValueTask; the task finishes the command when it completes (no state machine of ours).</summary>
+    private static ValueTask ReadAsync(ScsiTask t, ulong lba, int blocks)
     {
         var lu = t.Lu;
         var bytes = blocks << lu.BlockShift;
         t.EnsureBuffer(bytes);
-        await lu.Volume.ReadAsync((long)lba << lu.BlockShift, t.Buffer.AsMemory(0, bytes)).ConfigureAwait(false);
-        t.DataInLength = bytes;
-        t.Good();
+        var read = lu.Volume.ReadAsync((long)lba << lu.BlockShift, t.Buffer.AsMemory(0, bytes));
+        t.DataInOnSuccess = bytes;
+        t.GoodOnSuccess = true;
+        return read;
     }
 
     public static ValueTask Write(ScsiTask t)
@@ -100,12 +102,42 @@ internal static class ReadWriteCommands
         return true;
     }
 
-    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
-    private static async ValueTask WriteAsync(ScsiTask t, ulong lba, int bytes, WriteFlags flags)
+    /// <summary>
+    /// Every write holds its range shared. The usual case (no COMPARE AND WRITE or ORWRITE on the
+    /// range) takes the lock at once and hands back the volume's own ValueTask: the task releases
+    /// the lock and finishes the command when it completes, so no async state machine of ours is
+    /// rented (the pooled ones miss their cache when completions hop threads under load).
+    /// </summary>
+    private static ValueTask WriteAsync(ScsiTask t, ulong lba, int bytes, WriteFlags flags)
     {
         var lu = t.Lu;
         var offset = (long)lba << lu.BlockShift;
-        var token = await lu.WriteLock.AcquireAsync(offset, bytes, exclusive: false).ConfigureAwait(false);
+        var acquire = lu.WriteLock.AcquireAsync(offset, bytes, exclusive: false);
+        if (!acquire.IsCompletedSuccessfully)
+        {
+            return WriteWhenLockedAsync(t, acquire, offset, bytes, flags);
+        }
+        var token = acquire.Result;
+        ValueTask write;
+        try
+        {
+            write = lu.Volume.WriteAsync(offset, t.Buffer.AsMemory(0, bytes), flags);
+        }
+        catch
+        {
+            lu.WriteLock.Release(token);
+            throw;
+        }
+        t.HeldRangeLock = token;
+        t.GoodOnSuccess = true;
+        return write;
+    }
+
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    private static async ValueTask WriteWhenLockedAsync(ScsiTask t, ValueTask<int> acquire, long offset, int bytes, WriteFlags flags)
+    {
+        var lu = t.Lu;
+        var token = await acquire.ConfigureAwait(false);
         try
         {
             await lu.Volume.WriteAsync(offset, t.Buffer.AsMemory(0, bytes), flags).ConfigureAwait(false);

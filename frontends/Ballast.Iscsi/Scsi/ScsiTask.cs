@@ -40,6 +40,12 @@ internal sealed partial class ScsiTask
     public readonly byte[] SenseData = new byte[Sense.MaxLength];
     public int SenseLength;
 
+    // Set by a handler that returns the volume's ValueTask as is (READ, WRITE): what to do when it
+    // completes. A held range lock is released either way; on success the command is GOOD.
+    public int HeldRangeLock = -1;
+    public bool GoodOnSuccess;
+    public int DataInOnSuccess = -1;
+
     /// <summary>Set by ABORT TASK / resets: the response is not sent.</summary>
     public volatile bool Aborted;
 
@@ -125,5 +131,35 @@ internal sealed partial class ScsiTask
         Status = ScsiStatus.Good;
         SenseLength = 0;
         Aborted = false;
+        HeldRangeLock = -1;
+        GoodOnSuccess = false;
+        DataInOnSuccess = -1;
+    }
+
+    /// <summary>Runs the completion a handler left behind (see <see cref="HeldRangeLock"/>), then maps a failure to sense data.</summary>
+    private void AfterHandler(Exception? error)
+    {
+        if (HeldRangeLock >= 0)
+        {
+            Lu.WriteLock.Release(HeldRangeLock);
+            HeldRangeLock = -1;
+        }
+        if (error != null)
+        {
+            OnFailure(error);
+        }
+        else
+        {
+            if (DataInOnSuccess >= 0)
+            {
+                DataInLength = DataInOnSuccess;
+            }
+            if (GoodOnSuccess)
+            {
+                Good();
+            }
+        }
+        GoodOnSuccess = false;
+        DataInOnSuccess = -1;
     }
 }

@@ -108,12 +108,23 @@ internal sealed partial class ScsiTask
         }
         catch (Exception e)
         {
-            OnFailure(e);
+            AfterHandler(e);
             Finish();
             return;
         }
-        if (vt.IsCompletedSuccessfully)
+        if (vt.IsCompleted)
         {
+            // GetResult also hands a pooled value-task source back to its owner.
+            Exception? error = null;
+            try
+            {
+                vt.GetAwaiter().GetResult();
+            }
+            catch (Exception e)
+            {
+                error = e;
+            }
+            AfterHandler(error);
             Finish();
             return;
         }
@@ -125,28 +136,32 @@ internal sealed partial class ScsiTask
     {
         var vt = _pending;
         _pending = default;
+        Exception? error = null;
         try
         {
             vt.GetAwaiter().GetResult();
         }
         catch (Exception e)
         {
-            OnFailure(e);
+            error = e;
         }
+        AfterHandler(error);
         Finish();
     }
 
     /// <summary>Runs the command without a connection (unit tests): same checks, same error mapping.</summary>
     internal async Task RunDetachedAsync()
     {
+        Exception? error = null;
         try
         {
             await ScsiDispatcher.Execute(this).ConfigureAwait(false);
         }
         catch (Exception e)
         {
-            OnFailure(e);
+            error = e;
         }
+        AfterHandler(error);
     }
 
     private void OnFailure(Exception e)
