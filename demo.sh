@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Builds ballastd and runs it with a local data directory (./.ballast) and a 1 GiB demo volume,
-# served on loopback. It prints how to attach the volume; Ctrl-C stops it cleanly.
+# served on loopback over NBD (port 10809) and iSCSI (port 3260, target
+# iqn.2026-11.io.ballast:demo), the default portals. Once ready, ballastd prints how to attach the
+# volume (nbd-client, nbdinfo, iscsiadm, qemu-img, iscsi-inq); Ctrl-C stops it cleanly.
 # Extra arguments go to ballastd (ballastd --help lists them), e.g. ./demo.sh --log-level debug
 set -euo pipefail
 cd "$(dirname "$0")"

@@ -40,7 +40,7 @@ trap cleanup EXIT
 nodes=(--node a=127.0.0.1:17110 --node b=127.0.0.1:17111)
 start_node() { # name repl-port nbd-port
   "${ballastd[@]}" --data-dir "$dir/$1" --pool-size $((size_gib * 3))GiB --node-id "$1" --replication-listen "127.0.0.1:$2" \
-    "${nodes[@]}" --nbd-listen "127.0.0.1:$3" --api-socket "$dir/$1/api.sock" --resync-rate "$resync_rate" \
+    "${nodes[@]}" --nbd-listen "127.0.0.1:$3" --iscsi-listen off --api-socket "$dir/$1/api.sock" --resync-rate "$resync_rate" \
     --log-level warning >>"$dir/$1.log" 2>&1 &
   pids+=($!)
   for _ in $(seq 100); do [ -S "$dir/$1/api.sock" ] && return 0; sleep 0.2; done

@@ -41,10 +41,17 @@ public sealed record VolumeIoDto(
     long Reads, long ReadBytes, long Writes, long WriteBytes, long Flushes, long Trims, long TrimBytes,
     long Errors, long InFlight, double ReadIops, double WriteIops, double ReadBytesPerSecond, double WriteBytesPerSecond);
 
-/// <summary>How a volume is reachable: protocol, name (NBD export or iSCSI IQN and LUN) and addresses.</summary>
-public sealed record ExportDto(string Protocol, string Name, IReadOnlyList<string> Addresses);
+/// <summary>
+/// How a volume is reachable: protocol, name (NBD export, or iSCSI target IQN with the volume's
+/// LUN) and addresses clients take (nbd:// and iscsi:// URLs); iSCSI also lists its portals.
+/// </summary>
+public sealed record ExportDto(string Protocol, string Name, IReadOnlyList<string> Addresses, string? Volume = null, int? Lun = null, IReadOnlyList<string>? Portals = null);
 
-public sealed record ClientDto(string Protocol, string Peer, string Volume, DateTimeOffset Since, long Requests, long BytesRead, long BytesWritten);
+/// <summary>
+/// A connected client of one volume. For iSCSI: Initiator is the initiator's IQN, Target the
+/// target it logged in to (the volume's own or a group), and the counts are those of the volume's LUN.
+/// </summary>
+public sealed record ClientDto(string Protocol, string Peer, string Volume, DateTimeOffset Since, long Requests, long BytesRead, long BytesWritten, string? Initiator = null, string? Target = null);
 
 public sealed record PoolDto(
     string Path, long Capacity, long Used, long Live, long Reclaimable, long Free, int SegmentSize, int Segments, int FreeSegments,

@@ -20,12 +20,16 @@ public static class DaemonCommand
 
     public static RootCommand Build()
     {
-        var root = new RootCommand("ballastd: Ballast's block-storage daemon. Keeps volumes in a log-structured pool in the data directory and serves them over NBD.");
+        var root = new RootCommand("ballastd: Ballast's block-storage daemon. Keeps volumes in a log-structured pool in the data directory and serves them over NBD and iSCSI.");
         var config = new Option<string>("--config") { Description = $"JSON file of settings, keys named like the flags without -- (default {SettingsLoader.DefaultConfigFile} if it exists).", HelpName = "FILE" };
         root.Options.Add(config);
         var options = new List<(SettingDef Def, Option Option)>();
         foreach (var def in SettingsSchema.All)
         {
+            if (def.ConfigOnly)
+            {
+                continue;
+            }
             Option o = def.Repeatable
                 ? new Option<string[]>("--" + def.Key) { Description = def.Help, HelpName = def.ValueName, Arity = ArgumentArity.OneOrMore, AllowMultipleArgumentsPerToken = false }
                 : new Option<string>("--" + def.Key) { Description = def.Help, HelpName = def.ValueName };
@@ -85,6 +89,8 @@ public static class DaemonCommand
             builder.Services.AddSingleton<ServedVolumes>();
             builder.Services.AddSingleton<NbdService>();
             builder.Services.AddHostedService(sp => sp.GetRequiredService<NbdService>());
+            builder.Services.AddSingleton<IscsiService>();
+            builder.Services.AddHostedService(sp => sp.GetRequiredService<IscsiService>());
             builder.Services.AddSingleton<ExportCatalog>();
             builder.Services.AddSingleton<MetricsSnapshot>();
             builder.Services.AddSingleton<RateSampler>();

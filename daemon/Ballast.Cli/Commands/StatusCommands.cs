@@ -45,15 +45,19 @@ public static class StatusCommands
     public static Command Exports()
     {
         var export = new Command("export", "How volumes are reachable.");
-        var list = new Command("list", "Every export (NBD names, addresses) and the clients connected to it.");
+        var list = new Command("list", "Every export (NBD export names, iSCSI target IQNs and LUNs, addresses and portals) and the clients connected to it.");
         list.SetAction((r, ct) => CliContext.RunAsync(r, client => client.ExportsAsync(ct), x =>
         {
-            var t = new Table("VOLUME", "PROTOCOL", "ADDRESS", "CLIENTS");
+            var t = new Table("VOLUME", "PROTOCOL", "NAME", "ADDRESS", "CLIENTS");
             foreach (var e in x.Exports)
             {
+                var volume = e.Volume ?? e.Name;
+                var name = e.Lun is { } lun ? $"{e.Name} LUN {lun}" : e.Name;
+                var clients = x.Clients.Where(c => c.Protocol == e.Protocol && c.Volume == volume && (c.Target == null || c.Target == e.Name))
+                    .Select(c => c.Initiator != null ? $"{c.Initiator} ({c.Peer})" : c.Peer);
                 foreach (var a in e.Addresses)
                 {
-                    t.Add(e.Name, e.Protocol, a, string.Join(", ", x.Clients.Where(c => c.Volume == e.Name && c.Protocol == e.Protocol).Select(c => c.Peer)) is { Length: > 0 } s ? s : "-");
+                    t.Add(volume, e.Protocol, name, a, string.Join(", ", clients) is { Length: > 0 } s ? s : "-");
                 }
             }
             return t.Count == 0 ? "nothing is exported (no volumes)" : t.ToString();

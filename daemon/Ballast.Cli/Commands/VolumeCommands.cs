@@ -97,7 +97,7 @@ public static class VolumeCommands
             var ct = new Table("CLIENT", "PROTOCOL", "SINCE", "REQUESTS", "READ", "WRITTEN");
             foreach (var c in v.Clients)
             {
-                ct.Add(c.Peer, c.Protocol, Units.Ago(c.Since), c.Requests, Units.Bytes(c.BytesRead), Units.Bytes(c.BytesWritten));
+                ct.Add(c.Initiator != null ? $"{c.Initiator} ({c.Peer})" : c.Peer, c.Protocol, Units.Ago(c.Since), c.Requests, Units.Bytes(c.BytesRead), Units.Bytes(c.BytesWritten));
             }
             sb.Append('\n').Append(ct);
         }
@@ -159,12 +159,12 @@ public static class VolumeCommands
         {
             return "not served on this node (its primary serves it)";
         }
-        var t = new Table("EXPORT", "ADDRESS");
+        var t = new Table("EXPORT", "NAME", "ADDRESS");
         foreach (var e in v.Exports)
         {
             foreach (var a in e.Addresses)
             {
-                t.Add(e.Protocol, a);
+                t.Add(e.Protocol, e.Lun is { } lun ? $"{e.Name} LUN {lun}" : e.Name, a);
             }
         }
         return t.ToString();

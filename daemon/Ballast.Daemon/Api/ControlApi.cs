@@ -150,7 +150,7 @@ public static class ControlApi
         if (clients.Count > 0 && !force)
         {
             return ApiErrors.Error(StatusCodes.Status409Conflict, ErrorCodes.InUse,
-                $"{name} has {clients.Count} connected client(s): {string.Join(", ", clients.Select(c => $"{c.Protocol} {c.Peer}"))}",
+                $"{name} has {clients.Count} connected client(s): {string.Join(", ", clients.Select(c => c.Initiator != null ? $"{c.Protocol} {c.Initiator} at {c.Peer}" : $"{c.Protocol} {c.Peer}"))}",
                 "disconnect them first, or delete with --force to disconnect them");
         }
         if (info.Snapshots.Count > 0 && !force)
@@ -173,6 +173,12 @@ public static class ControlApi
             await PassOnAsync(repl, name, new Engine.Replication.Wire.ControlRequest("delete")).ConfigureAwait(false);
         }
         await p.Pool.DeleteVolumeAsync(name, withSnapshots: force).ConfigureAwait(false);
+        // An initiator that reconnected between the disconnect and the delete (open-iscsi and
+        // qemu retry at once) holds a LUN that is gone; close it too. New logins find no target.
+        foreach (var n in names)
+        {
+            x.Disconnect(n);
+        }
         return Results.NoContent();
     }
 

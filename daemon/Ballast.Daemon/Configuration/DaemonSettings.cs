@@ -24,6 +24,23 @@ public sealed class DaemonSettings
     public TimeSpan NbdHandshakeTimeout { get; set; } = TimeSpan.FromSeconds(10);
     public List<VolumeSpec> Volumes { get; set; } = [];
 
+    /// <summary>iSCSI portals; empty turns the iSCSI target off (--iscsi-listen off).</summary>
+    public List<EndPoint> IscsiListen { get; set; } = [new IPEndPoint(IPAddress.Loopback, IscsiSettings.DefaultPort)];
+    public string IscsiIqnPrefix { get; set; } = Ballast.Iscsi.IscsiTargetOptions.DefaultIqnPrefix;
+    public List<Ballast.Iscsi.IscsiGroupTarget> IscsiGroups { get; set; } = [];
+    public int IscsiMaxConnections { get; set; } = 256;
+
+    /// <summary>CHAP credentials initiators must log in with; the secret comes from the config file or a secret file.</summary>
+    public IscsiChapSetting IscsiChap { get; } = new("iscsi-chap");
+
+    /// <summary>The target's own credentials for mutual CHAP.</summary>
+    public IscsiChapSetting IscsiMutualChap { get; } = new("iscsi-mutual-chap");
+
+    public bool IscsiEnabled => IscsiListen.Count > 0;
+
+    /// <summary>Persistent reservations live here, beside the pool.</summary>
+    public string IscsiStateDirectory => Path.Combine(DataDir, "iscsi");
+
     /// <summary>This node's id among the replication peers; replication is off without it.</summary>
     public string? NodeId { get; set; }
     public EndPoint? ReplicationListen { get; set; }

@@ -71,6 +71,12 @@ public static class SettingsLoader
                     result["node"] = [.. p.Value.EnumerateArray().Select(NodeObject)];
                     continue;
                 }
+                if (p.Name == "iscsiGroups" && p.Value.ValueKind == JsonValueKind.Array)
+                {
+                    // "iscsiGroups": [{"name": "db", "volumes": ["db-data", "db-log"]}], same as repeated --iscsi-group.
+                    result["iscsi-group"] = [.. p.Value.EnumerateArray().Select(GroupObject)];
+                    continue;
+                }
                 var def = SettingsSchema.All.FirstOrDefault(d => d.Key == p.Name)
                     ?? throw new SettingsException(p.Name, $"unknown setting in {path}; ballastd --help lists them (keys are the flag names without --)");
                 if (p.Value.ValueKind == JsonValueKind.Array)
@@ -98,6 +104,18 @@ public static class SettingsLoader
             throw new SettingsException("nodes", "each entry is {\"id\": \"n1\", \"address\": \"10.0.0.1:7110\"}");
         }
         return $"{id.GetString()}={address.GetString()}";
+    }
+
+    private static string GroupObject(JsonElement e)
+    {
+        if (e.ValueKind != JsonValueKind.Object || !e.TryGetProperty("name", out var name) || !e.TryGetProperty("volumes", out var volumes)
+            || name.ValueKind != JsonValueKind.String || volumes.ValueKind != JsonValueKind.Array
+            || volumes.EnumerateArray().Any(v => v.ValueKind != JsonValueKind.String))
+        {
+            throw new SettingsException("iscsiGroups", "each entry is {\"name\": \"db\", \"volumes\": [\"db-data\", \"db-log\"]}");
+        }
+        // Checked like the flag form; a comma inside a name is caught there as a bad volume name.
+        return $"{name.GetString()}={string.Join(',', volumes.EnumerateArray().Select(v => v.GetString()))}";
     }
 
     private static string Scalar(string key, JsonElement e) => e.ValueKind switch
@@ -146,6 +164,7 @@ public static class SettingsLoader
         {
             throw new SettingsException("node-id", "--replication-listen and --node need --node-id (this node's id)");
         }
+        IscsiSettings.Resolve(s);
         var dup = s.Volumes.GroupBy(v => v.Name).FirstOrDefault(g => g.Count() > 1);
         if (dup != null)
         {

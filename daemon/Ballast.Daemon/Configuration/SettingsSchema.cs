@@ -11,8 +11,11 @@ public sealed class SettingsException(string key, string message) : Exception($"
     public string Key { get; } = key;
 }
 
-/// <summary>One setting: its flag (--key) is also its key in the config file.</summary>
-public sealed record SettingDef(string Key, string ValueName, string Help, bool Repeatable, Action<DaemonSettings, IReadOnlyList<string>> Apply);
+/// <summary>
+/// One setting: its flag (--key) is also its key in the config file. A config-only setting (a
+/// secret) has no flag, because command lines are visible to every user in ps.
+/// </summary>
+public sealed record SettingDef(string Key, string ValueName, string Help, bool Repeatable, Action<DaemonSettings, IReadOnlyList<string>> Apply, bool ConfigOnly = false);
 
 /// <summary>
 /// Every setting ballastd has, in one table: the command line and the config file are built
@@ -40,6 +43,26 @@ public static class SettingsSchema
             (s, v) => s.NbdMaxConnections = Int("nbd-max-connections", v, 1, 1 << 20)),
         One("nbd-handshake-timeout", "SECONDS", "Time a client has to finish the NBD handshake (default 10).",
             (s, v) => s.NbdHandshakeTimeout = TimeSpan.FromSeconds(Int("nbd-handshake-timeout", v, 1, 3600))),
+        Many("iscsi-listen", "ADDR:PORT|off", "Serve iSCSI here (repeatable; default 127.0.0.1:3260); off turns the iSCSI target off.",
+            (s, vs) => s.IscsiListen = IscsiSettings.ParseListen(vs, v => Endpoint("iscsi-listen", v))),
+        One("iscsi-iqn-prefix", "PREFIX", "Target names are PREFIX:<volume>, LUN 0 (default iqn.2026-11.io.ballast).",
+            (s, v) => s.IscsiIqnPrefix = IscsiSettings.ParsePrefix(v)),
+        Many("iscsi-group", "NAME=VOL[,VOL...]", "A group target PREFIX:NAME carrying the volumes as LUN 0, 1, ... (repeatable); in the config file also \"iscsiGroups\": [{\"name\": .., \"volumes\": [..]}].",
+            (s, vs) => s.IscsiGroups = [.. vs.Select(IscsiSettings.ParseGroup)]),
+        One("iscsi-chap-user", "USER", "CHAP user name initiators must log in with (discovery too); the secret is iscsi-chap-secret in the config file or --iscsi-chap-secret-file.",
+            (s, v) => s.IscsiChap.User = v),
+        Secret("iscsi-chap-secret", "The initiators' CHAP secret (config file only, which must then be chmod 600).",
+            (s, v) => s.IscsiChap.InlineSecret = v),
+        One("iscsi-chap-secret-file", "FILE", "File holding the initiators' CHAP secret on its first line; readable by its owner only (chmod 600).",
+            (s, v) => s.IscsiChap.SecretFile = Path.GetFullPath(v)),
+        One("iscsi-mutual-chap-user", "USER", "The target's own CHAP user name, for initiators that ask for mutual CHAP; needs iscsi-chap-user too.",
+            (s, v) => s.IscsiMutualChap.User = v),
+        Secret("iscsi-mutual-chap-secret", "The target's mutual CHAP secret (config file only, which must then be chmod 600).",
+            (s, v) => s.IscsiMutualChap.InlineSecret = v),
+        One("iscsi-mutual-chap-secret-file", "FILE", "File holding the target's mutual CHAP secret; readable by its owner only (chmod 600).",
+            (s, v) => s.IscsiMutualChap.SecretFile = Path.GetFullPath(v)),
+        One("iscsi-max-connections", "N", "iSCSI connections open at once (default 256).",
+            (s, v) => s.IscsiMaxConnections = Int("iscsi-max-connections", v, 1, 1 << 20)),
         One("api-socket", "PATH", "Unix socket of the control API that ballastctl uses (default /run/ballast/api.sock as root, else DATA-DIR/api.sock); mode 0600.",
             (s, v) => s.ApiSocket = Path.GetFullPath(v)),
         Many("api-listen", "ADDR:PORT", "Also serve the control API and metrics over TCP (repeatable); requires --api-token-file.",
@@ -62,6 +85,9 @@ public static class SettingsSchema
 
     private static SettingDef One(string key, string valueName, string help, Action<DaemonSettings, string> apply) =>
         new(key, valueName, help, false, (s, vs) => apply(s, vs[^1]));
+
+    private static SettingDef Secret(string key, string help, Action<DaemonSettings, string> apply) =>
+        new(key, "SECRET", help, false, (s, vs) => apply(s, vs[^1]), ConfigOnly: true);
 
     private static SettingDef Many(string key, string valueName, string help, Action<DaemonSettings, IReadOnlyList<string>> apply) =>
         new(key, valueName, help, true, apply);

@@ -8,15 +8,23 @@ using Microsoft.Extensions.Logging;
 namespace Ballast.Daemon.Hosting;
 
 /// <summary>
-/// Registered last, so it starts when the pool is open and every listener is bound: tells
-/// systemd READY=1 and prints how to attach the volumes. Stops first: STOPPING=1.
+/// Tells systemd READY=1 and prints how to attach the volumes once the host has started: the
+/// pool is open, NBD and iSCSI listeners are bound, and so is the control API (Kestrel starts
+/// after the other hosted services, so READY waits for ApplicationStarted). Stops first: STOPPING=1.
 /// </summary>
-public sealed partial class ReadinessService(DaemonSettings settings, PoolService pool, NbdService nbd, SdNotify notify, ILogger<ReadinessService> log) : IHostedService
+public sealed partial class ReadinessService(DaemonSettings settings, PoolService pool, NbdService nbd, IscsiService iscsi, SdNotify notify, IHostApplicationLifetime lifetime, ILogger<ReadinessService> log) : IHostedService
 {
     public Task StartAsync(CancellationToken cancellationToken)
     {
+        lifetime.ApplicationStarted.Register(Announce);
+        return Task.CompletedTask;
+    }
+
+    private void Announce()
+    {
         var volumes = pool.Pool.ListVolumes();
-        notify.Notify($"READY=1\nSTATUS=serving {volumes.Count} volume(s) over NBD\nMAINPID={Environment.ProcessId}");
+        var protocols = iscsi.Target != null ? "NBD and iSCSI" : "NBD";
+        notify.Notify($"READY=1\nSTATUS=serving {volumes.Count} volume(s) over {protocols}\nMAINPID={Environment.ProcessId}");
         Ready(log, volumes.Count, settings.DataDir);
         foreach (var v in volumes)
         {
@@ -39,8 +47,32 @@ public sealed partial class ReadinessService(DaemonSettings settings, PoolServic
                     break;
             }
         }
+        IscsiHints(example);
         Hint(log, "stop with Ctrl-C or SIGTERM: in-flight I/O finishes and the pool is checkpointed");
-        return Task.CompletedTask;
+    }
+
+    private void IscsiHints(string example)
+    {
+        if (iscsi.Target is not { } target || iscsi.Options is not { } options)
+        {
+            return;
+        }
+        var iqn = Ballast.Iscsi.Naming.TargetNames.TargetName(options.IqnPrefix, example);
+        foreach (var ep in target.BoundEndpoints.OfType<IPEndPoint>())
+        {
+            var host = ep.Address.Equals(IPAddress.Any) ? "127.0.0.1" : ep.Address.Equals(IPAddress.IPv6Any) ? "::1" : ep.Address.ToString();
+            // Port 3260 is the default everywhere, so the short forms work as printed.
+            var portal = ep.AddressFamily == AddressFamily.InterNetworkV6 ? $"[{host}]:{ep.Port}" : $"{host}:{ep.Port}";
+            var url = ep.Port == 3260 && ep.AddressFamily != AddressFamily.InterNetworkV6 ? $"iscsi://{host}/{iqn}/0" : $"iscsi://{portal}/{iqn}/0";
+            Hint(log, $"iSCSI target {iqn}, LUN 0, portal {portal}");
+            Hint(log, $"attach with open-iscsi: iscsiadm -m discovery -t sendtargets -p {portal} && iscsiadm -m node -T {iqn} -p {portal} --login");
+            Hint(log, $"use from qemu: qemu-img info {url}");
+            Hint(log, $"inspect with libiscsi: iscsi-inq {url}");
+        }
+        if (options.Chap != null)
+        {
+            Hint(log, $"iSCSI needs CHAP user {options.Chap.User}: iscsiadm -m node -T {iqn} -o update -n node.session.auth.authmethod -v CHAP (and node.session.auth.username/password); libiscsi URLs take iscsi://USER%SECRET@host/...");
+        }
     }
 
     public Task StopAsync(CancellationToken cancellationToken)

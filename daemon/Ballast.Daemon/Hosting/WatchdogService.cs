@@ -9,7 +9,7 @@ namespace Ballast.Daemon.Hosting;
 /// answers a probe through its appender (not merely because a timer fired), so a wedged or
 /// failed write path gets the daemon restarted. Also refreshes STATUS= with what is served.
 /// </summary>
-public sealed partial class WatchdogService(SdNotify notify, PoolService pool, ExportCatalog exports, ILogger<WatchdogService> log) : BackgroundService
+public sealed partial class WatchdogService(SdNotify notify, PoolService pool, ExportCatalog exports, IHostApplicationLifetime lifetime, ILogger<WatchdogService> log) : BackgroundService
 {
     /// <summary>The watchdog interval systemd asks for ($WATCHDOG_USEC, for this process), or null.</summary>
     public static TimeSpan? Interval()
@@ -31,6 +31,12 @@ public sealed partial class WatchdogService(SdNotify notify, PoolService pool, E
         {
             return;
         }
+        // READY=1 goes out when the host has started (ReadinessService); nothing is sent before it.
+        var started = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        using (lifetime.ApplicationStarted.Register(() => started.TrySetResult()))
+        {
+            await started.Task.WaitAsync(stoppingToken).ConfigureAwait(false);
+        }
         var interval = Interval();
         // Ping at a third of the interval: two missed probes still leave time for a third.
         var period = interval is { } i ? i / 3 : TimeSpan.FromSeconds(10);
@@ -44,9 +50,9 @@ public sealed partial class WatchdogService(SdNotify notify, PoolService pool, E
             }
             var healthy = await pool.Pool.ProbeAsync(period).ConfigureAwait(false);
             var volumes = pool.Pool.ListVolumes().Count;
-            var clients = exports.Clients().Count;
+            var (nbd, iscsi) = exports.Connections();
             var status = healthy
-                ? $"STATUS=serving {volumes} volume(s), {clients} client(s) connected"
+                ? $"STATUS=serving {volumes} volume(s), {nbd + iscsi} client(s) connected ({nbd} NBD, {iscsi} iSCSI)"
                 : "STATUS=write path not answering or failed; see the log";
             notify.Notify(healthy && interval != null ? "WATCHDOG=1\n" + status : status);
             if (healthy != wasHealthy)

@@ -55,8 +55,9 @@ public sealed class MetricsSnapshot(PoolService pool, ExportCatalog exports, Rep
             }
         }
 
-        var clients = exports.Clients();
-        Add("ballast_connections", "gauge", "Client connections in the transmission phase.", clients.Count(c => c.Protocol == "nbd"), ("protocol", "nbd"));
+        var (nbd, iscsi) = exports.Connections();
+        Add("ballast_connections", "gauge", "Clients connected to a volume: NBD connections past the handshake, iSCSI sessions logged in to a target.", nbd, ("protocol", "nbd"));
+        Add("ballast_connections", "gauge", "Clients connected to a volume: NBD connections past the handshake, iSCSI sessions logged in to a target.", iscsi, ("protocol", "iscsi"));
 
         var s = pool.Pool.GetStats();
         Add("ballast_pool_capacity_bytes", "gauge", "Capacity of the pool.", s.CapacityBytes);

@@ -57,8 +57,17 @@ public class CliEndToEndTests
         Assert.That(list.Stdout, Does.Match(@"(?m)^NAME\s+SIZE\s+BLOCK"));
         Assert.That(list.Stdout, Does.Match(@"(?m)^app\s+256 MiB\s+4096\s+rw"));
 
-        // Served at once, without a restart.
+        // Served at once, without a restart: over NBD and over iSCSI.
         Assert.That(await NbdinfoSize("app"), Is.EqualTo(256L << 20));
+        Assert.That(create.Stdout, Does.Contain(_daemon.IscsiUrl("app")));
+        var inq = await Tool.RunOkAsync(Tool.Require("iscsi-inq", "libiscsi-bin"), [_daemon.IscsiUrl("app")], Limit);
+        Assert.That(inq.Stdout, Does.Contain("DIRECT_ACCESS"));
+        Assert.That(await IscsiLastLba("app"), Is.EqualTo((256L << 20) / 4096 - 1));
+        var exports = await CtlJson("export", "list");
+        var iscsi = exports.GetProperty("exports").EnumerateArray().Single(e => e.GetProperty("protocol").GetString() == "iscsi" && e.GetProperty("volume").GetString() == "app");
+        Assert.That(iscsi.GetProperty("name").GetString(), Is.EqualTo("iqn.2026-11.io.ballast:app"));
+        Assert.That(iscsi.GetProperty("lun").GetInt32(), Is.Zero);
+        Assert.That(iscsi.GetProperty("portals").EnumerateArray().Select(p => p.GetString()), Is.EqualTo(new[] { $"127.0.0.1:{_daemon.IscsiPort}" }));
 
         var data = Enumerable.Range(0, 65536).Select(i => (byte)(i * 13)).ToArray();
         var (c, _, _) = await OpenAsync(_daemon.Endpoint, "app");
@@ -91,6 +100,7 @@ public class CliEndToEndTests
         Assert.That(resize.ExitCode, Is.Zero, resize.ToString());
         Assert.That(resize.Stdout, Does.Contain("512 MiB"));
         Assert.That(await NbdinfoSize("app"), Is.EqualTo(512L << 20), "a new connection sees the new size");
+        Assert.That(await IscsiLastLba("app"), Is.EqualTo((512L << 20) / 4096 - 1), "so does a new iSCSI session");
 
         Assert.That((await Ctl("volume", "delete", "app-copy")).ExitCode, Is.Zero);
         var delete = await Ctl("volume", "delete", "app", "--force");
@@ -98,6 +108,76 @@ public class CliEndToEndTests
         var after = await CtlJson("volume", "list");
         Assert.That(after.EnumerateArray().Select(v => v.GetProperty("name").GetString()), Does.Not.Contain("app").And.Not.Contain("app-copy"));
         Assert.That((await Tool.RunAsync("nbdinfo", [$"nbd://127.0.0.1:{_daemon.Port}/app"], Limit)).ExitCode, Is.Not.Zero, "a deleted volume is no longer served");
+        Assert.That((await Tool.RunAsync("iscsi-inq", [_daemon.IscsiUrl("app")], Limit)).ExitCode, Is.Not.Zero, "nor is its iSCSI target");
+    }
+
+    private async Task<long> IscsiLastLba(string volume)
+    {
+        var r = await Tool.RunOkAsync(Tool.Require("iscsi-readcapacity16", "libiscsi-bin"), [_daemon.IscsiUrl(volume)], Limit);
+        var line = r.Stdout.Split('\n').Single(l => l.StartsWith("RETURNED LOGICAL BLOCK ADDRESS:", StringComparison.Ordinal));
+        return long.Parse(line.Split(':')[1].Trim(), CultureInfo.InvariantCulture);
+    }
+
+    [Test]
+    public async Task Delete_is_refused_while_an_iscsi_session_is_connected_and_force_disconnects_it()
+    {
+        Assert.That((await Ctl("volume", "create", "held", "--size", "64MiB")).ExitCode, Is.Zero);
+        // qemu-io logs in, writes, and then holds the session open.
+        using var qemu = System.Diagnostics.Process.Start(new System.Diagnostics.ProcessStartInfo(Tool.Require("qemu-io", "qemu-utils"))
+        {
+            ArgumentList = { "-f", "raw", "-c", "write -P 0x5a 0 1M", "-c", "sleep 120000", _daemon.IscsiUrl("held") },
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+        })!;
+        try
+        {
+            var client = await WaitForAsync(async () =>
+            {
+                var v = await CtlJson("volume", "inspect", "held");
+                return v.GetProperty("clients").EnumerateArray().FirstOrDefault(c => c.GetProperty("bytesWritten").GetInt64() == 1 << 20);
+            });
+            Assert.That(client.GetProperty("protocol").GetString(), Is.EqualTo("iscsi"));
+            Assert.That(client.GetProperty("initiator").GetString(), Does.StartWith("iqn.2008-11.org.linux-kvm"));
+            Assert.That(client.GetProperty("target").GetString(), Is.EqualTo("iqn.2026-11.io.ballast:held"));
+            Assert.That(await Metric("ballast_connections", null, "protocol", "iscsi"), Is.EqualTo(1));
+            var list = await Ctl("export", "list");
+            Assert.That(list.Stdout, Does.Match(@"(?m)^held\s+iscsi\s+iqn\.2026-11\.io\.ballast:held LUN 0\s+iscsi://127\.0\.0\.1:\d+/iqn\.2026-11\.io\.ballast:held/0\s+iqn\.2008-11\.org\.linux-kvm"), list.Stdout);
+
+            var inUse = await Ctl("volume", "delete", "held");
+            Assert.That(inUse.ExitCode, Is.EqualTo(4), inUse.ToString());
+            Assert.That(inUse.Stderr, Does.Contain("1 connected client(s): iscsi iqn.2008-11.org.linux-kvm").And.Contain("--force"));
+
+            var forced = await Ctl("volume", "delete", "held", "--force");
+            Assert.That(forced.ExitCode, Is.Zero, forced.ToString());
+            await _daemon.WaitForAsync("closing the session of iqn.2008-11.org.linux-kvm to iqn.2026-11.io.ballast:held", Limit);
+            // qemu logs in again at once; the target is gone, so nothing stays connected.
+            await WaitForAsync(async () => await Metric("ballast_connections", null, "protocol", "iscsi") == 0 ? (int?)1 : null);
+            Assert.That((await Ctl("volume", "inspect", "held")).ExitCode, Is.EqualTo(3));
+        }
+        finally
+        {
+            qemu.Kill();
+            await qemu.WaitForExitAsync();
+        }
+    }
+
+    /// <summary>Polls until <paramref name="probe"/> yields a value (ballastd sees clients a moment after they connect).</summary>
+    private static async Task<T> WaitForAsync<T>(Func<Task<T?>> probe)
+    {
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(30);
+        while (true)
+        {
+            var v = await probe();
+            if (v is not null && !(v is JsonElement e && e.ValueKind == JsonValueKind.Undefined))
+            {
+                return v;
+            }
+            if (DateTime.UtcNow > deadline)
+            {
+                Assert.Fail("the condition did not hold within 30 s");
+            }
+            await Task.Delay(200);
+        }
     }
 
     [Test]

@@ -13,10 +13,11 @@ public sealed class DaemonProcess : IAsyncDisposable
     private readonly ConcurrentQueue<string> _lines = new();
     private readonly SemaphoreSlim _newLine = new(0);
 
-    private DaemonProcess(System.Diagnostics.Process process, int port, IPAddress address)
+    private DaemonProcess(System.Diagnostics.Process process, int port, int iscsiPort, IPAddress address)
     {
         _process = process;
         Port = port;
+        IscsiPort = iscsiPort;
         Address = address;
         _process.OutputDataReceived += (_, e) => Add(e.Data);
         _process.ErrorDataReceived += (_, e) => Add(e.Data);
@@ -26,6 +27,15 @@ public sealed class DaemonProcess : IAsyncDisposable
 
     public int Port { get; }
     public IPAddress Address { get; }
+
+    /// <summary>The iSCSI portal's port (0 when the test turned iSCSI off or chose its own).</summary>
+    public int IscsiPort { get; }
+
+    /// <summary>iscsi://ADDRESS:PORT/IQN/0 of a volume under the default IQN prefix (libiscsi tools and qemu take it).</summary>
+    public string IscsiUrl(string volume, string? credentials = null) =>
+        $"iscsi://{(credentials != null ? credentials + "@" : "")}{Address}:{IscsiPort}/{IscsiIqn(volume)}/0";
+
+    public static string IscsiIqn(string volume) => Ballast.Iscsi.Naming.TargetNames.TargetName(Ballast.Iscsi.IscsiTargetOptions.DefaultIqnPrefix, volume);
 
     /// <summary>The control API socket (in the data directory unless the test chose one).</summary>
     public string ApiSocket { get; private init; } = "";
@@ -44,7 +54,7 @@ public sealed class DaemonProcess : IAsyncDisposable
         return ((IPEndPoint)s.LocalEndPoint!).Port;
     }
 
-    /// <summary>Starts ballastd with a data directory and an NBD port of its own, plus <paramref name="args"/>.</summary>
+    /// <summary>Starts ballastd with a data directory, an NBD port and an iSCSI port of its own (on <paramref name="listen"/>, default loopback), plus <paramref name="args"/>.</summary>
     public static DaemonProcess Start(string dataDir, IEnumerable<string> args, int? port = null, IDictionary<string, string>? env = null, string? listen = null, string? netns = null)
     {
         args = args.ToList();
@@ -68,6 +78,14 @@ public sealed class DaemonProcess : IAsyncDisposable
         psi.ArgumentList.Add(dataDir);
         psi.ArgumentList.Add("--nbd-listen");
         psi.ArgumentList.Add($"{listen ?? "127.0.0.1"}:{p}");
+        // Tests run side by side: each daemon gets its own portal rather than 3260.
+        var iscsiPort = 0;
+        if (!args.Contains("--iscsi-listen"))
+        {
+            iscsiPort = FreePort();
+            psi.ArgumentList.Add("--iscsi-listen");
+            psi.ArgumentList.Add($"{listen ?? "127.0.0.1"}:{iscsiPort}");
+        }
         if (!args.Contains("--api-socket"))
         {
             psi.ArgumentList.Add("--api-socket");
@@ -88,7 +106,7 @@ public sealed class DaemonProcess : IAsyncDisposable
         }
         var list = args.ToList();
         var api = list.IndexOf("--api-socket") is var i and >= 0 ? list[i + 1] : Path.Combine(dataDir, "api.sock");
-        return new DaemonProcess(System.Diagnostics.Process.Start(psi)!, p, IPAddress.Parse(listen ?? "127.0.0.1")) { ApiSocket = api };
+        return new DaemonProcess(System.Diagnostics.Process.Start(psi)!, p, iscsiPort, IPAddress.Parse(listen ?? "127.0.0.1")) { ApiSocket = api };
     }
 
     /// <summary>Starts ballastd and waits until it reports ready.</summary>

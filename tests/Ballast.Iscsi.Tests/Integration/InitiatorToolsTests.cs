@@ -1,0 +1,96 @@
+using Ballast.Iscsi.Tests.Support;
+
+namespace Ballast.Iscsi.Tests.Integration;
+
+/// <summary>libiscsi's command-line tools and qemu's iSCSI block driver against the target.</summary>
+[CancelAfter(180_000)]
+public class InitiatorToolsTests
+{
+    [Test]
+    public async Task Iscsi_inq_readcapacity16_and_ls_describe_the_volumes()
+    {
+        var inq = Tools.Require("iscsi-inq", "libiscsi-bin");
+        var rc16 = Tools.Require("iscsi-readcapacity16", "libiscsi-bin");
+        var ls = Tools.Require("iscsi-ls", "libiscsi-bin");
+        await using var f = await TargetFixture.StartAsync();
+        await f.Pool.CreateVolumeAsync("alpha", 64L << 20, 512);
+        await f.Pool.CreateVolumeAsync("Beta_4k", 32L << 20, 4096);
+
+        var i = await Tools.RunAsync(inq, [f.Url("alpha")], TimeSpan.FromSeconds(30));
+        Assert.That(i.ExitCode, Is.Zero, i.ToString());
+        Assert.That(i.Output, Does.Contain("Vendor:BALLAST").And.Contain("Peripheral Device Type:DIRECT_ACCESS"));
+
+        var lbp = await Tools.RunAsync(inq, ["-e", "1", "-c", "178", f.Url("alpha")], TimeSpan.FromSeconds(30));
+        Assert.That(lbp.Output, Does.Contain("lbpu:1").And.Contain("lbpws:1").And.Contain("lbprz:1").And.Contain("provisioning type:2"), lbp.ToString());
+        var ids = await Tools.RunAsync(inq, ["-e", "1", "-c", "131", f.Url("alpha")], TimeSpan.FromSeconds(30));
+        Assert.That(ids.Output, Does.Contain("Designator Type:(3) NAA").And.Contain($"Designator:[{TargetFixture.Iqn("alpha")},t,0x0001"), ids.ToString());
+
+        var c = await Tools.RunAsync(rc16, [f.Url("Beta_4k")], TimeSpan.FromSeconds(30));
+        Assert.That(c.ExitCode, Is.Zero, c.ToString());
+        Assert.That(c.Output, Does.Contain("LOGICAL BLOCK LENGTH IN BYTES:4096").And.Contain($"RETURNED LOGICAL BLOCK ADDRESS:{(32L << 20) / 4096 - 1}")
+            .And.Contain("LBPME:1").And.Contain($"Total size:{32L << 20}"));
+
+        var l = await Tools.RunAsync(ls, ["-s", $"iscsi://127.0.0.1:{f.Port}"], TimeSpan.FromSeconds(30));
+        Assert.That(l.ExitCode, Is.Zero, l.ToString());
+        Assert.That(l.Output, Does.Contain($"Target:{TargetFixture.Iqn("alpha")} Portal:127.0.0.1:{f.Port},1"));
+        Assert.That(l.Output, Does.Contain("Target:iqn.2026-11.io.ballast:beta-4k "), "Beta_4k maps to beta-4k");
+        Assert.That(l.Output, Does.Contain("Lun:0    Type:DIRECT_ACCESS"));
+    }
+
+    [Test]
+    public async Task Tools_log_in_with_chap_and_a_wrong_secret_is_refused()
+    {
+        var inq = Tools.Require("iscsi-inq", "libiscsi-bin");
+        var ls = Tools.Require("iscsi-ls", "libiscsi-bin");
+        const string Secret = "s3cret-chap-value";
+        await using var f = await TargetFixture.StartAsync(x => x.Defaults(chap: new ChapSecret("initiator-user", Secret)));
+        await f.Pool.CreateVolumeAsync("guarded", 16L << 20);
+
+        var ok = await Tools.RunAsync(inq, [f.Url("guarded", user: "initiator-user", secret: Secret)], TimeSpan.FromSeconds(30));
+        Assert.That(ok.ExitCode, Is.Zero, ok.ToString());
+        Assert.That(ok.Output, Does.Contain("Vendor:BALLAST"));
+
+        var none = await Tools.RunAsync(inq, [f.Url("guarded")], TimeSpan.FromSeconds(30));
+        Assert.That(none.ExitCode, Is.Not.Zero, none.ToString());
+        var wrong = await Tools.RunAsync(inq, [f.Url("guarded", user: "initiator-user", secret: "not-the-secret")], TimeSpan.FromSeconds(30));
+        Assert.That(wrong.ExitCode, Is.Not.Zero, wrong.ToString());
+        Assert.That(wrong.Output, Does.Contain("ogin failed").Or.Contain("uthentication").IgnoreCase);
+
+        var list = await Tools.RunAsync(ls, [$"iscsi://initiator-user%{Secret}@127.0.0.1:{f.Port}"], TimeSpan.FromSeconds(30));
+        Assert.That(list.Output, Does.Contain(TargetFixture.Iqn("guarded")), list.ToString());
+        Assert.That(f.Logs.All, Does.Not.Contain(Secret), "secrets are never logged");
+        Assert.That(f.Logs.All, Does.Contain("CHAP authentication failed"));
+    }
+
+    [Test]
+    public async Task Qemu_img_copies_random_data_to_and_from_a_volume()
+    {
+        var qemuImg = Tools.Require("qemu-img", "qemu-utils qemu-block-extra");
+        const long Size = 32L << 20;
+        await using var f = await TargetFixture.StartAsync();
+        await f.Pool.CreateVolumeAsync("qemu", Size, 512);
+        var src = Path.Combine(f.Directory, "src.raw");
+        var back = Path.Combine(f.Directory, "back.raw");
+        var data = new byte[Size];
+        new Random(42).NextBytes(data);
+        data.AsSpan(4 << 20, 1 << 20).Clear(); // a zero run, so qemu may skip or zero it
+        await File.WriteAllBytesAsync(src, data);
+        var url = f.Url("qemu");
+
+        var to = await Tools.RunAsync(qemuImg, ["convert", "-p", "-n", "-f", "raw", "-O", "raw", src, url], TimeSpan.FromMinutes(2));
+        Assert.That(to.ExitCode, Is.Zero, to.ToString());
+        var cmp = await Tools.RunAsync(qemuImg, ["compare", "-f", "raw", "-F", "raw", src, url], TimeSpan.FromMinutes(2));
+        Assert.That(cmp.ExitCode, Is.Zero, cmp.ToString());
+        Assert.That(cmp.Output, Does.Contain("Images are identical"));
+
+        var from = await Tools.RunAsync(qemuImg, ["convert", "-f", "raw", "-O", "raw", url, back], TimeSpan.FromMinutes(2));
+        Assert.That(from.ExitCode, Is.Zero, from.ToString());
+        Assert.That(await File.ReadAllBytesAsync(back), Is.EqualTo(data));
+
+        // And what qemu wrote is what the volume holds.
+        var v = f.Pool.Find("qemu")!;
+        var check = new byte[1 << 20];
+        await v.ReadAsync(17 << 20, check);
+        Assert.That(check, Is.EqualTo(data.AsSpan(17 << 20, 1 << 20).ToArray()));
+    }
+}
