@@ -17,7 +17,8 @@
 #            attach time median/p99/max and ballastd's resident memory.
 #
 # Env: BENCH_DIR (default bench/out/compare: on the disk under test), BENCH_SECONDS (20 per
-#      run, after a 5 s ramp), BENCH_SIZE_GIB (4), BENCH_RESTART_GIB (10), BENCH_VOLUMES (1000).
+#      run, after a 5 s ramp), BENCH_SIZE_GIB (4), BENCH_RESTART_GIB (10), BENCH_RESTART_WRITE_GIB
+#      (bytes of random writes before the kill; default the volume size), BENCH_VOLUMES (1000).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,6 +26,7 @@ dir=${BENCH_DIR:-$PWD/bench/out/compare}
 seconds=${BENCH_SECONDS:-20}
 size_gib=${BENCH_SIZE_GIB:-4}
 restart_gib=${BENCH_RESTART_GIB:-10}
+restart_write_gib=${BENCH_RESTART_WRITE_GIB:-$restart_gib}
 volumes=${BENCH_VOLUMES:-1000}
 sections=${BENCH_SECTIONS:-nbd iscsi restart density}
 for t in fio qemu-nbd nbdkit tgtd tgtadm iscsi-perf qemu-img curl python3; do
@@ -154,8 +156,8 @@ fi
 if [[ " $sections " == *" restart "* ]]; then
   [ -n "${bpid:-}" ] || { start_ballastd; wait_api; }
   api /v1/volumes -X POST -H 'Content-Type: application/json' -d "{\"name\":\"big\",\"size\":$((restart_gib << 30))}" >/dev/null
-  echo "== restart: ${restart_gib} GiB volume, ${restart_gib} GiB of 4 KiB random writes (QD32), then SIGKILL"
-  fio --name=fill --ioengine=nbd --uri="nbd://127.0.0.1:$nbd_port/big" --size="${restart_gib}G" --io_size="${restart_gib}G" \
+  echo "== restart: ${restart_gib} GiB volume, ${restart_write_gib} GiB of 4 KiB random writes (QD32), then SIGKILL"
+  fio --name=fill --ioengine=nbd --uri="nbd://127.0.0.1:$nbd_port/big" --size="${restart_gib}G" --io_size="${restart_write_gib}G" \
     --rw=randwrite --bs=4k --iodepth=32 --output-format=terse >/dev/null
   live=$(api /v1/status | python3 -c 'import json,sys; print(json.load(sys.stdin)["pool"]["live"] >> 20)')
   kill -9 "$bpid"; wait "$bpid" 2>/dev/null || true
