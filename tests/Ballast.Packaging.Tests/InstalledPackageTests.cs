@@ -18,10 +18,7 @@ public class InstalledPackageTests
     private string _dir = null!;
 
     [OneTimeSetUp]
-    public async Task Install() => _root = await ScratchRoot.InstallAsync();
-
-    [OneTimeTearDown]
-    public void Uninstall() => _root.Dispose();
+    public async Task Install() => _root = await Package.InstalledAsync();
 
     [SetUp]
     public void SetUp()
@@ -112,7 +109,7 @@ public class InstalledPackageTests
     }
 
     /// <summary>The installed ballastd with the installed config, moved to the test's own directory and port.</summary>
-    private InstalledDaemon StartDaemon(int port, IDictionary<string, string>? env = null) =>
+    private InstalledDaemon StartDaemon(int port, IDictionary<string, string>? env = null, string? workingDirectory = null) =>
         InstalledDaemon.Start(Ballastd,
         [
             "--config", _root["/etc/ballast/ballastd.json"],
@@ -121,7 +118,7 @@ public class InstalledPackageTests
             "--nbd-listen", $"127.0.0.1:{port}",
             "--pool-size", "1GiB",
             "--volume", "pkg:64MiB",
-        ], env);
+        ], env, workingDirectory);
 
     [Test]
     public async Task Installed_ballastd_serves_a_volume_to_nbdinfo_and_ballastctl_and_stops_cleanly_on_SIGTERM()
@@ -160,17 +157,31 @@ public class InstalledPackageTests
     }
 
     [Test]
-    [Ignore("ballastd sends READY=1 about 20 ms before the control API socket exists (Kestrel starts after ReadinessService); for the lead to fix in the daemon")]
-    public async Task Installed_ballastd_tells_systemd_READY_only_once_the_API_socket_exists()
+    public async Task Installed_ballastd_tells_systemd_READY_only_once_ballastctl_can_reach_it()
     {
         var notifyPath = Path.Combine(_dir, "notify.sock");
         using var notify = new Socket(AddressFamily.Unix, SocketType.Dgram, ProtocolType.Unspecified);
         notify.Bind(new UnixDomainSocketEndPoint(notifyPath));
         await using var d = StartDaemon(InstalledDaemon.FreePort(), new Dictionary<string, string> { ["NOTIFY_SOCKET"] = notifyPath });
         await ReceiveUntilAsync(notify, "READY=1");
-        // `systemctl start ballastd && ballastctl ...` relies on this.
-        Assert.That(Path.Combine(_dir, "api.sock"), Does.Exist);
-        await d.StopAsync(Package.Limit);
+        // `systemctl start ballastd && ballastctl ...` relies on this: systemctl start returns on READY=1.
+        var status = await Tool.RunAsync(Ballastctl, ["--socket", Path.Combine(_dir, "api.sock"), "volume", "list"], Package.Limit);
+        Assert.That(status.ExitCode, Is.Zero, $"{status}\n{d.Output}");
+        Assert.That(status.Stdout, Does.Contain("pkg"));
+        Assert.That(await d.StopAsync(Package.Limit), Is.Zero, d.Output);
+    }
+
+    [Test]
+    public async Task Installed_ballastd_started_in_the_root_directory_as_systemd_does_watches_no_files()
+    {
+        var port = InstalledDaemon.FreePort();
+        await using var d = StartDaemon(port, workingDirectory: "/");
+        await d.WaitForAsync("stop with Ctrl-C or SIGTERM", Package.Limit);
+        // Every inotify watch is one "inotify wd:" line in the fdinfo of its inotify descriptor.
+        var watches = Directory.GetFiles($"/proc/{d.Pid}/fdinfo")
+            .Sum(f => { try { return File.ReadLines(f).Count(l => l.StartsWith("inotify wd:", StringComparison.Ordinal)); } catch (IOException) { return 0; } });
+        Assert.That(watches, Is.Zero, "a file watcher on the working directory walks the whole file system from /");
+        Assert.That(await d.StopAsync(Package.Limit), Is.Zero, d.Output);
     }
 
     /// <summary>Datagrams from the notify socket until one holds the text; all of them, joined.</summary>

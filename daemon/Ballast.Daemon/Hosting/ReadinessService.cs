@@ -8,12 +8,20 @@ using Microsoft.Extensions.Logging;
 namespace Ballast.Daemon.Hosting;
 
 /// <summary>
-/// Registered last, so it starts when the pool is open and every listener is bound: tells
-/// systemd READY=1 and prints how to attach the volumes. Stops first: STOPPING=1.
+/// Tells systemd READY=1 and prints how to attach the volumes once the host has started: the
+/// pool is open, every NBD listener is bound and so is the control API socket (Kestrel starts
+/// after the hosted services, so READY=1 waits for ApplicationStarted; `systemctl start
+/// ballastd && ballastctl ...` relies on it). Stops first: STOPPING=1.
 /// </summary>
-public sealed partial class ReadinessService(DaemonSettings settings, PoolService pool, NbdService nbd, SdNotify notify, ILogger<ReadinessService> log) : IHostedService
+public sealed partial class ReadinessService(DaemonSettings settings, PoolService pool, NbdService nbd, SdNotify notify, IHostApplicationLifetime lifetime, ILogger<ReadinessService> log) : IHostedService
 {
     public Task StartAsync(CancellationToken cancellationToken)
+    {
+        lifetime.ApplicationStarted.Register(AnnounceReady);
+        return Task.CompletedTask;
+    }
+
+    private void AnnounceReady()
     {
         var volumes = pool.Pool.ListVolumes();
         notify.Notify($"READY=1\nSTATUS=serving {volumes.Count} volume(s) over NBD\nMAINPID={Environment.ProcessId}");
@@ -40,7 +48,6 @@ public sealed partial class ReadinessService(DaemonSettings settings, PoolServic
             }
         }
         Hint(log, "stop with Ctrl-C or SIGTERM: in-flight I/O finishes and the pool is checkpointed");
-        return Task.CompletedTask;
     }
 
     public Task StopAsync(CancellationToken cancellationToken)

@@ -32,9 +32,16 @@ public sealed class InstalledDaemon : IAsyncDisposable
         return ((IPEndPoint)s.LocalEndPoint!).Port;
     }
 
-    public static InstalledDaemon Start(string program, IEnumerable<string> args, IDictionary<string, string>? env = null)
+    public int Pid => _process.Id;
+
+    /// <param name="workingDirectory">Where it runs; systemd starts services in "/" unless told otherwise.</param>
+    public static InstalledDaemon Start(string program, IEnumerable<string> args, IDictionary<string, string>? env = null, string? workingDirectory = null)
     {
         var psi = new ProcessStartInfo(program) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        if (workingDirectory != null)
+        {
+            psi.WorkingDirectory = workingDirectory;
+        }
         foreach (var a in args)
         {
             psi.ArgumentList.Add(a);
@@ -97,7 +104,9 @@ public sealed class InstalledDaemon : IAsyncDisposable
     {
         if (!_process.HasExited)
         {
-            Signals.Send(_process.Id, Signals.SigKill);
+            // The whole tree: a wrapper (setpriv, strace) killed alone would leave ballastd
+            // running, holding the output pipe this process waits to see closed.
+            _process.Kill(entireProcessTree: true);
             await _process.WaitForExitAsync();
         }
         _process.Dispose();

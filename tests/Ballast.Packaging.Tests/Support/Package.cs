@@ -22,11 +22,28 @@ public sealed partial class Package
     public static string Version =>
         VersionElement().Match(File.ReadAllText(Path.Combine(RepoPaths.Root, "Directory.Build.props"))).Groups[1].Value;
 
+    private static Task<ScratchRoot>? _installed;
+
     [OneTimeSetUp]
     public async Task BuildOnce()
     {
         Deb = await BuildAsync();
     }
+
+    [OneTimeTearDown]
+    public async Task RemoveInstalled()
+    {
+        if (_installed is { IsCompletedSuccessfully: true })
+        {
+            (await _installed).Dispose();
+        }
+    }
+
+    /// <summary>
+    /// One scratch root with the package installed, shared by the fixtures that only read it or
+    /// run its programs (each install unpacks the whole runtime, about 100 MB).
+    /// </summary>
+    public static Task<ScratchRoot> InstalledAsync() => _installed ??= ScratchRoot.InstallAsync();
 
     /// <summary>Runs the build script; returns the path it printed last.</summary>
     public static async Task<string> BuildAsync()
