@@ -6,7 +6,7 @@ namespace Ballast.Packaging.Tests;
 /// <summary>
 /// The unit's sandbox checked against what ballastd really does. No systemd runs as PID 1 on a
 /// build machine, so the unit cannot be started here; instead the installed ballastd serves as
-/// an unprivileged user with only the unit's capabilities, under strace, and every system call
+/// an unprivileged user with the unit's capabilities, under strace, and every system call
 /// and socket family it used must be one the unit allows. A call outside SystemCallFilter=
 /// would fail with EPERM under systemd (SystemCallErrorNumber=), and only there.
 /// </summary>
@@ -53,7 +53,9 @@ public partial class SandboxTests
 
         await using (var d = InstalledDaemon.Start(Tool.Require("setpriv", "util-linux"),
         [
-            $"--reuid={Uid}", $"--regid={Uid}", "--clear-groups", "--inh-caps=-all", $"--bounding-set=-all,{BoundingSet()}", "--",
+            // The unit's User=, CapabilityBoundingSet= and AmbientCapabilities=, as systemd applies them.
+            $"--reuid={Uid}", $"--regid={Uid}", "--clear-groups",
+            $"--bounding-set=-all,{Caps("CapabilityBoundingSet")}", $"--inh-caps=-all,{Caps("AmbientCapabilities")}", $"--ambient-caps=-all,{Caps("AmbientCapabilities")}", "--",
             Tool.Require("strace", "strace"), "-f", "-qq", "-o", trace,
             _root["/usr/bin/ballastd"], "--config", _root["/etc/ballast/ballastd.json"],
             "--data-dir", Path.Combine(_dir, "data"), "--api-socket", Path.Combine(_dir, "api.sock"),
@@ -97,9 +99,9 @@ public partial class SandboxTests
         await Tool.RunOkAsync(ctl, ["--socket", socket, "status"], Package.Limit);
     }
 
-    /// <summary>CapabilityBoundingSet= in setpriv's spelling: CAP_NET_BIND_SERVICE becomes +net_bind_service.</summary>
-    private string BoundingSet() =>
-        string.Join(',', _unit.Service("CapabilityBoundingSet").Split(' ', StringSplitOptions.RemoveEmptyEntries)
+    /// <summary>A capability list of the unit in setpriv's spelling: CAP_NET_BIND_SERVICE becomes +net_bind_service.</summary>
+    private string Caps(string key) =>
+        string.Join(',', _unit.Service(key).Split(' ', StringSplitOptions.RemoveEmptyEntries)
             .Select(c => "+" + c["CAP_".Length..].ToLowerInvariant()));
 
     /// <summary>System call names of the filter's groups (@system-service ...), nested groups included, as systemd-analyze lists them.</summary>
