@@ -6,7 +6,7 @@ set -euo pipefail
 packages=(
   qemu-system-x86 qemu-utils qemu-block-extra busybox-static kmod cpio
   nbd-client open-iscsi e2fsprogs libnbd-bin python3-libnbd nbdkit fio libiscsi-bin tgt
-  iproute2 iptables systemd dpkg-dev fakeroot python3 curl
+  iproute2 iptables systemd dpkg-dev fakeroot python3 curl strace
 )
 
 missing=()

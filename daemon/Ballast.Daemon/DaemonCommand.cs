@@ -74,7 +74,10 @@ public static class DaemonCommand
         var logger = LogSetup.Create(settings.LogLevel);
         try
         {
-            var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { Args = [] });
+            // ballastd reads no appsettings.json, so the host must not watch for one: its watcher
+            // covers the working directory recursively, which under systemd is "/" (tens of
+            // thousands of inotify watches) and otherwise often holds the pool (an event per write).
+            var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { Args = ["--hostBuilder:reloadConfigOnChange=false"] });
             builder.Logging.ClearProviders();
             builder.Logging.AddSerilog(logger);
             builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromSeconds(90));
