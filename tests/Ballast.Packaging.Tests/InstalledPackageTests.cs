@@ -115,7 +115,7 @@ public class InstalledPackageTests
             "--config", _root["/etc/ballast/ballastd.json"],
             "--data-dir", Path.Combine(_dir, "data"),
             "--api-socket", Path.Combine(_dir, "api.sock"),
-            "--nbd-listen", $"127.0.0.1:{port}",
+            "--nbd-listen", $"127.0.0.1:{port}", "--iscsi-listen", "off",
             "--pool-size", "1GiB",
             "--volume", "pkg:64MiB",
         ], env, workingDirectory);

@@ -59,7 +59,7 @@ public partial class SandboxTests
             Tool.Require("strace", "strace"), "-f", "-qq", "-o", trace,
             _root["/usr/bin/ballastd"], "--config", _root["/etc/ballast/ballastd.json"],
             "--data-dir", Path.Combine(_dir, "data"), "--api-socket", Path.Combine(_dir, "api.sock"),
-            "--nbd-listen", $"127.0.0.1:{port}", "--pool-size", "1GiB", "--volume", "pkg:64MiB",
+            "--nbd-listen", $"127.0.0.1:{port}", "--iscsi-listen", "off", "--pool-size", "1GiB", "--volume", "pkg:64MiB",
         ], new Dictionary<string, string> { ["HOME"] = _dir }, workingDirectory: "/"))
         {
             // .NET starts several times slower under strace.
