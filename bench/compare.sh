@@ -46,6 +46,7 @@ rm -rf "$dir"; mkdir -p "$dir"
 pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  [ -z "${tgt_pid:-}" ] || kill -9 "$tgt_pid" 2>/dev/null || true  # tgtd ignores SIGTERM while it has targets
   wait 2>/dev/null || true
   rm -rf "$dir"
 }
@@ -133,8 +134,9 @@ if [[ " $sections " == *" nbd "* ]]; then
 fi
 
 if [[ " $sections " == *" iscsi "* ]]; then
+  if pgrep -x tgtd >/dev/null; then echo "a tgtd is already running (tgtadm would talk to it): stop it first" >&2; exit 2; fi
   tgtd -f --iscsi portal="127.0.0.1:$tgt_port" >"$dir/tgtd.log" 2>&1 &
-  pids+=($!)
+  tgt_pid=$!
   sleep 1
   tgtadm --lld iscsi --op new --mode target --tid 1 -T iqn.2026-11.bench:tgt
   tgtadm --lld iscsi --op new --mode logicalunit --tid 1 --lun 1 -b "$dir/raw.dat" --bsoflags direct --blocksize 4096

@@ -100,6 +100,7 @@ public static class DaemonCommand
             builder.Services.AddHostedService(sp => sp.GetRequiredService<RateSampler>());
             builder.Services.AddHostedService<ReadinessService>();
             builder.Services.AddHostedService<WatchdogService>();
+            builder.Services.AddHostedService<HangupService>();
             using var app = BuildApp(builder, settings);
             try
             {

@@ -59,7 +59,7 @@ public class UnitFileTests
         Assert.That(_unit.Service("Type"), Is.EqualTo("notify"));
         Assert.That(_unit.Service("WatchdogSec"), Is.Not.Empty);
         Assert.That(_unit.Service("RestartPreventExitStatus"), Is.EqualTo(DaemonCommand.ExitBadSettings.ToString(CultureInfo.InvariantCulture)), "a bad setting is not retried");
-        // ballastd has no reload: SIGHUP is not handled and ends it like a crash.
+        // ballastd has no reload (SIGHUP is logged and ignored).
         Assert.That(_unit.All("Service", "ExecReload"), Is.Empty);
     }
 

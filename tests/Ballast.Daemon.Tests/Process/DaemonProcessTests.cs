@@ -100,6 +100,16 @@ public class DaemonProcessTests
             }
         }
         Assert.That(pings, Is.EqualTo(3), "WATCHDOG=1 arrives regularly");
+        // No reload: SIGHUP is logged and ignored, the volume stays served.
+        Ballast.TestSupport.Interop.Signals.Send(d.Pid, Ballast.TestSupport.Interop.Signals.SigHup);
+        var deadline = DateTime.UtcNow.AddSeconds(30);
+        while (!d.Output.Contains("SIGHUP ignored", StringComparison.Ordinal) && DateTime.UtcNow < deadline)
+        {
+            await Task.Delay(50);
+        }
+        Assert.That(d.Output, Does.Contain("SIGHUP ignored"));
+        var (again, _, _) = await OpenAsync(d.Endpoint, "a");
+        await again.DisposeAsync();
         Ballast.TestSupport.Interop.Signals.Send(d.Pid, Ballast.TestSupport.Interop.Signals.SigTerm);
         string stopping;
         do

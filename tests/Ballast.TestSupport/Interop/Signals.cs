@@ -5,6 +5,7 @@ namespace Ballast.TestSupport.Interop;
 /// <summary>kill(2): tests stop daemons with SIGTERM (graceful) or SIGKILL (crash).</summary>
 public static partial class Signals
 {
+    public const int SigHup = 1;
     public const int SigTerm = 15;
     public const int SigKill = 9;
     public const int SigInt = 2;
