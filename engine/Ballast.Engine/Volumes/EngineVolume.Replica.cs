@@ -101,6 +101,7 @@ public sealed partial class EngineVolume
         }
     }
 
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
     private async ValueTask SubmitReplicaAsync(RecordKind kind, long lba, int blocks, ReadOnlyMemory<byte> payload, RecordFlags flags, long explicitLsn, long dataLsn)
     {
         var appender = _pool.Appender;

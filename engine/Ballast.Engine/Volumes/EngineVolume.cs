@@ -294,6 +294,7 @@ public sealed partial class EngineVolume : IBlockVolume
     }
 
     /// <summary>Sub-block write: reads the partial edge blocks, overlays the new bytes, appends whole blocks.</summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
     private async ValueTask ReadModifyWriteAsync(long offset, ReadOnlyMemory<byte> source, WriteFlags flags)
     {
         var end = offset + source.Length;
@@ -355,6 +356,7 @@ public sealed partial class EngineVolume : IBlockVolume
         Interlocked.Increment(ref c.Flushes);
     }
 
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
     public async ValueTask TrimAsync(long offset, long length, CancellationToken cancellationToken = default)
     {
         await MeasuredClearAsync(offset, length, RecordKind.Trim, cancellationToken).ConfigureAwait(false);
@@ -362,6 +364,7 @@ public sealed partial class EngineVolume : IBlockVolume
         Interlocked.Add(ref _state.Counters.TrimBytes, length);
     }
 
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
     public async ValueTask WriteZeroesAsync(long offset, long length, bool mayDeallocate, CancellationToken cancellationToken = default)
     {
         await MeasuredClearAsync(offset, length, mayDeallocate ? RecordKind.Trim : RecordKind.Zero, cancellationToken).ConfigureAwait(false);
@@ -369,6 +372,7 @@ public sealed partial class EngineVolume : IBlockVolume
         Interlocked.Add(ref _state.Counters.ZeroBytes, length);
     }
 
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
     private async ValueTask MeasuredClearAsync(long offset, long length, RecordKind kind, CancellationToken ct)
     {
         var c = _state.Counters;
@@ -392,6 +396,7 @@ public sealed partial class EngineVolume : IBlockVolume
     /// Trim or zero: whole blocks become metadata-only records (no data stored); partial edge
     /// blocks get zeroes written into them, so the range always reads back as zeroes.
     /// </summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
     private async ValueTask ClearAsync(long offset, long length, RecordKind kind, CancellationToken ct)
     {
         CheckWritable();

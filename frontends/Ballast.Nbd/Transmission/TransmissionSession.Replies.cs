@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Buffers.Binary;
 using System.Text;
 using Ballast.Engine.Volumes;
@@ -65,6 +66,7 @@ internal sealed partial class TransmissionSession
         }
     }
 
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
     private async ValueTask FlushAsync()
     {
         if (_sendUsed == 0 || _broken)
@@ -83,6 +85,7 @@ internal sealed partial class TransmissionSession
         _sendUsed = 0;
     }
 
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
     private async ValueTask ReserveAsync(int bytes)
     {
         if (_sendUsed + bytes > _send.Length)
@@ -91,6 +94,7 @@ internal sealed partial class TransmissionSession
         }
     }
 
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
     private async ValueTask WriteReplyAsync(RequestSlot s)
     {
         if (!Structured)
@@ -157,6 +161,7 @@ internal sealed partial class TransmissionSession
     }
 
     /// <summary>Small data is copied into the send buffer; large data is written from where it is.</summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
     private async ValueTask PutDataAsync(ReadOnlyMemory<byte> data)
     {
         if (data.Length <= CopyLimit)
@@ -173,6 +178,7 @@ internal sealed partial class TransmissionSession
         }
     }
 
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
     private async ValueTask PutErrorChunkAsync(RequestSlot s)
     {
         var message = s.Message ?? "";
@@ -193,6 +199,7 @@ internal sealed partial class TransmissionSession
         _sendUsed = end;
     }
 
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
     private async ValueTask PutReadChunksAsync(RequestSlot s)
     {
         var data = s.Buffer.AsMemory(0, (int)s.Length);
@@ -248,6 +255,7 @@ internal sealed partial class TransmissionSession
         }
     }
 
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
     private async ValueTask PutDataChunkAsync(ulong cookie, bool last, ulong offset, ReadOnlyMemory<byte> data)
     {
         await ReserveAsync(28).ConfigureAwait(false);
@@ -256,6 +264,7 @@ internal sealed partial class TransmissionSession
         await PutDataAsync(data).ConfigureAwait(false);
     }
 
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
     private async ValueTask PutBlockStatusAsync(RequestSlot s)
     {
         var n = (s.Flags & CommandFlags.ReqOne) != 0 ? Math.Min(1, s.RangeCount) : s.RangeCount;

@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Buffers;
 using System.Buffers.Binary;
 using Ballast.Engine.Volumes;
@@ -145,6 +146,7 @@ internal sealed partial class TransmissionSession
     }
 
     /// <summary>Makes at least <paramref name="count"/> bytes available in the receive buffer; false at a clean end of stream.</summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
     private async ValueTask<bool> FillAsync(int count, CancellationToken ct)
     {
         if (_recvEnd - _recvStart >= count)
@@ -174,6 +176,7 @@ internal sealed partial class TransmissionSession
     }
 
     /// <summary>Copies a write payload: first what the receive buffer already holds, the rest straight from the stream.</summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
     private async ValueTask ReceivePayloadAsync(Memory<byte> target, CancellationToken ct)
     {
         var have = Math.Min(_recvEnd - _recvStart, target.Length);
