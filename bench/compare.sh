@@ -142,7 +142,7 @@ if [[ " $sections " == *" iscsi "* ]]; then
   tgtadm --lld iscsi --op new --mode logicalunit --tid 1 --lun 1 -b "$dir/raw.dat" --bsoflags direct --blocksize 4096
   tgtadm --lld iscsi --op bind --mode target --tid 1 -I ALL
   b_url="iscsi://127.0.0.1:$iscsi_port/$iqn/0"; t_url="iscsi://127.0.0.1:$tgt_port/iqn.2026-11.bench:tgt/1"
-  perf() { timeout -s INT $((seconds + 5)) iscsi-perf -r -m 32 -b 1 "$1" 2>&1 | tr '\r' '\n' | sed -n 's/.*iops average \([0-9]*\).*/\1/p' | tail -1; }
+  perf() { { timeout -s INT $((seconds + 5)) iscsi-perf -r -m 32 -b 1 "$1" 2>&1 || true; } | tr '\r' '\n' | sed -n 's/.*iops average \([0-9]*\).*/\1/p' | tail -1; }
   qbench() { # 4 KiB sequential writes QD32, a flush every 32; prints IOPS
     local count=$((seconds * 20000))
     qemu-img bench -w -c "$count" -d 32 -s 4096 -S 4096 -t none --flush-interval=32 -f raw "$1" 2>&1 |
