@@ -1,4 +1,5 @@
 using System.Runtime.CompilerServices;
+using Ballast.Engine.Async;
 using Ballast.Engine.Log;
 using Ballast.Engine.Replication;
 
@@ -20,7 +21,7 @@ public sealed partial class EngineVolume
     /// refused (a replaced primary must not write); a record at or below the LSN already held is
     /// a duplicate and is acknowledged without effect.
     /// </summary>
-    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    [AsyncMethodBuilder(typeof(PooledValueTaskBuilder))]
     public async ValueTask ApplyReplicatedAsync(ReplicatedRecord rec, ReadOnlyMemory<byte> payload)
     {
         CheckReplicated(rec.Epoch, rec.Lba, rec.BlockCount, rec.Kind, payload);
@@ -35,7 +36,7 @@ public sealed partial class EngineVolume
     /// Applies a resync copy: data (or zeroes, or a hole) as the primary held it at <paramref name="dataLsn"/>,
     /// written only where this replica holds something older.
     /// </summary>
-    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    [AsyncMethodBuilder(typeof(PooledValueTaskBuilder))]
     public async ValueTask ApplyResyncAsync(RecordKind kind, uint epoch, long lba, int blocks, ReadOnlyMemory<byte> payload, long dataLsn, bool force = false)
     {
         CheckReplicated(epoch, lba, blocks, kind, payload);
@@ -101,7 +102,7 @@ public sealed partial class EngineVolume
         }
     }
 
-    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    [AsyncMethodBuilder(typeof(PooledValueTaskBuilder))]
     private async ValueTask SubmitReplicaAsync(RecordKind kind, long lba, int blocks, ReadOnlyMemory<byte> payload, RecordFlags flags, long explicitLsn, long dataLsn)
     {
         var appender = _pool.Appender;

@@ -1,5 +1,6 @@
 using System.Buffers;
 using System.Runtime.CompilerServices;
+using Ballast.Engine.Async;
 using Ballast.Engine.Log;
 using Ballast.Engine.Maps;
 
@@ -40,7 +41,7 @@ public sealed partial class EngineVolume : IBlockVolume
 
     private int MaxRecordBlocks => Math.Min(256, _pool.Appender.MaxBatchBlocks);
 
-    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    [AsyncMethodBuilder(typeof(PooledValueTaskBuilder))]
     public async ValueTask ReadAsync(long offset, Memory<byte> destination, CancellationToken cancellationToken = default)
     {
         CheckRange(offset, destination.Length);
@@ -80,7 +81,7 @@ public sealed partial class EngineVolume : IBlockVolume
     }
 
     /// <summary>Reads without the client range check (RMW reads the whole last block, which may pass the volume end).</summary>
-    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    [AsyncMethodBuilder(typeof(PooledValueTaskBuilder))]
     private async ValueTask ReadBlocksAsync(long offset, Memory<byte> dst)
     {
         var epoch = _pool.Epoch.Enter();
@@ -152,7 +153,7 @@ public sealed partial class EngineVolume : IBlockVolume
         }
     }
 
-    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    [AsyncMethodBuilder(typeof(PooledValueTaskBuilder))]
     public async ValueTask WriteAsync(long offset, ReadOnlyMemory<byte> source, WriteFlags flags, CancellationToken cancellationToken = default)
     {
         CheckWritable();
@@ -180,7 +181,7 @@ public sealed partial class EngineVolume : IBlockVolume
         Interlocked.Add(ref c.WriteBytes, source.Length);
     }
 
-    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    [AsyncMethodBuilder(typeof(PooledValueTaskBuilder))]
     private async ValueTask WriteCoreAsync(long offset, ReadOnlyMemory<byte> source, WriteFlags flags, CancellationToken cancellationToken)
     {
         if ((offset & (PoolLayout.BlockSize - 1)) == 0 && (source.Length & (PoolLayout.BlockSize - 1)) == 0)
@@ -210,7 +211,7 @@ public sealed partial class EngineVolume : IBlockVolume
     }
 
     /// <summary>Appends whole blocks, split into records the appender can batch; chunks go out together.</summary>
-    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    [AsyncMethodBuilder(typeof(PooledValueTaskBuilder))]
     private async ValueTask AppendDataAsync(long block, ReadOnlyMemory<byte> data, WriteFlags flags)
     {
         var blocks = data.Length >> PoolLayout.BlockShift;
@@ -258,7 +259,7 @@ public sealed partial class EngineVolume : IBlockVolume
         }
     }
 
-    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    [AsyncMethodBuilder(typeof(PooledValueTaskBuilder))]
     private async ValueTask SubmitAsync(RecordKind kind, long lba, int blocks, ReadOnlyMemory<byte> payload, WriteFlags flags)
     {
         var appender = _pool.Appender;
@@ -294,7 +295,7 @@ public sealed partial class EngineVolume : IBlockVolume
     }
 
     /// <summary>Sub-block write: reads the partial edge blocks, overlays the new bytes, appends whole blocks.</summary>
-    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    [AsyncMethodBuilder(typeof(PooledValueTaskBuilder))]
     private async ValueTask ReadModifyWriteAsync(long offset, ReadOnlyMemory<byte> source, WriteFlags flags)
     {
         var end = offset + source.Length;
@@ -328,7 +329,7 @@ public sealed partial class EngineVolume : IBlockVolume
         }
     }
 
-    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    [AsyncMethodBuilder(typeof(PooledValueTaskBuilder))]
     public async ValueTask FlushAsync(CancellationToken cancellationToken = default)
     {
         var appender = _pool.Appender;
@@ -356,7 +357,7 @@ public sealed partial class EngineVolume : IBlockVolume
         Interlocked.Increment(ref c.Flushes);
     }
 
-    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    [AsyncMethodBuilder(typeof(PooledValueTaskBuilder))]
     public async ValueTask TrimAsync(long offset, long length, CancellationToken cancellationToken = default)
     {
         await MeasuredClearAsync(offset, length, RecordKind.Trim, cancellationToken).ConfigureAwait(false);
@@ -364,7 +365,7 @@ public sealed partial class EngineVolume : IBlockVolume
         Interlocked.Add(ref _state.Counters.TrimBytes, length);
     }
 
-    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    [AsyncMethodBuilder(typeof(PooledValueTaskBuilder))]
     public async ValueTask WriteZeroesAsync(long offset, long length, bool mayDeallocate, CancellationToken cancellationToken = default)
     {
         await MeasuredClearAsync(offset, length, mayDeallocate ? RecordKind.Trim : RecordKind.Zero, cancellationToken).ConfigureAwait(false);
@@ -372,7 +373,7 @@ public sealed partial class EngineVolume : IBlockVolume
         Interlocked.Add(ref _state.Counters.ZeroBytes, length);
     }
 
-    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    [AsyncMethodBuilder(typeof(PooledValueTaskBuilder))]
     private async ValueTask MeasuredClearAsync(long offset, long length, RecordKind kind, CancellationToken ct)
     {
         var c = _state.Counters;
@@ -396,7 +397,7 @@ public sealed partial class EngineVolume : IBlockVolume
     /// Trim or zero: whole blocks become metadata-only records (no data stored); partial edge
     /// blocks get zeroes written into them, so the range always reads back as zeroes.
     /// </summary>
-    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    [AsyncMethodBuilder(typeof(PooledValueTaskBuilder))]
     private async ValueTask ClearAsync(long offset, long length, RecordKind kind, CancellationToken ct)
     {
         CheckWritable();

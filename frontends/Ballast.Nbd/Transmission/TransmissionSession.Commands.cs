@@ -1,4 +1,5 @@
 using System.Runtime.CompilerServices;
+using Ballast.Engine.Async;
 using Ballast.Engine.Volumes;
 using Ballast.Nbd.Protocol;
 
@@ -103,7 +104,7 @@ internal sealed partial class TransmissionSession
         return true;
     }
 
-    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    [AsyncMethodBuilder(typeof(PooledValueTaskBuilder))]
     private async ValueTask ExecuteAsync(RequestSlot s)
     {
         var offset = (long)s.Offset;

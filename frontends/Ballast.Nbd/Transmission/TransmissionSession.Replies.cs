@@ -1,4 +1,5 @@
 using System.Runtime.CompilerServices;
+using Ballast.Engine.Async;
 using System.Buffers.Binary;
 using System.Text;
 using Ballast.Engine.Volumes;
@@ -66,7 +67,7 @@ internal sealed partial class TransmissionSession
         }
     }
 
-    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    [AsyncMethodBuilder(typeof(PooledValueTaskBuilder))]
     private async ValueTask FlushAsync()
     {
         if (_sendUsed == 0 || _broken)
@@ -85,7 +86,7 @@ internal sealed partial class TransmissionSession
         _sendUsed = 0;
     }
 
-    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    [AsyncMethodBuilder(typeof(PooledValueTaskBuilder))]
     private async ValueTask ReserveAsync(int bytes)
     {
         if (_sendUsed + bytes > _send.Length)
@@ -94,7 +95,7 @@ internal sealed partial class TransmissionSession
         }
     }
 
-    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    [AsyncMethodBuilder(typeof(PooledValueTaskBuilder))]
     private async ValueTask WriteReplyAsync(RequestSlot s)
     {
         if (!Structured)
@@ -161,7 +162,7 @@ internal sealed partial class TransmissionSession
     }
 
     /// <summary>Small data is copied into the send buffer; large data is written from where it is.</summary>
-    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    [AsyncMethodBuilder(typeof(PooledValueTaskBuilder))]
     private async ValueTask PutDataAsync(ReadOnlyMemory<byte> data)
     {
         if (data.Length <= CopyLimit)
@@ -178,7 +179,7 @@ internal sealed partial class TransmissionSession
         }
     }
 
-    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    [AsyncMethodBuilder(typeof(PooledValueTaskBuilder))]
     private async ValueTask PutErrorChunkAsync(RequestSlot s)
     {
         var message = s.Message ?? "";
@@ -199,7 +200,7 @@ internal sealed partial class TransmissionSession
         _sendUsed = end;
     }
 
-    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    [AsyncMethodBuilder(typeof(PooledValueTaskBuilder))]
     private async ValueTask PutReadChunksAsync(RequestSlot s)
     {
         var data = s.Buffer.AsMemory(0, (int)s.Length);
@@ -255,7 +256,7 @@ internal sealed partial class TransmissionSession
         }
     }
 
-    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    [AsyncMethodBuilder(typeof(PooledValueTaskBuilder))]
     private async ValueTask PutDataChunkAsync(ulong cookie, bool last, ulong offset, ReadOnlyMemory<byte> data)
     {
         await ReserveAsync(28).ConfigureAwait(false);
@@ -264,7 +265,7 @@ internal sealed partial class TransmissionSession
         await PutDataAsync(data).ConfigureAwait(false);
     }
 
-    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    [AsyncMethodBuilder(typeof(PooledValueTaskBuilder))]
     private async ValueTask PutBlockStatusAsync(RequestSlot s)
     {
         var n = (s.Flags & CommandFlags.ReqOne) != 0 ? Math.Min(1, s.RangeCount) : s.RangeCount;

@@ -1,4 +1,5 @@
 using System.Runtime.CompilerServices;
+using Ballast.Engine.Async;
 using System.Buffers;
 using System.Buffers.Binary;
 using Ballast.Engine.Volumes;
@@ -176,7 +177,7 @@ internal sealed partial class TransmissionSession
     }
 
     /// <summary>Copies a write payload: first what the receive buffer already holds, the rest straight from the stream.</summary>
-    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    [AsyncMethodBuilder(typeof(PooledValueTaskBuilder))]
     private async ValueTask ReceivePayloadAsync(Memory<byte> target, CancellationToken ct)
     {
         var have = Math.Min(_recvEnd - _recvStart, target.Length);
