@@ -106,24 +106,9 @@ public sealed partial class EngineVolume
     private async ValueTask SubmitReplicaAsync(RecordKind kind, long lba, int blocks, ReadOnlyMemory<byte> payload, RecordFlags flags, long explicitLsn, long dataLsn)
     {
         var appender = _pool.Appender;
-        var r = appender.Rent();
-        r.Desc.Kind = kind;
-        r.Desc.Lba = lba;
-        r.Desc.BlockCount = blocks;
-        r.Desc.Flags = flags;
+        var r = RentRecord(kind, lba, blocks, payload, flags);
         r.Desc.Aux = dataLsn;
         r.ExplicitLsn = explicitLsn;
-        r.Volume = _state;
-        r.UseReserve = kind != RecordKind.Data;
-        if (kind == RecordKind.Data)
-        {
-            r.Payload = payload;
-            var span = payload.Span;
-            for (var i = 0; i < blocks; i++)
-            {
-                r.Crcs[i] = Crc32C.Compute(span.Slice(i << PoolLayout.BlockShift, PoolLayout.BlockSize));
-            }
-        }
         try
         {
             await appender.SubmitAsync(r).ConfigureAwait(false);

@@ -263,22 +263,7 @@ public sealed partial class EngineVolume : IBlockVolume
     private async ValueTask SubmitAsync(RecordKind kind, long lba, int blocks, ReadOnlyMemory<byte> payload, WriteFlags flags)
     {
         var appender = _pool.Appender;
-        var r = appender.Rent();
-        r.Desc.Kind = kind;
-        r.Desc.Lba = lba;
-        r.Desc.BlockCount = blocks;
-        r.Desc.Flags = (flags & WriteFlags.Fua) != 0 ? RecordFlags.Fua : RecordFlags.None;
-        r.Volume = _state;
-        r.UseReserve = kind != RecordKind.Data;
-        if (kind == RecordKind.Data)
-        {
-            r.Payload = payload;
-            var span = payload.Span;
-            for (var i = 0; i < blocks; i++)
-            {
-                r.Crcs[i] = Crc32C.Compute(span.Slice(i << PoolLayout.BlockShift, PoolLayout.BlockSize));
-            }
-        }
+        var r = RentRecord(kind, lba, blocks, payload, (flags & WriteFlags.Fua) != 0 ? RecordFlags.Fua : RecordFlags.None);
         ValueTask replicas;
         try
         {
@@ -292,6 +277,28 @@ public sealed partial class EngineVolume : IBlockVolume
         }
         // A replicated record completes when the replicas have it too (the payload stays valid until then).
         await replicas.ConfigureAwait(false);
+    }
+
+    /// <summary>An append request for one record of this volume; data records carry their payload and a CRC per block.</summary>
+    private AppendRequest RentRecord(RecordKind kind, long lba, int blocks, ReadOnlyMemory<byte> payload, RecordFlags flags)
+    {
+        var r = _pool.Appender.Rent();
+        r.Desc.Kind = kind;
+        r.Desc.Lba = lba;
+        r.Desc.BlockCount = blocks;
+        r.Desc.Flags = flags;
+        r.Volume = _state;
+        r.UseReserve = kind != RecordKind.Data;
+        if (kind == RecordKind.Data)
+        {
+            r.Payload = payload;
+            var span = payload.Span;
+            for (var i = 0; i < blocks; i++)
+            {
+                r.Crcs[i] = Crc32C.Compute(span.Slice(i << PoolLayout.BlockShift, PoolLayout.BlockSize));
+            }
+        }
+        return r;
     }
 
     /// <summary>Sub-block write: reads the partial edge blocks, overlays the new bytes, appends whole blocks.</summary>

@@ -471,35 +471,33 @@ internal sealed class PersistentReservations
                 _type = newType;
                 _holder = ReservationTypes.AllRegistrants(newType) ? null : mine;
             }
-            else
+            else if (!PreemptRegistrations(t, n, mine, saKey))
             {
-                if (saKey == 0)
-                {
-                    t.CheckCondition(SenseKey.IllegalRequest, Asc.InvalidFieldInParameterList);
-                    return false;
-                }
-                if (RemoveWhere(r => r.Key == saKey && !ReferenceEquals(r, mine), n) == 0)
-                {
-                    t.ReservationConflict();
-                    return false;
-                }
+                return false;
             }
         }
-        else
+        else if (!PreemptRegistrations(t, n, mine, saKey))
         {
-            if (saKey == 0)
-            {
-                t.CheckCondition(SenseKey.IllegalRequest, Asc.InvalidFieldInParameterList);
-                return false;
-            }
-            if (RemoveWhere(r => r.Key == saKey && !ReferenceEquals(r, mine), n) == 0)
-            {
-                t.ReservationConflict();
-                return false;
-            }
+            return false;
         }
         _generation++;
         t.Good();
+        return true;
+    }
+
+    /// <summary>PREEMPT that leaves the reservation alone: removes the registrations holding the service action key (SPC-4 PERSISTENT RESERVE OUT, PREEMPT).</summary>
+    private bool PreemptRegistrations(ScsiTask t, LunNexus n, Registration mine, ulong saKey)
+    {
+        if (saKey == 0)
+        {
+            t.CheckCondition(SenseKey.IllegalRequest, Asc.InvalidFieldInParameterList);
+            return false;
+        }
+        if (RemoveWhere(r => r.Key == saKey && !ReferenceEquals(r, mine), n) == 0)
+        {
+            t.ReservationConflict();
+            return false;
+        }
         return true;
     }
 

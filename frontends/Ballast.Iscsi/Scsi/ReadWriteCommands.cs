@@ -60,18 +60,7 @@ internal static class ReadWriteCommands
             t.InvalidFieldInCdb(); // BYTCHK 10b is reserved
             return default;
         }
-        if (!BlockRange.Check(t, lba, blocks) || !BlockRange.CheckTransfer(t, blocks))
-        {
-            return default;
-        }
-        if (blocks == 0)
-        {
-            t.Good();
-            return default;
-        }
-        var bytes = (int)blocks << t.Lu.BlockShift;
-        t.TransferLength = bytes;
-        if (!Residual(t, ref bytes))
+        if (!BeginWrite(t, lba, blocks, out var bytes))
         {
             return default;
         }
@@ -79,6 +68,28 @@ internal static class ReadWriteCommands
             || t.Cdb[0] is ScsiOpcodes.WriteAndVerify10 or ScsiOpcodes.WriteAndVerify12 or ScsiOpcodes.WriteAndVerify16
             || !t.Lu.Mode.WriteCacheEnabled;
         return WriteAsync(t, lba, bytes, fua ? WriteFlags.Fua : WriteFlags.None);
+    }
+
+    /// <summary>
+    /// Checks the range and transfer length and sets the expected transfer; false when the command
+    /// is already answered (an error, or GOOD for nothing to write). <paramref name="bytes"/> is
+    /// what to write.
+    /// </summary>
+    private static bool BeginWrite(ScsiTask t, ulong lba, uint blocks, out int bytes)
+    {
+        bytes = 0;
+        if (!BlockRange.Check(t, lba, blocks) || !BlockRange.CheckTransfer(t, blocks))
+        {
+            return false;
+        }
+        if (blocks == 0)
+        {
+            t.Good();
+            return false;
+        }
+        bytes = (int)blocks << t.Lu.BlockShift;
+        t.TransferLength = bytes;
+        return Residual(t, ref bytes);
     }
 
     /// <summary>
@@ -216,18 +227,7 @@ internal static class ReadWriteCommands
             t.InvalidFieldInCdb();
             return default;
         }
-        if (!BlockRange.Check(t, lba, blocks) || !BlockRange.CheckTransfer(t, blocks))
-        {
-            return default;
-        }
-        if (blocks == 0)
-        {
-            t.Good();
-            return default;
-        }
-        var bytes = (int)blocks << t.Lu.BlockShift;
-        t.TransferLength = bytes;
-        if (!Residual(t, ref bytes))
+        if (!BeginWrite(t, lba, blocks, out var bytes))
         {
             return default;
         }

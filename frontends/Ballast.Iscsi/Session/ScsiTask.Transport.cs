@@ -114,18 +114,7 @@ internal sealed partial class ScsiTask
         }
         if (vt.IsCompleted)
         {
-            // GetResult also hands a pooled value-task source back to its owner.
-            Exception? error = null;
-            try
-            {
-                vt.GetAwaiter().GetResult();
-            }
-            catch (Exception e)
-            {
-                error = e;
-            }
-            AfterHandler(error);
-            Finish();
+            Complete(vt);
             return;
         }
         _pending = vt;
@@ -136,6 +125,12 @@ internal sealed partial class ScsiTask
     {
         var vt = _pending;
         _pending = default;
+        Complete(vt);
+    }
+
+    /// <summary>Takes the handler's outcome (GetResult also hands a pooled value-task source back to its owner) and finishes the command.</summary>
+    private void Complete(ValueTask vt)
+    {
         Exception? error = null;
         try
         {
