@@ -3,23 +3,15 @@ using System.Text;
 
 namespace Ballast.Iscsi.Tests.Support;
 
-/// <summary>Runs external tools (libiscsi utilities, qemu-img, the VM harness) with a timeout.</summary>
+/// <summary>
+/// Runs external tools (libiscsi utilities, qemu-img, the VM harness) with a timeout. Unlike
+/// <see cref="Ballast.TestSupport.Tool.RunAsync"/> it interleaves stdout and stderr, streams lines
+/// (VM progress) and reports a timeout as a result instead of failing the test.
+/// </summary>
 public static class Tools
 {
     /// <summary>Fails the test with the Debian package to install when a tool is missing.</summary>
-    public static string Require(string tool, string package)
-    {
-        foreach (var dir in (Environment.GetEnvironmentVariable("PATH") ?? "/usr/bin").Split(':').Concat(["/usr/sbin", "/sbin"]))
-        {
-            var path = Path.Combine(dir, tool);
-            if (File.Exists(path))
-            {
-                return path;
-            }
-        }
-        Assert.Fail($"{tool} is missing: apt-get install {package}");
-        return tool;
-    }
+    public static string Require(string tool, string package) => Ballast.TestSupport.Tool.Require(tool, package);
 
     public sealed record Result(int ExitCode, string Output)
     {
@@ -82,13 +74,5 @@ public static class Tools
     }
 
     /// <summary>The repository root (for tests/vm).</summary>
-    public static string RepoRoot()
-    {
-        var dir = new DirectoryInfo(TestContext.CurrentContext.TestDirectory);
-        while (dir != null && !File.Exists(Path.Combine(dir.FullName, "Ballast.slnx")))
-        {
-            dir = dir.Parent;
-        }
-        return dir?.FullName ?? throw new InvalidOperationException("repository root not found");
-    }
+    public static string RepoRoot() => Ballast.TestSupport.RepoPaths.Root;
 }
