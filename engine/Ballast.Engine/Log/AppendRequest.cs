@@ -47,9 +47,16 @@ internal sealed class AppendRequest : IValueTaskSource
 
     public short Version => _core.Version;
 
+    /// <summary>Runs the submitter's continuation on the thread that completes the request (see WriteFlags.CompleteInline).</summary>
+    public bool CompleteInline
+    {
+        set => _core.RunContinuationsAsynchronously = !value;
+    }
+
     public void Reset()
     {
         _core.Reset();
+        _core.RunContinuationsAsynchronously = true;
         Op = AppendOp.Record;
         Desc = default;
         Volume = null;

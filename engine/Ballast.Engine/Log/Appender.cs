@@ -668,19 +668,14 @@ internal sealed class Appender : IDisposable
             Appended?.Invoke(bytes.Length);
         }
         // Complete what needs no sync before syncing: their latency should not include it.
-        foreach (var r in _batchItems)
+        Async.CompletionBatch.Open();
+        try
         {
-            if (r.SplitRemaining > 0)
-            {
-                // Only its head was written: it goes on in the next batch, in the same place in line.
-                AdvanceSplit(r);
-                r.SplitRemaining = 0;
-                continue;
-            }
-            if ((r.Desc.Flags & RecordFlags.Fua) == 0)
-            {
-                r.Complete();
-            }
+            CompleteWritten();
+        }
+        finally
+        {
+            Async.CompletionBatch.Close();
         }
         if (needSync)
         {
@@ -694,6 +689,24 @@ internal sealed class Appender : IDisposable
             else
             {
                 _syncer.Enqueue(_durableItems);
+            }
+        }
+    }
+
+    private void CompleteWritten()
+    {
+        foreach (var r in _batchItems)
+        {
+            if (r.SplitRemaining > 0)
+            {
+                // Only its head was written: it goes on in the next batch, in the same place in line.
+                AdvanceSplit(r);
+                r.SplitRemaining = 0;
+                continue;
+            }
+            if ((r.Desc.Flags & RecordFlags.Fua) == 0)
+            {
+                r.Complete();
             }
         }
     }

@@ -87,16 +87,24 @@ internal sealed class Syncer : IDisposable
                 }
                 SyncTicks += Stopwatch.GetTimestamp() - from;
             }
-            foreach (var r in _taken)
+            Async.CompletionBatch.Open();
+            try
             {
-                if (error == null)
+                foreach (var r in _taken)
                 {
-                    r.Complete();
+                    if (error == null)
+                    {
+                        r.Complete();
+                    }
+                    else
+                    {
+                        r.Fail(new BlockVolumeException(BlockError.Io, $"flush failed: {error.Message}", error));
+                    }
                 }
-                else
-                {
-                    r.Fail(new BlockVolumeException(BlockError.Io, $"flush failed: {error.Message}", error));
-                }
+            }
+            finally
+            {
+                Async.CompletionBatch.Close();
             }
             _taken.Clear();
         }

@@ -63,7 +63,7 @@ public sealed unsafe class FileStorage : IPoolStorage
         return new FileStorage(fd, path, length, direct, readThreads);
     }
 
-    public ValueTask ReadAsync(long offset, Memory<byte> buffer) => _workers.ReadAsync(this, offset, buffer);
+    public ValueTask ReadAsync(long offset, Memory<byte> buffer, bool completeInline = false) => _workers.ReadAsync(this, offset, buffer, completeInline);
 
     public void Read(long offset, Span<byte> buffer)
     {

@@ -14,7 +14,8 @@ public interface IPoolStorage : IDisposable
     /// <summary>Human-readable location, for logs.</summary>
     string Description { get; }
 
-    ValueTask ReadAsync(long offset, Memory<byte> buffer);
+    /// <param name="completeInline">The caller's continuation may run on the thread that did the read (see WriteFlags.CompleteInline).</param>
+    ValueTask ReadAsync(long offset, Memory<byte> buffer, bool completeInline = false);
 
     void Read(long offset, Span<byte> buffer);
 

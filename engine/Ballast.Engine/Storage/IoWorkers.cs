@@ -25,14 +25,14 @@ internal sealed class IoWorkers : IDisposable
         }
     }
 
-    public ValueTask ReadAsync(IPoolStorage storage, long offset, Memory<byte> buffer)
+    public ValueTask ReadAsync(IPoolStorage storage, long offset, Memory<byte> buffer, bool completeInline)
     {
         ReadWork w;
         lock (_lock)
         {
             ObjectDisposedException.ThrowIf(_stopping, this);
             w = _free.Count > 0 ? _free.Pop() : new ReadWork(this);
-            w.Prepare(storage, offset, buffer);
+            w.Prepare(storage, offset, buffer, completeInline);
             _queue.Enqueue(w);
             Monitor.Pulse(_lock);
         }
@@ -93,9 +93,10 @@ internal sealed class IoWorkers : IDisposable
 
         public short Version => _core.Version;
 
-        public void Prepare(IPoolStorage storage, long offset, Memory<byte> buffer)
+        public void Prepare(IPoolStorage storage, long offset, Memory<byte> buffer, bool completeInline)
         {
             _core.Reset();
+            _core.RunContinuationsAsynchronously = !completeInline;
             _storage = storage;
             _offset = offset;
             _buffer = buffer;

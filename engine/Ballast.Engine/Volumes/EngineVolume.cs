@@ -41,8 +41,12 @@ public sealed partial class EngineVolume : IBlockVolume
 
     private int MaxRecordBlocks => Math.Min(256, _pool.Appender.MaxBatchBlocks);
 
+    public ValueTask ReadAsync(long offset, Memory<byte> destination, CancellationToken cancellationToken = default) => ReadAsync(offset, destination, inline: false);
+
+    public ValueTask ReadInlineAsync(long offset, Memory<byte> destination) => ReadAsync(offset, destination, inline: true);
+
     [AsyncMethodBuilder(typeof(PooledValueTaskBuilder))]
-    public async ValueTask ReadAsync(long offset, Memory<byte> destination, CancellationToken cancellationToken = default)
+    private async ValueTask ReadAsync(long offset, Memory<byte> destination, bool inline)
     {
         CheckRange(offset, destination.Length);
         if (destination.Length == 0)
@@ -53,7 +57,7 @@ public sealed partial class EngineVolume : IBlockVolume
         var start = Begin(c);
         try
         {
-            await ReadBlocksAsync(offset, destination).ConfigureAwait(false);
+            await ReadBlocksAsync(offset, destination, inline).ConfigureAwait(false);
         }
         catch
         {
@@ -82,7 +86,7 @@ public sealed partial class EngineVolume : IBlockVolume
 
     /// <summary>Reads without the client range check (RMW reads the whole last block, which may pass the volume end).</summary>
     [AsyncMethodBuilder(typeof(PooledValueTaskBuilder))]
-    private async ValueTask ReadBlocksAsync(long offset, Memory<byte> dst)
+    private async ValueTask ReadBlocksAsync(long offset, Memory<byte> dst, bool inline = false)
     {
         var epoch = _pool.Epoch.Enter();
         var scratch = _pool.Scratch.Rent();
@@ -113,7 +117,7 @@ public sealed partial class EngineVolume : IBlockVolume
                         var buf = scratch.Buffer.Memory[..bytes];
                         try
                         {
-                            await _pool.Storage.ReadAsync(p.Phys << PoolLayout.BlockShift, buf).ConfigureAwait(false);
+                            await _pool.Storage.ReadAsync(p.Phys << PoolLayout.BlockShift, buf, inline).ConfigureAwait(false);
                         }
                         catch (Storage.StorageException e)
                         {
@@ -201,7 +205,7 @@ public sealed partial class EngineVolume : IBlockVolume
             await _state.Gate.EnterExclusiveAsync(cancellationToken).ConfigureAwait(false);
             try
             {
-                await ReadModifyWriteAsync(offset, source, flags).ConfigureAwait(false);
+                await ReadModifyWriteAsync(offset, source, flags & ~WriteFlags.CompleteInline).ConfigureAwait(false);
             }
             finally
             {
@@ -264,6 +268,7 @@ public sealed partial class EngineVolume : IBlockVolume
     {
         var appender = _pool.Appender;
         var r = RentRecord(kind, lba, blocks, payload, (flags & WriteFlags.Fua) != 0 ? RecordFlags.Fua : RecordFlags.None);
+        r.CompleteInline = (flags & WriteFlags.CompleteInline) != 0;
         ValueTask replicas;
         try
         {

@@ -23,6 +23,9 @@ public interface IBlockVolume
 
     ValueTask ReadAsync(long offset, Memory<byte> destination, CancellationToken cancellationToken = default);
 
+    /// <summary>A read whose caller's continuation is short and never blocks (see <see cref="WriteFlags.CompleteInline"/>).</summary>
+    ValueTask ReadInlineAsync(long offset, Memory<byte> destination) => ReadAsync(offset, destination);
+
     ValueTask WriteAsync(long offset, ReadOnlyMemory<byte> source, WriteFlags flags, CancellationToken cancellationToken = default);
 
     ValueTask FlushAsync(CancellationToken cancellationToken = default);
@@ -62,6 +65,12 @@ public enum WriteFlags
     None = 0,
     /// <summary>Force unit access: durable when the write completes.</summary>
     Fua = 1,
+    /// <summary>
+    /// The caller's continuation is short and never blocks (it queues a reply): it may run on the
+    /// engine thread that finished the write instead of being posted to the thread pool, which
+    /// saves a thread hand-off per I/O. Callers that go on to do real work must not set it.
+    /// </summary>
+    CompleteInline = 2,
 }
 
 public enum AllocationState : byte

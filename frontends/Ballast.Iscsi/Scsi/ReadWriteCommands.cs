@@ -41,7 +41,8 @@ internal static class ReadWriteCommands
         var lu = t.Lu;
         var bytes = blocks << lu.BlockShift;
         t.EnsureBuffer(bytes);
-        var read = lu.Volume.ReadAsync((long)lba << lu.BlockShift, t.Buffer.AsMemory(0, bytes));
+        // The task's completion only queues the response: it may run on the engine's I/O thread.
+        var read = lu.Volume.ReadInlineAsync((long)lba << lu.BlockShift, t.Buffer.AsMemory(0, bytes));
         t.DataInOnSuccess = bytes;
         t.GoodOnSuccess = true;
         return read;
@@ -132,7 +133,7 @@ internal static class ReadWriteCommands
         ValueTask write;
         try
         {
-            write = lu.Volume.WriteAsync(offset, t.Buffer.AsMemory(0, bytes), flags);
+            write = lu.Volume.WriteAsync(offset, t.Buffer.AsMemory(0, bytes), flags | WriteFlags.CompleteInline);
         }
         catch
         {

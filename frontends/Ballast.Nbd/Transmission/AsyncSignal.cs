@@ -9,8 +9,11 @@ namespace Ballast.Nbd.Transmission;
 internal sealed class AsyncSignal : IValueTaskSource
 {
     private const int Idle = 0, Signaled = 1, Waiting = 2;
-    private ManualResetValueTaskSourceCore<bool> _core = new() { RunContinuationsAsynchronously = true };
+    private ManualResetValueTaskSourceCore<bool> _core;
     private int _state;
+
+    /// <param name="inline">The waiter runs on the thread that calls <see cref="Set"/> (it must be short and never block).</param>
+    public AsyncSignal(bool inline = false) => _core = new() { RunContinuationsAsynchronously = !inline };
 
     public void Set()
     {

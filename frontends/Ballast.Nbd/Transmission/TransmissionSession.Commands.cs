@@ -115,6 +115,7 @@ internal sealed partial class TransmissionSession
             switch (s.Command)
             {
                 case NbdCommand.Read:
+                    // What follows the read only queues the reply: it may run on the engine's I/O thread.
                     s.RentBuffer(length);
                     if (Structured && (s.Flags & CommandFlags.Df) == 0 && length > 0)
                     {
@@ -122,17 +123,18 @@ internal sealed partial class TransmissionSession
                         s.RangeCount = _volume.GetAllocation(offset, length, s.Ranges);
                         if (HasData(s))
                         {
-                            await _volume.ReadAsync(offset, s.Buffer.AsMemory(0, length)).ConfigureAwait(false);
+                            await _volume.ReadInlineAsync(offset, s.Buffer.AsMemory(0, length)).ConfigureAwait(false);
                         }
                     }
                     else
                     {
-                        await _volume.ReadAsync(offset, s.Buffer.AsMemory(0, length)).ConfigureAwait(false);
+                        await _volume.ReadInlineAsync(offset, s.Buffer.AsMemory(0, length)).ConfigureAwait(false);
                     }
                     Interlocked.Add(ref BytesRead, length);
                     break;
                 case NbdCommand.Write:
-                    await _volume.WriteAsync(offset, s.Buffer.AsMemory(0, length), fua ? WriteFlags.Fua : WriteFlags.None).ConfigureAwait(false);
+                    // What follows the write only queues the reply: it may run on the engine's thread.
+                    await _volume.WriteAsync(offset, s.Buffer.AsMemory(0, length), WriteFlags.CompleteInline | (fua ? WriteFlags.Fua : WriteFlags.None)).ConfigureAwait(false);
                     Interlocked.Add(ref BytesWritten, length);
                     break;
                 case NbdCommand.Flush:

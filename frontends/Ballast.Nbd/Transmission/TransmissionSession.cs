@@ -16,7 +16,7 @@ namespace Ballast.Nbd.Transmission;
 /// small ones into one write. Nothing is allocated per request: slots, buffers and the async
 /// machinery are reused.
 /// </summary>
-internal sealed partial class TransmissionSession
+internal sealed partial class TransmissionSession : ICompletionBatchListener
 {
     private const int HeaderSize = 28;
     private const int ReceiveBufferSize = 64 * 1024;
@@ -32,11 +32,13 @@ internal sealed partial class TransmissionSession
     private readonly object _lock = new();
     private readonly Stack<RequestSlot> _free = new();
     private readonly Queue<RequestSlot> _completed = new();
-    private readonly AsyncSignal _replyReady = new();
+    private readonly AsyncSignal _replyReady = new(inline: true);
     private readonly AsyncSignal _slotFreed = new();
     private int _slots;
     private int _inFlight;
     private bool _receiveDone;
+    // Replies are queued and the sender is woken when the engine's batch of completions ends.
+    private bool _wakeDeferred;
 
     private byte[] _recv = [];
     private int _recvStart;
@@ -212,12 +214,30 @@ internal sealed partial class TransmissionSession
         }
     }
 
-    /// <summary>An operation finished: queue its reply.</summary>
+    /// <summary>An operation finished: queue its reply and wake the sender (once per engine batch).</summary>
     private void Complete(RequestSlot slot)
     {
         lock (_lock)
         {
             _completed.Enqueue(slot);
+            if (_wakeDeferred)
+            {
+                return;
+            }
+            if (CompletionBatch.TryDefer(this))
+            {
+                _wakeDeferred = true;
+                return;
+            }
+        }
+        _replyReady.Set();
+    }
+
+    public void OnBatchCompleted()
+    {
+        lock (_lock)
+        {
+            _wakeDeferred = false;
         }
         _replyReady.Set();
     }

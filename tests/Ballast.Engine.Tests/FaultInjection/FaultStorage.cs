@@ -81,7 +81,7 @@ public sealed class FaultStorage : IPoolStorage
         }
     }
 
-    public ValueTask ReadAsync(long offset, Memory<byte> buffer)
+    public ValueTask ReadAsync(long offset, Memory<byte> buffer, bool completeInline = false)
     {
         try
         {

@@ -1,0 +1,110 @@
+using Ballast.Engine.Async;
+using Ballast.Engine.Volumes;
+
+namespace Ballast.Engine.Tests.Async;
+
+public class CompletionBatchTests
+{
+    private sealed class Listener : ICompletionBatchListener
+    {
+        public int Calls;
+
+        public void OnBatchCompleted() => Calls++;
+    }
+
+    [Test]
+    public void Outside_a_batch_nothing_is_deferred()
+    {
+        Assert.That(CompletionBatch.TryDefer(new Listener()), Is.False);
+    }
+
+    [Test]
+    public void A_deferred_listener_is_told_once_when_the_batch_closes_and_a_later_one_is_not_deferred()
+    {
+        var a = new Listener();
+        CompletionBatch.Open();
+        Assert.That(CompletionBatch.TryDefer(a), Is.True);
+        Assert.That(a.Calls, Is.Zero);
+        CompletionBatch.Close();
+        Assert.That(a.Calls, Is.EqualTo(1));
+        Assert.That(CompletionBatch.TryDefer(a), Is.False, "the batch is closed");
+        CompletionBatch.Open();
+        CompletionBatch.Close();
+        Assert.That(a.Calls, Is.EqualTo(1), "a closed batch forgets its listeners");
+    }
+
+    [Test]
+    public async Task Inline_write_completions_in_one_log_batch_are_all_done_before_the_batch_closes()
+    {
+        // 32 inline writes in flight: each continuation defers to the batch the appender is
+        // completing; the listener sees every write of its batch already complete.
+        var pool = await TestPools.OpenAsync(new FaultInjection.FaultStorage());
+        try
+        {
+            var v = await pool.CreateVolumeAsync("v", 8 << 20);
+            var listener = new CountingListener();
+            var data = TestPools.Pattern(4, 4096);
+            var writes = new Task[32];
+            for (var i = 0; i < writes.Length; i++)
+            {
+                writes[i] = Continue(v.WriteAsync(i * 4096L, data, WriteFlags.CompleteInline), listener);
+            }
+            await Task.WhenAll(writes);
+            Assert.Multiple(() =>
+            {
+                Assert.That(listener.Completed, Is.EqualTo(32));
+                Assert.That(listener.Batches, Is.InRange(1, 32));
+                Assert.That(listener.Deferred + listener.NotDeferred, Is.EqualTo(32));
+                Assert.That(listener.Deferred, Is.GreaterThan(0), "continuations ran inside the appender's batch");
+            });
+        }
+        finally
+        {
+            await pool.DisposeAsync();
+        }
+    }
+
+    private static async Task Continue(ValueTask write, CountingListener listener)
+    {
+        await write.ConfigureAwait(false);
+        listener.OnCompleted();
+    }
+
+    private sealed class CountingListener : ICompletionBatchListener
+    {
+        private readonly object _lock = new();
+        private bool _pending;
+        public int Completed, Deferred, NotDeferred, Batches;
+
+        public void OnCompleted()
+        {
+            lock (_lock)
+            {
+                Completed++;
+                if (_pending)
+                {
+                    Deferred++;
+                    return;
+                }
+                if (CompletionBatch.TryDefer(this))
+                {
+                    _pending = true;
+                    Deferred++;
+                }
+                else
+                {
+                    NotDeferred++;
+                }
+            }
+        }
+
+        public void OnBatchCompleted()
+        {
+            lock (_lock)
+            {
+                _pending = false;
+                Batches++;
+            }
+        }
+    }
+}

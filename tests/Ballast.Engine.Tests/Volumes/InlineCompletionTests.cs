@@ -1,0 +1,99 @@
+using Ballast.Engine.Volumes;
+
+namespace Ballast.Engine.Tests.Volumes;
+
+/// <summary>
+/// WriteFlags.CompleteInline and ReadInlineAsync let a frontend's short continuation run on the
+/// engine thread that finished the I/O (no thread-pool hop); without them the continuation must
+/// never run there, or a caller that goes on to block (dispose the pool, wait for another write)
+/// would stall or deadlock the engine. Uses a real file so reads go through the I/O threads.
+/// </summary>
+public class InlineCompletionTests
+{
+    private string _dir = null!;
+    private Pool _pool = null!;
+    private IBlockVolume _volume = null!;
+
+    [SetUp]
+    public async Task SetUp()
+    {
+        _dir = Path.Combine(Path.GetTempPath(), "ballast-inline-" + Guid.NewGuid().ToString("N")[..8]);
+        Directory.CreateDirectory(_dir);
+        _pool = await Pool.OpenAsync(new PoolOptions
+        {
+            Path = Path.Combine(_dir, "pool"),
+            Capacity = 64L << 20,
+            SegmentSize = TestPools.SegmentSize,
+            MaxBatchBytes = 256 << 10,
+            BackgroundMaintenance = false,
+            ReadThreads = 2,
+        });
+        _volume = await _pool.CreateVolumeAsync("v", 8 << 20);
+    }
+
+    [TearDown]
+    public async Task TearDown()
+    {
+        await _pool.DisposeAsync();
+        Directory.Delete(_dir, recursive: true);
+    }
+
+    [Test]
+    public async Task A_write_marked_inline_continues_on_the_appender_thread_and_others_do_not()
+    {
+        var data = TestPools.Pattern(1, 8192);
+        var inline = await ContinuationThreadAsync(() => _volume.WriteAsync(0, data, WriteFlags.CompleteInline));
+        var plain = await ContinuationThreadAsync(() => _volume.WriteAsync(8192, data, WriteFlags.None));
+        var fua = await ContinuationThreadAsync(() => _volume.WriteAsync(16384, data, WriteFlags.CompleteInline | WriteFlags.Fua));
+        Assert.Multiple(() =>
+        {
+            Assert.That(inline, Is.EqualTo("ballast-appender"));
+            Assert.That(plain, Is.Not.EqualTo("ballast-appender"));
+            // FUA completes after the sync, on the sync thread.
+            Assert.That(fua, Is.EqualTo("ballast-sync"));
+        });
+        var back = new byte[8192];
+        await _volume.ReadAsync(16384, back);
+        Assert.That(back, Is.EqualTo(data));
+    }
+
+    [Test]
+    public async Task An_inline_read_continues_on_an_io_thread_and_a_plain_read_does_not()
+    {
+        var data = TestPools.Pattern(2, 4096);
+        await _volume.WriteAsync(0, data, WriteFlags.None);
+        var buffer = new byte[4096];
+        var inline = await ContinuationThreadAsync(() => _volume.ReadInlineAsync(0, buffer));
+        Assert.That(buffer, Is.EqualTo(data));
+        Array.Clear(buffer);
+        var plain = await ContinuationThreadAsync(() => _volume.ReadAsync(0, buffer));
+        Assert.Multiple(() =>
+        {
+            Assert.That(inline, Does.StartWith("pool-io"));
+            Assert.That(plain ?? "", Does.Not.StartWith("pool-io"));
+            Assert.That(buffer, Is.EqualTo(data));
+        });
+    }
+
+    [Test]
+    public async Task An_unaligned_write_marked_inline_does_its_read_modify_write_off_the_appender_thread()
+    {
+        var data = TestPools.Pattern(3, 5000);
+        var thread = await ContinuationThreadAsync(() => _volume.WriteAsync(100, data, WriteFlags.CompleteInline));
+        Assert.That(thread, Is.Not.EqualTo("ballast-appender"));
+        var back = new byte[5000];
+        await _volume.ReadAsync(100, back);
+        Assert.That(back, Is.EqualTo(data));
+    }
+
+    /// <summary>The name of the thread the caller's continuation ran on (null: a pool thread or completed synchronously).</summary>
+    private static async Task<string?> ContinuationThreadAsync(Func<ValueTask> start)
+    {
+        // Start from a thread-pool thread so a synchronous completion is not mistaken for an engine thread.
+        return await Task.Run(async () =>
+        {
+            await start().ConfigureAwait(false);
+            return Thread.CurrentThread.Name;
+        });
+    }
+}
