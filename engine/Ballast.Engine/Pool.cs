@@ -56,13 +56,17 @@ public sealed partial class Pool : IAsyncDisposable
     private static Pool Open(PoolOptions options)
     {
         var sw = Stopwatch.StartNew();
-        var storage = options.StorageFactory?.Invoke(0) ?? FileStorage.Open(options.Path, 0, options.ReadThreads);
+        var storage = options.StorageFactory?.Invoke(0) ?? FileStorage.Open(options.Path, 0, options.ReadThreads, options.IoUring);
         try
         {
             var sb = SuperblockStore.Load(storage, out var problem);
             var pool = sb == null ? Create(options, storage, problem) : Recover(options, storage, sb);
             pool.Recovery.Duration = sw.Elapsed;
             pool.Report(PoolLogLevel.Information, $"pool {options.Path}: {pool.Recovery}");
+            if (storage is FileStorage f)
+            {
+                pool.Report(PoolLogLevel.Information, $"pool {options.Path}: reads through {f.ReadPath}");
+            }
             pool.Start();
             return pool;
         }

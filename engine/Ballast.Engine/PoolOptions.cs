@@ -76,6 +76,9 @@ public sealed class PoolOptions
     /// <summary>Threads that run blocking device reads.</summary>
     public int ReadThreads { get; init; } = 32;
 
+    /// <summary>Issue reads through io_uring where the kernel allows it (the threads then take only the overflow).</summary>
+    public bool IoUring { get; init; } = true;
+
     /// <summary>Supplies the device instead of opening <see cref="Path"/> (tests inject faults this way).</summary>
     public Func<long, IPoolStorage>? StorageFactory { get; init; }
 

@@ -17,6 +17,8 @@ internal static partial class Libc
 
     public const int EIO = 5;
     public const int EINTR = 4;
+    public const int EAGAIN = 11;
+    public const int EBUSY = 16;
     public const int EINVAL = 22;
     public const int ENOSPC = 28;
     public const int EOPNOTSUPP = 95;

@@ -12,24 +12,39 @@ public sealed unsafe class FileStorage : IPoolStorage
 {
     private readonly int _fd;
     private readonly IoWorkers _workers;
+    private readonly UringReads? _uring;
     private long _length;
     private int _disposed;
 
-    private FileStorage(int fd, string path, long length, bool direct, int readThreads)
+    private FileStorage(int fd, string path, long length, bool direct, int readThreads, bool useIoUring)
     {
         _fd = fd;
         _length = length;
         IsDirect = direct;
         Description = path;
         _workers = new IoWorkers(readThreads, "pool");
+        if (useIoUring)
+        {
+            _uring = UringReads.TryCreate(fd, UringDepth, FinishShortRead, out var why);
+            ReadPath = _uring != null ? $"io_uring ({UringDepth - 1} in flight, then {readThreads} threads)" : $"{readThreads} threads ({why})";
+        }
+        else
+        {
+            ReadPath = $"{readThreads} threads (io_uring off)";
+        }
     }
+
+    private const int UringDepth = 256;
+
+    /// <summary>How reads are issued, for the log.</summary>
+    public string ReadPath { get; }
 
     public string Description { get; }
     public bool IsDirect { get; }
     public long Length => Interlocked.Read(ref _length);
 
     /// <summary>Opens or creates the file at <paramref name="path"/>; grows it to at least <paramref name="minLength"/>.</summary>
-    public static FileStorage Open(string path, long minLength, int readThreads = 32)
+    public static FileStorage Open(string path, long minLength, int readThreads = 32, bool useIoUring = true)
     {
         var flags = Libc.O_RDWR | Libc.O_CREAT | Libc.O_CLOEXEC;
         var direct = true;
@@ -60,10 +75,13 @@ public sealed unsafe class FileStorage : IPoolStorage
             }
             length = minLength;
         }
-        return new FileStorage(fd, path, length, direct, readThreads);
+        return new FileStorage(fd, path, length, direct, readThreads, useIoUring);
     }
 
-    public ValueTask ReadAsync(long offset, Memory<byte> buffer, bool completeInline = false) => _workers.ReadAsync(this, offset, buffer, completeInline);
+    public ValueTask ReadAsync(long offset, Memory<byte> buffer, bool completeInline = false)
+        => _uring?.TryRead(offset, buffer, completeInline) ?? _workers.ReadAsync(this, offset, buffer, completeInline);
+
+    private void FinishShortRead(long offset, Memory<byte> rest) => Read(offset, rest.Span);
 
     public void Read(long offset, Span<byte> buffer)
     {
@@ -164,6 +182,7 @@ public sealed unsafe class FileStorage : IPoolStorage
     {
         if (Interlocked.Exchange(ref _disposed, 1) == 0)
         {
+            _uring?.Dispose();
             _workers.Dispose();
             Libc.Close(_fd);
         }

@@ -80,7 +80,11 @@ internal sealed class IoWorkers : IDisposable
         }
         foreach (var t in _threads)
         {
-            t.Join();
+            // A continuation that runs inline on a worker may dispose the pool: do not join ourselves.
+            if (t != Thread.CurrentThread)
+            {
+                t.Join();
+            }
         }
     }
 
