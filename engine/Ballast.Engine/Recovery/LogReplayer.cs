@@ -18,6 +18,12 @@ internal sealed class LogReplayer : IDisposable
     private readonly SegmentTable _segments;
     private readonly Guid _poolId;
     private readonly AlignedBuffer _buffer;
+    // Read-ahead over the log: one large read serves many batches (a pread per batch made
+    // replaying a 1 GiB tail of 4 KiB writes take 4 s).
+    private readonly AlignedBuffer _window;
+    private int _windowSegment = -1;
+    private long _windowStart;
+    private int _windowLength;
     private readonly List<DecodedRecord> _records = [];
 
     public LogReplayer(IPoolStorage storage, PoolLayout layout, SegmentTable segments, Guid poolId, int maxBatchPayloadBytes)
@@ -27,6 +33,7 @@ internal sealed class LogReplayer : IDisposable
         _segments = segments;
         _poolId = poolId;
         _buffer = new AlignedBuffer(BatchFormat.MaxHeaderBytes + maxBatchPayloadBytes);
+        _window = new AlignedBuffer((int)Math.Min(layout.SegmentSize, Math.Max(WindowBytes, _buffer.Length)));
     }
 
     /// <summary>Called for each valid record in log order, with the physical block of its payload.</summary>
@@ -54,9 +61,7 @@ internal sealed class LogReplayer : IDisposable
                 report.StopReason = "segment full without a seal";
                 break;
             }
-            var span = _buffer.Span;
-            var segBase = _layout.SegmentOffset(seg);
-            _storage.Read(segBase + offset, span[..PoolLayout.BlockSize]);
+            var span = Window(seg, offset, PoolLayout.BlockSize);
             if (!BatchFormat.TryReadPrefix(span, seq, offset, _layout.SegmentSize, out var headerBytes, out var payloadBlocks, out var problem))
             {
                 report.StopReason = problem!;
@@ -68,10 +73,12 @@ internal sealed class LogReplayer : IDisposable
                 break;
             }
             var total = headerBytes + (payloadBlocks << PoolLayout.BlockShift);
-            if (total > PoolLayout.BlockSize)
+            if (offset + total > _layout.SegmentSize)
             {
-                _storage.Read(segBase + offset + PoolLayout.BlockSize, span[PoolLayout.BlockSize..total]);
+                report.StopReason = "batch runs past the end of its segment";
+                break;
             }
+            span = Window(seg, offset, total);
             if (!BatchFormat.TryDecodeRecords(span[..headerBytes], payloadBlocks, _records, out problem)
                 || !VerifyPayload(span[..total], headerBytes, crcs, out problem))
             {
@@ -197,5 +204,25 @@ internal sealed class LogReplayer : IDisposable
         }
     }
 
-    public void Dispose() => ((IDisposable)_buffer).Dispose();
+    private const int WindowBytes = 8 << 20;
+
+    /// <summary>Bytes [offset, offset+length) of a segment, from the read-ahead window (refilled from offset when they are not all in it).</summary>
+    private Span<byte> Window(int seg, long offset, int length)
+    {
+        if (seg != _windowSegment || offset < _windowStart || offset + length > _windowStart + _windowLength)
+        {
+            var n = (int)Math.Min(_window.Length, _layout.SegmentSize - offset);
+            _storage.Read(_layout.SegmentOffset(seg) + offset, _window.Span[..n]);
+            _windowSegment = seg;
+            _windowStart = offset;
+            _windowLength = n;
+        }
+        return _window.Span.Slice((int)(offset - _windowStart), length);
+    }
+
+    public void Dispose()
+    {
+        ((IDisposable)_buffer).Dispose();
+        ((IDisposable)_window).Dispose();
+    }
 }

@@ -22,14 +22,15 @@ public sealed partial class EngineVolume
     /// a duplicate and is acknowledged without effect.
     /// </summary>
     [AsyncMethodBuilder(typeof(PooledValueTaskBuilder))]
-    public async ValueTask ApplyReplicatedAsync(ReplicatedRecord rec, ReadOnlyMemory<byte> payload)
+    /// <param name="completeInline">The caller's continuation only queues the answer (see WriteFlags.CompleteInline).</param>
+    public async ValueTask ApplyReplicatedAsync(ReplicatedRecord rec, ReadOnlyMemory<byte> payload, bool completeInline = false)
     {
         CheckReplicated(rec.Epoch, rec.Lba, rec.BlockCount, rec.Kind, payload);
         if (rec.Lsn <= Volatile.Read(ref _state.NextLsn))
         {
             return;
         }
-        await SubmitReplicaAsync(rec.Kind, rec.Lba, rec.BlockCount, payload, rec.Fua ? RecordFlags.Fua : RecordFlags.None, explicitLsn: rec.Lsn, dataLsn: 0).ConfigureAwait(false);
+        await SubmitReplicaAsync(rec.Kind, rec.Lba, rec.BlockCount, payload, rec.Fua ? RecordFlags.Fua : RecordFlags.None, explicitLsn: rec.Lsn, dataLsn: 0, completeInline).ConfigureAwait(false);
     }
 
     /// <summary>
@@ -37,11 +38,11 @@ public sealed partial class EngineVolume
     /// written only where this replica holds something older.
     /// </summary>
     [AsyncMethodBuilder(typeof(PooledValueTaskBuilder))]
-    public async ValueTask ApplyResyncAsync(RecordKind kind, uint epoch, long lba, int blocks, ReadOnlyMemory<byte> payload, long dataLsn, bool force = false)
+    public async ValueTask ApplyResyncAsync(RecordKind kind, uint epoch, long lba, int blocks, ReadOnlyMemory<byte> payload, long dataLsn, bool force = false, bool completeInline = false)
     {
         CheckReplicated(epoch, lba, blocks, kind, payload);
         var flags = RecordFlags.IfNewer | (force ? RecordFlags.Force : RecordFlags.None);
-        await SubmitReplicaAsync(kind, lba, blocks, payload, flags, explicitLsn: 0, dataLsn: dataLsn).ConfigureAwait(false);
+        await SubmitReplicaAsync(kind, lba, blocks, payload, flags, explicitLsn: 0, dataLsn: dataLsn, completeInline).ConfigureAwait(false);
     }
 
     /// <summary>
@@ -103,10 +104,11 @@ public sealed partial class EngineVolume
     }
 
     [AsyncMethodBuilder(typeof(PooledValueTaskBuilder))]
-    private async ValueTask SubmitReplicaAsync(RecordKind kind, long lba, int blocks, ReadOnlyMemory<byte> payload, RecordFlags flags, long explicitLsn, long dataLsn)
+    private async ValueTask SubmitReplicaAsync(RecordKind kind, long lba, int blocks, ReadOnlyMemory<byte> payload, RecordFlags flags, long explicitLsn, long dataLsn, bool completeInline)
     {
         var appender = _pool.Appender;
         var r = RentRecord(kind, lba, blocks, payload, flags);
+        r.CompleteInline = completeInline;
         r.Desc.Aux = dataLsn;
         r.ExplicitLsn = explicitLsn;
         try

@@ -133,7 +133,8 @@ internal sealed class ReplicaSession(FrameConnection connection, ReplicationNode
         ValueTask op;
         try
         {
-            op = v.ApplyReplicatedAsync(new ReplicatedRecord(kind, rh.Lsn, rh.Epoch, rh.Lba, rh.Blocks, (rh.Flags & RecordHeader.Fua) != 0), data);
+            // What follows only queues the answer: it may run on the appender thread.
+            op = v.ApplyReplicatedAsync(new ReplicatedRecord(kind, rh.Lsn, rh.Epoch, rh.Lba, rh.Blocks, (rh.Flags & RecordHeader.Fua) != 0), data, completeInline: true);
         }
         catch (BlockVolumeException e)
         {
@@ -160,7 +161,7 @@ internal sealed class ReplicaSession(FrameConnection connection, ReplicationNode
         ValueTask op;
         try
         {
-            op = v.ApplyResyncAsync(kind, rh.Epoch, rh.Lba, rh.Blocks, data, rh.Lsn, force: (rh.Flags & RecordHeader.Force) != 0);
+            op = v.ApplyResyncAsync(kind, rh.Epoch, rh.Lba, rh.Blocks, data, rh.Lsn, force: (rh.Flags & RecordHeader.Force) != 0, completeInline: true);
         }
         catch (BlockVolumeException e)
         {
