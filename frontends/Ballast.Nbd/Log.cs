@@ -29,6 +29,9 @@ internal static partial class Log
     [LoggerMessage(Level = LogLevel.Warning, Message = "nbd: {Peer} export {Export}: {Command} offset {Offset} length {Length} failed with {Error}: {Reason}")]
     public static partial void RequestFailed(ILogger logger, string peer, string export, string command, ulong offset, uint length, string error, string reason);
 
+    [LoggerMessage(Level = LogLevel.Warning, Message = "nbd: {Peer} export {Export}: {Count} more requests failed and were not logged (at most 10 lines per second per connection)")]
+    public static partial void FailuresSuppressed(ILogger logger, string peer, string export, int count);
+
     [LoggerMessage(Level = LogLevel.Debug, Message = "nbd: {Peer} export {Export}: {Command} offset {Offset} length {Length} refused with {Error}: {Reason}")]
     public static partial void RequestRefused(ILogger logger, string peer, string export, string command, ulong offset, uint length, string error, string reason);
 

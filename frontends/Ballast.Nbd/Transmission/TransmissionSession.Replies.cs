@@ -21,6 +21,7 @@ internal sealed partial class TransmissionSession
     private byte[] _send = [];
     private int _sendUsed;
     private bool _broken;
+    private FailureLogLimit _failureLog;
 
     private async Task SendLoopAsync()
     {
@@ -59,11 +60,16 @@ internal sealed partial class TransmissionSession
             await FlushAsync().ConfigureAwait(false);
             lock (_lock)
             {
-                if (_receiveDone && _inFlight == 0 && _completed.Count == 0)
+                if (!(_receiveDone && _inFlight == 0 && _completed.Count == 0))
                 {
-                    return;
+                    continue;
                 }
             }
+            if (_failureLog.TakeSuppressed() is > 0 and var n)
+            {
+                Log.FailuresSuppressed(_log, _peer, _export.Name, n);
+            }
+            return;
         }
     }
 
@@ -293,7 +299,15 @@ internal sealed partial class TransmissionSession
         }
         if (s.Exception is BlockVolumeException { Error: BlockError.Io or BlockError.NoSpace or BlockError.Fenced } || (s.Exception != null && s.Exception is not BlockVolumeException))
         {
-            Log.RequestFailed(_log, _peer, _export.Name, s.Command.ToString(), s.Offset, s.Length, NbdErrno.Name(s.Error), s.Message ?? "");
+            var allowed = _failureLog.Allow(Environment.TickCount64, out var suppressed);
+            if (suppressed > 0)
+            {
+                Log.FailuresSuppressed(_log, _peer, _export.Name, suppressed);
+            }
+            if (allowed)
+            {
+                Log.RequestFailed(_log, _peer, _export.Name, s.Command.ToString(), s.Offset, s.Length, NbdErrno.Name(s.Error), s.Message ?? "");
+            }
         }
         else
         {
