@@ -201,11 +201,15 @@ internal sealed partial class IscsiConnection
             {
                 await SkipDataAsync(length, ct).ConfigureAwait(false);
             }
-            else if (!await ReadDataAsync(t.Buffer, length, ct).ConfigureAwait(false))
+            else
             {
-                // Payload digest error on immediate data (RFC 7143 §7.8): the command fails once its data is in.
-                RejectCurrent(RejectReason.DataDigestError);
-                t.DataDigestFailed = true;
+                await ReadDataAsync(t.Buffer, length, ct).ConfigureAwait(false);
+                if (!_dataOk)
+                {
+                    // Payload digest error on immediate data (RFC 7143 §7.8): the command fails once its data is in.
+                    RejectCurrent(RejectReason.DataDigestError);
+                    t.DataDigestFailed = true;
+                }
             }
         }
         t.DataOutLength = length;
@@ -364,10 +368,14 @@ internal sealed partial class IscsiConnection
         {
             await SkipDataAsync(length, ct).ConfigureAwait(false);
         }
-        else if (!await ReadDataAsync(t.Buffer.AsMemory((int)offset), length, ct).ConfigureAwait(false))
+        else
         {
-            RejectCurrent(RejectReason.DataDigestError);
-            t.DataDigestFailed = true;
+            await ReadDataAsync(t.Buffer.AsMemory((int)offset), length, ct).ConfigureAwait(false);
+            if (!_dataOk)
+            {
+                RejectCurrent(RejectReason.DataDigestError);
+                t.DataDigestFailed = true;
+            }
         }
         if (burstIndex < 0)
         {
@@ -449,7 +457,11 @@ internal sealed partial class IscsiConnection
         var cmdSn = Bhs.U32(h, Bhs.CmdSnOffset);
         var lun = Bhs.Lun(h);
         var ping = length > 0 ? new byte[length] : null;
-        if (ping != null && !await ReadDataAsync(ping, length, ct).ConfigureAwait(false))
+        if (ping != null)
+        {
+            await ReadDataAsync(ping, length, ct).ConfigureAwait(false);
+        }
+        if (ping != null && !_dataOk)
         {
             RejectCurrent(RejectReason.DataDigestError);
             return;

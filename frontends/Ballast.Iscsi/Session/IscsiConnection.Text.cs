@@ -31,7 +31,8 @@ internal sealed partial class IscsiConnection
             return;
         }
         var data = new byte[length];
-        if (!await ReadDataAsync(data, length, ct).ConfigureAwait(false))
+        await ReadDataAsync(data, length, ct).ConfigureAwait(false);
+        if (!_dataOk)
         {
             RejectCurrent(RejectReason.DataDigestError);
             return;

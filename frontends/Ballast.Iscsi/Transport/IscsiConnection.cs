@@ -210,13 +210,19 @@ internal sealed partial class IscsiConnection
         }
     }
 
-    /// <summary>Reads a data segment of <paramref name="length"/> bytes into <paramref name="destination"/>, then padding and digest. False: data digest mismatch.</summary>
-    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
-    private async ValueTask<bool> ReadDataAsync(Memory<byte> destination, int length, CancellationToken ct)
+    /// <summary>
+    /// Reads a data segment of <paramref name="length"/> bytes into <paramref name="destination"/>,
+    /// then padding and digest; <see cref="_dataOk"/> is false on a data digest mismatch. Not a
+    /// ValueTask&lt;bool&gt;: the runtime's pooling builder caches boxes per thread and missed
+    /// when completions came from engine threads; this builder's pool is shared.
+    /// </summary>
+    [AsyncMethodBuilder(typeof(Ballast.Engine.Async.PooledValueTaskBuilder))]
+    private async ValueTask ReadDataAsync(Memory<byte> destination, int length, CancellationToken ct)
     {
+        _dataOk = true;
         if (length == 0)
         {
-            return true;
+            return;
         }
         await _reader.ReadExactAsync(destination[..length], ct).ConfigureAwait(false);
         var pad = Bhs.Pad(length);
@@ -227,10 +233,11 @@ internal sealed partial class IscsiConnection
         if (Params.DataDigest && FullFeatureDigests)
         {
             await _reader.ReadExactAsync(_digest, ct).ConfigureAwait(false);
-            return Digest.OfData(destination.Span[..length]) == Digest.Read(_digest);
+            _dataOk = Digest.OfData(destination.Span[..length]) == Digest.Read(_digest);
         }
-        return true;
     }
+
+    private bool _dataOk;
 
     private ValueTask SkipDataAsync(int length, CancellationToken ct) =>
         length == 0 ? default : _reader.SkipAsync(Bhs.WireDataLength(length, Params.DataDigest && FullFeatureDigests), ct);
