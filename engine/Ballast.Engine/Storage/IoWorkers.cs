@@ -1,5 +1,3 @@
-using System.Threading.Tasks.Sources;
-
 namespace Ballast.Engine.Storage;
 
 /// <summary>
@@ -88,54 +86,33 @@ internal sealed class IoWorkers : IDisposable
         }
     }
 
-    private sealed class ReadWork(IoWorkers owner) : IValueTaskSource
+    private sealed class ReadWork(IoWorkers owner) : PooledRead
     {
-        private ManualResetValueTaskSourceCore<bool> _core = new() { RunContinuationsAsynchronously = true };
         private IPoolStorage? _storage;
-        private long _offset;
-        private Memory<byte> _buffer;
-
-        public short Version => _core.Version;
 
         public void Prepare(IPoolStorage storage, long offset, Memory<byte> buffer, bool completeInline)
         {
-            _core.Reset();
-            _core.RunContinuationsAsynchronously = !completeInline;
+            Prepare(offset, buffer, completeInline);
             _storage = storage;
-            _offset = offset;
-            _buffer = buffer;
         }
 
         public void Execute()
         {
             try
             {
-                _storage!.Read(_offset, _buffer.Span);
-                _core.SetResult(true);
+                _storage!.Read(Offset, Buffer.Span);
+                Succeed();
             }
             catch (Exception e)
             {
-                _core.SetException(e);
+                Fail(e);
             }
         }
 
-        public void GetResult(short token)
+        protected override void Recycle()
         {
-            try
-            {
-                _core.GetResult(token);
-            }
-            finally
-            {
-                _storage = null;
-                _buffer = default;
-                owner.Recycle(this);
-            }
+            _storage = null;
+            owner.Recycle(this);
         }
-
-        public ValueTaskSourceStatus GetStatus(short token) => _core.GetStatus(token);
-
-        public void OnCompleted(Action<object?> continuation, object? state, short token, ValueTaskSourceOnCompletedFlags flags)
-            => _core.OnCompleted(continuation, state, token, flags);
     }
 }

@@ -1,6 +1,5 @@
 using System.Buffers;
 using System.Runtime.InteropServices;
-using System.Threading.Tasks.Sources;
 using Ballast.Engine.Async;
 using Ballast.Engine.Interop;
 
@@ -118,7 +117,7 @@ internal sealed unsafe class UringReads : IDisposable
                 return null;
             }
             var op = _ops[_free.Pop()];
-            op.Prepare(offset, buffer, completeInline);
+            op.Start(offset, buffer, completeInline);
             _inFlight++;
             // If this throws the ring is broken: the slot and its pin are left as they are, since
             // the kernel may still see the entry.
@@ -280,23 +279,16 @@ internal sealed unsafe class UringReads : IDisposable
     }
 
     /// <summary>One read in flight: its buffer stays pinned until the kernel has finished with it.</summary>
-    private sealed class ReadOp(UringReads owner, int index) : IValueTaskSource
+    private sealed class ReadOp(UringReads owner, int index) : PooledRead
     {
-        private ManualResetValueTaskSourceCore<bool> _core;
         private MemoryHandle _pin;
-        private Memory<byte> _buffer;
-        private long _offset;
 
         public int Index => index;
-        public short Version => _core.Version;
         public nint Address;
 
-        public void Prepare(long offset, Memory<byte> buffer, bool completeInline)
+        public void Start(long offset, Memory<byte> buffer, bool completeInline)
         {
-            _core.Reset();
-            _core.RunContinuationsAsynchronously = !completeInline;
-            _offset = offset;
-            _buffer = buffer;
+            Prepare(offset, buffer, completeInline);
             _pin = buffer.Pin();
             Address = (nint)_pin.Pointer;
         }
@@ -309,36 +301,20 @@ internal sealed unsafe class UringReads : IDisposable
             {
                 if (result < 0)
                 {
-                    throw new StorageException($"read at {_offset}", -result);
+                    throw new StorageException($"read at {Offset}", -result);
                 }
-                if (result < _buffer.Length)
+                if (result < Buffer.Length)
                 {
-                    owner._finishShort(_offset + result, _buffer[result..]);
+                    owner._finishShort(Offset + result, Buffer[result..]);
                 }
-                _core.SetResult(true);
+                Succeed();
             }
             catch (Exception e)
             {
-                _core.SetException(e);
+                Fail(e);
             }
         }
 
-        public void GetResult(short token)
-        {
-            try
-            {
-                _core.GetResult(token);
-            }
-            finally
-            {
-                _buffer = default;
-                owner.Recycle(index);
-            }
-        }
-
-        public ValueTaskSourceStatus GetStatus(short token) => _core.GetStatus(token);
-
-        public void OnCompleted(Action<object?> continuation, object? state, short token, ValueTaskSourceOnCompletedFlags flags)
-            => _core.OnCompleted(continuation, state, token, flags);
+        protected override void Recycle() => owner.Recycle(index);
     }
 }
