@@ -341,12 +341,17 @@ public sealed partial class EngineVolume : IBlockVolume
         }
     }
 
+    public ValueTask FlushAsync(CancellationToken cancellationToken = default) => FlushAsync(inline: false, cancellationToken);
+
+    public ValueTask FlushInlineAsync() => FlushAsync(inline: true, default);
+
     [AsyncMethodBuilder(typeof(PooledValueTaskBuilder))]
-    public async ValueTask FlushAsync(CancellationToken cancellationToken = default)
+    private async ValueTask FlushAsync(bool inline, CancellationToken cancellationToken)
     {
         var appender = _pool.Appender;
         var r = appender.Rent();
         r.Op = AppendOp.Flush;
+        r.CompleteInline = inline;
         var c = _state.Counters;
         var start = Begin(c);
         try

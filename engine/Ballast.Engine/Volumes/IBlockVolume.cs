@@ -30,6 +30,9 @@ public interface IBlockVolume
 
     ValueTask FlushAsync(CancellationToken cancellationToken = default);
 
+    /// <summary>A flush whose caller's continuation is short and never blocks: it may run on the thread that synced (see <see cref="WriteFlags.CompleteInline"/>).</summary>
+    ValueTask FlushInlineAsync() => FlushAsync();
+
     /// <summary>Deallocates the range; it reads as zeroes afterwards.</summary>
     ValueTask TrimAsync(long offset, long length, CancellationToken cancellationToken = default);
 

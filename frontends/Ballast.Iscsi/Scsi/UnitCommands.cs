@@ -108,7 +108,8 @@ internal static class UnitCommands
 
     private static async ValueTask FlushAsync(ScsiTask t)
     {
-        await t.Lu.Volume.FlushAsync().ConfigureAwait(false);
+        // Only completes the task (as a write does): may run on the engine's sync thread.
+        await t.Lu.Volume.FlushInlineAsync().ConfigureAwait(false);
         t.Good();
     }
 

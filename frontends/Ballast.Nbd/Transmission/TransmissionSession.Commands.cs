@@ -138,13 +138,14 @@ internal sealed partial class TransmissionSession
                     Interlocked.Add(ref BytesWritten, length);
                     break;
                 case NbdCommand.Flush:
-                    await _volume.FlushAsync().ConfigureAwait(false);
+                    // Like a write, what follows only queues the reply: it may run on the sync thread.
+                    await _volume.FlushInlineAsync().ConfigureAwait(false);
                     break;
                 case NbdCommand.Trim:
                     await _volume.TrimAsync(offset, s.Length).ConfigureAwait(false);
                     if (fua)
                     {
-                        await _volume.FlushAsync().ConfigureAwait(false);
+                        await _volume.FlushInlineAsync().ConfigureAwait(false);
                     }
                     break;
                 case NbdCommand.WriteZeroes:
@@ -152,7 +153,7 @@ internal sealed partial class TransmissionSession
                     await _volume.WriteZeroesAsync(offset, s.Length, mayDeallocate: (s.Flags & CommandFlags.NoHole) == 0).ConfigureAwait(false);
                     if (fua)
                     {
-                        await _volume.FlushAsync().ConfigureAwait(false);
+                        await _volume.FlushInlineAsync().ConfigureAwait(false);
                     }
                     break;
                 case NbdCommand.Cache:

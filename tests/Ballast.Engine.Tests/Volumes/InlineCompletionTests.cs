@@ -60,6 +60,27 @@ public class InlineCompletionTests
     }
 
     [Test]
+    public async Task A_flush_marked_inline_continues_on_the_sync_thread_and_a_plain_one_does_not()
+    {
+        var data = TestPools.Pattern(4, 4096);
+        var inline = await ContinuationThreadsAsync(async () =>
+        {
+            await _volume.WriteAsync(0, data, WriteFlags.None);
+            await _volume.FlushInlineAsync();
+        });
+        var plain = await ContinuationThreadsAsync(async () =>
+        {
+            await _volume.WriteAsync(0, data, WriteFlags.None);
+            await _volume.FlushAsync();
+        });
+        Assert.Multiple(() =>
+        {
+            Assert.That(inline, Does.Contain("ballast-sync"));
+            Assert.That(plain, Does.Not.Contain("ballast-sync").And.Not.Contain("ballast-appender"));
+        });
+    }
+
+    [Test]
     public async Task An_inline_read_continues_on_an_io_thread_and_a_plain_read_does_not([Values] bool ioUring)
     {
         var data = TestPools.Pattern(2, 4096);
