@@ -28,6 +28,13 @@ public static class CompletionBatch
         return true;
     }
 
+    /// <summary>Opens a batch on this thread until the returned scope is disposed.</summary>
+    internal static Scope Begin()
+    {
+        Open();
+        return default;
+    }
+
     internal static void Open() => t_open = true;
 
     internal static void Close()
@@ -44,5 +51,11 @@ public static class CompletionBatch
             listeners[i].OnBatchCompleted();
         }
         listeners.Clear();
+    }
+
+    /// <summary>Closes the batch <see cref="Begin"/> opened, also when completing threw.</summary>
+    internal readonly ref struct Scope
+    {
+        public void Dispose() => Close();
     }
 }

@@ -668,14 +668,9 @@ internal sealed class Appender : IDisposable
             Appended?.Invoke(bytes.Length);
         }
         // Complete what needs no sync before syncing: their latency should not include it.
-        Async.CompletionBatch.Open();
-        try
+        using (Async.CompletionBatch.Begin())
         {
             CompleteWritten();
-        }
-        finally
-        {
-            Async.CompletionBatch.Close();
         }
         if (needSync)
         {

@@ -87,8 +87,7 @@ internal sealed class Syncer : IDisposable
                 }
                 SyncTicks += Stopwatch.GetTimestamp() - from;
             }
-            Async.CompletionBatch.Open();
-            try
+            using (Async.CompletionBatch.Begin())
             {
                 foreach (var r in _taken)
                 {
@@ -101,10 +100,6 @@ internal sealed class Syncer : IDisposable
                         r.Fail(new BlockVolumeException(BlockError.Io, $"flush failed: {error.Message}", error));
                     }
                 }
-            }
-            finally
-            {
-                Async.CompletionBatch.Close();
             }
             _taken.Clear();
         }

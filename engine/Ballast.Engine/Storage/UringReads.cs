@@ -199,17 +199,12 @@ internal sealed unsafe class UringReads : IDisposable
             Volatile.Write(ref *_cqHead, head);
             if (done.Count > 0)
             {
-                CompletionBatch.Open();
-                try
+                using (CompletionBatch.Begin())
                 {
                     foreach (var (index, result) in done)
                     {
                         _ops[index].Finish(result);
                     }
-                }
-                finally
-                {
-                    CompletionBatch.Close();
                 }
                 lock (_lock)
                 {

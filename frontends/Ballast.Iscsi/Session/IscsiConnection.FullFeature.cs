@@ -460,11 +460,11 @@ internal sealed partial class IscsiConnection
         if (ping != null)
         {
             await ReadDataAsync(ping, length, ct).ConfigureAwait(false);
-        }
-        if (ping != null && !_dataOk)
-        {
-            RejectCurrent(RejectReason.DataDigestError);
-            return;
+            if (!_dataOk)
+            {
+                RejectCurrent(RejectReason.DataDigestError);
+                return;
+            }
         }
         if (itt == Bhs.ReservedTag)
         {
