@@ -6,6 +6,7 @@
 #   bench/tools/per_io_threads.sh                       # 4 KiB random write, QD1, 20000 I/Os
 #   QD=32 N=100000 EXTRA=--fsync=32 bench/tools/per_io_threads.sh
 #   QD=32 N=100000 RW=randread bench/tools/per_io_threads.sh
+#   QD=8 N=4000 RW=write BS=1M bench/tools/per_io_threads.sh
 #   bench/tools/per_io_threads.sh DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS=0   # env for ballastd
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -27,7 +28,7 @@ snap() { for t in /proc/$pid/task/*; do
   echo "$(basename "$t")|$(cat "$t/comm")|$(sed 's/.*) //' "$t/stat" | awk '{print $12+$13}')|$(awk '/^voluntary/{print $2}' "$t/status")|$(awk '/^nonvoluntary/{print $2}' "$t/status")"
 done; }
 snap >"$dir/s0"
-fio --name=run --ioengine=nbd --uri="$uri" --size=1G --rw="${RW:-randwrite}" --bs=4k --iodepth="${QD:-1}" \
+fio --name=run --ioengine=nbd --uri="$uri" --size=1G --rw="${RW:-randwrite}" --bs="${BS:-4k}" --iodepth="${QD:-1}" \
   --number_ios="$n" ${EXTRA:-} --output-format=json >"$dir/fio.json"
 snap >"$dir/s1"
 python3 - "$dir" "$n" "$(getconf CLK_TCK)" <<'PY'

@@ -20,6 +20,10 @@ public sealed class SegmentTable : Maps.IDisplacedSink
 {
     private readonly object _lock = new();
     private readonly Entry[] _entries;
+    // CRC arrays of freed segments, for the next segments allocated: each lives as long as its
+    // segment, so a fresh one per segment would die in gen 2. Bounded; the rest go to the collector.
+    private readonly Stack<uint[]> _spareCrcs = new();
+    private const int MaxSpareCrcs = 16;
 
     public SegmentTable(PoolLayout layout)
     {
@@ -75,7 +79,7 @@ public sealed class SegmentTable : Maps.IDisplacedSink
                 if (e.State == SegmentState.Free)
                 {
                     e.State = state;
-                    e.Crcs ??= new uint[Layout.BlocksPerSegment];
+                    e.Crcs ??= TakeCrcs();
                     Array.Clear(e.Crcs);
                     e.WrittenBlocks = 0;
                     e.DisplacedBlocks = 0;
@@ -91,6 +95,8 @@ public sealed class SegmentTable : Maps.IDisplacedSink
         }
     }
 
+    private uint[] TakeCrcs() => _spareCrcs.TryPop(out var c) ? c : new uint[Layout.BlocksPerSegment];
+
     /// <summary>Marks a segment used while loading a checkpoint or replaying.</summary>
     public void MarkUsed(int segment, SegmentState state, ulong seq)
     {
@@ -103,7 +109,11 @@ public sealed class SegmentTable : Maps.IDisplacedSink
             }
             e.State = state;
             e.Seq = seq;
-            e.Crcs ??= new uint[Layout.BlocksPerSegment];
+            if (e.Crcs == null)
+            {
+                e.Crcs = TakeCrcs();
+                Array.Clear(e.Crcs);
+            }
         }
     }
 
@@ -119,6 +129,12 @@ public sealed class SegmentTable : Maps.IDisplacedSink
             e.State = SegmentState.Free;
             e.Sealed = false;
             e.Seq = 0;
+            // A segment is released only once no reader can still resolve a block in it (the
+            // cleaner drains the reader epoch first), so its CRC array has no reader left.
+            if (e.Crcs != null && _spareCrcs.Count < MaxSpareCrcs)
+            {
+                _spareCrcs.Push(e.Crcs);
+            }
             e.Crcs = null;
             e.WrittenBlocks = 0;
             e.DisplacedBlocks = 0;

@@ -11,7 +11,8 @@ namespace Ballast.Engine.Maps;
 /// A snapshot shares the root and bumps this map's freeze generation: nodes older than it are
 /// copied on first change (O(1) snapshot, unlimited count). A clone is a new writable map on a
 /// snapshot's root. Writers must hold the owning volume's lock; read-only maps are read lock-free.
-/// Memory: 20 bytes per entry in leaf arrays that grow by doubling, about 30 bytes per extent.
+/// Memory: 20 bytes per entry in leaf arrays of power-of-two sizes that grow by doubling, about
+/// 30 bytes per extent. Arrays that leaves give up go back to <see cref="MapEntryArrays"/>.
 /// </summary>
 public sealed class ExtentMap
 {
@@ -26,6 +27,9 @@ public sealed class ExtentMap
     private long _gen;
     private long _snapshotFloor;
     private long _checkpointFloor;
+    // Leaves copied on write only because a checkpoint was reading them: no snapshot or clone
+    // shares them, so their arrays are spare once the checkpoint ends.
+    private List<MapLeaf>? _retired;
 
     public ExtentMap(MapGeometry geometry, long capacityBlocks)
     {
@@ -107,7 +111,22 @@ public sealed class ExtentMap
         return Root;
     }
 
-    internal void EndCheckpoint() => _checkpointFloor = 0;
+    internal void EndCheckpoint()
+    {
+        _checkpointFloor = 0;
+        if (_retired is not { Count: > 0 })
+        {
+            return;
+        }
+        // The checkpoint was the last reader of the leaves copied for it: their arrays are spare.
+        foreach (var leaf in _retired)
+        {
+            MapEntryArrays.Return(leaf.Items);
+            leaf.Items = [];
+            leaf.Count = 0;
+        }
+        _retired.Clear();
+    }
 
     /// <summary>Builds a map over nodes loaded from a checkpoint.</summary>
     internal static ExtentMap FromCheckpoint(MapGeometry geometry, MapNode? root, int levels, bool readOnly) =>
@@ -509,7 +528,7 @@ public sealed class ExtentMap
         return (MapLeaf)node;
     }
 
-    private MapLeaf NewLeaf(int capacity) => new(capacity) { Owner = this, Gen = _gen };
+    private MapLeaf NewLeaf(int capacity) => new(MapEntryArrays.Rent(capacity)) { Owner = this, Gen = _gen };
 
     private MapInner NewInner() => new() { Owner = this, Gen = _gen };
 
@@ -517,10 +536,14 @@ public sealed class ExtentMap
     {
         if (n is MapLeaf leaf)
         {
-            var copy = NewLeaf(leaf.Count + 4);
+            var copy = NewLeaf(Math.Min(WindowBlocks, leaf.Count + 4));
             Array.Copy(leaf.Items, copy.Items, leaf.Count);
             copy.Count = leaf.Count;
             copy.MaxLsn = leaf.MaxLsn;
+            if (_checkpointFloor != 0 && ReferenceEquals(leaf.Owner, this) && leaf.Gen >= _snapshotFloor)
+            {
+                (_retired ??= []).Add(leaf);
+            }
             return copy;
         }
         var inner = (MapInner)n;
@@ -602,9 +625,11 @@ public sealed class ExtentMap
         var total = count - (j - i) + newCount;
         if (total > items.Length)
         {
-            var grown = new MapEntry[Math.Max(total, Math.Min(WindowBlocks, items.Length * 2))];
+            var grown = MapEntryArrays.Rent(Math.Max(total, Math.Min(WindowBlocks, items.Length * 2)));
             Array.Copy(items, grown, i);
             Array.Copy(items, j, grown, i + newCount, count - j);
+            // Only a mutable leaf grows, and only under the volume's lock: no one else holds the old array.
+            MapEntryArrays.Return(items);
             leaf.Items = items = grown;
         }
         else if (j - i != newCount)

@@ -42,6 +42,8 @@ internal sealed class MapLeaf : MapNode
     public int Count;
 
     public MapLeaf(int capacity) => Items = capacity == 0 ? [] : new MapEntry[capacity];
+
+    public MapLeaf(MapEntry[] items) => Items = items;
 }
 
 internal sealed class MapInner : MapNode

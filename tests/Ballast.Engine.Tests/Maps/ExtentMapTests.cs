@@ -135,6 +135,48 @@ public class ExtentMapTests
         GC.KeepAlive(m);
     }
 
+    private static List<MapLeaf> Leaves(MapNode? root)
+    {
+        var leaves = new List<MapLeaf>();
+        ExtentMap.CollectLeaves(root, new HashSet<MapNode>(ReferenceEqualityComparer.Instance), leaves);
+        return leaves;
+    }
+
+    [Test]
+    public void A_leaf_copied_for_a_checkpoint_gives_its_array_back_when_the_checkpoint_ends()
+    {
+        var m = new ExtentMap(Geo, 1 << 20);
+        m.Set(0, 4, ExtentKind.Data, Seg0, 1);
+        var frozen = m.BeginCheckpoint(out _);
+        m.Set(1, 1, ExtentKind.Data, Seg0 + 50, 2);
+        var old = Leaves(frozen).Single();
+        Assert.That(old.Count, Is.EqualTo(1), "the checkpoint still reads the leaf as it was");
+        m.EndCheckpoint();
+        Assert.That(old.Items, Is.Empty, "its array went back to the spares");
+        Assert.That(Resolve(m, 0, 4).Select(x => (x.Phys, x.Count)), Is.EqualTo(new[] { (Seg0, 1), (Seg0 + 50, 1), (Seg0 + 2, 2) }));
+    }
+
+    [Test]
+    public void A_leaf_a_snapshot_shares_keeps_its_array_after_a_checkpoint()
+    {
+        var m = new ExtentMap(Geo, 1 << 20);
+        m.Set(0, 4, ExtentKind.Data, Seg0, 1);
+        var snap = m.FreezeSnapshot();
+        var frozen = m.BeginCheckpoint(out _);
+        m.Set(1, 1, ExtentKind.Data, Seg0 + 50, 2);
+        m.EndCheckpoint();
+        Assert.That(Leaves(frozen).Single().Items, Is.Not.Empty);
+        for (var i = 0; i < 50; i++)
+        {
+            // Churn the spare arrays: a shared leaf's array must never be handed out again.
+            var f = m.BeginCheckpoint(out _);
+            m.Set(i % 4, 1, ExtentKind.Data, Seg0 + 60 + i, 3 + i);
+            m.EndCheckpoint();
+            GC.KeepAlive(f);
+        }
+        Assert.That(Resolve(snap, 0, 4).Select(x => (x.Kind, x.Phys, x.Count)), Is.EqualTo(new[] { (ExtentKind.Data, Seg0, 4) }));
+    }
+
     [Test]
     public void Random_operations_match_a_plain_array([Range(1, 20)] int seed)
     {
@@ -144,6 +186,7 @@ public class ExtentMapTests
         var kind = new ExtentKind[blocks];
         var phys = new long[blocks];
         var snaps = new List<(ExtentMap Map, ExtentKind[] Kind, long[] Phys)>();
+        (ExtentMap Map, ExtentKind[] Kind, long[] Phys)? checkpoint = null;
         long next = Seg0;
         for (var op = 0; op < 400; op++)
         {
@@ -153,6 +196,19 @@ public class ExtentMapTests
             if (rng.Next(20) == 0)
             {
                 snaps.Add((m.FreezeSnapshot(), (ExtentKind[])kind.Clone(), (long[])phys.Clone()));
+            }
+            if (checkpoint == null && rng.Next(15) == 0)
+            {
+                // A checkpoint reads the map as it was while writes go on; when it ends, the
+                // leaves copied for it are recycled, which must not disturb any other view.
+                var root = m.BeginCheckpoint(out var levels);
+                checkpoint = (ExtentMap.FromCheckpoint(Geo, root, levels, readOnly: true), (ExtentKind[])kind.Clone(), (long[])phys.Clone());
+            }
+            else if (checkpoint is var (frozen, ck, cp) && rng.Next(8) == 0)
+            {
+                Check(frozen, ck, cp, "checkpoint");
+                m.EndCheckpoint();
+                checkpoint = null;
             }
             if (next + count >= 256 + 64 * 256)
             {

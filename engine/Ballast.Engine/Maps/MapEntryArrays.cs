@@ -1,0 +1,76 @@
+using System.Numerics;
+
+namespace Ballast.Engine.Maps;
+
+/// <summary>
+/// Spare leaf arrays, by power-of-two capacity (4 to 1024 entries). Leaves live for seconds or
+/// more, so the garbage they leave (a leaf outgrown, or copied while a checkpoint holds the old
+/// one) dies in gen 2 and brings on gen-2 collections. Reusing arrays keeps the map's churn out of
+/// the collector. An array comes back only when nothing can read it any more: the caller says so.
+/// Bounded: past <see cref="MaxSpareBytes"/> returned arrays are left to the collector.
+/// </summary>
+internal static class MapEntryArrays
+{
+    private const int MinShift = 2;
+    private const int MaxShift = ExtentMap.WindowShift;
+    private const int EntryBytes = 20;
+
+    /// <summary>Spare arrays kept at most, over all capacities (32 MiB).</summary>
+    public const long MaxSpareBytes = 32L << 20;
+
+    private static readonly Stack<MapEntry[]>[] s_spare = CreateStacks();
+    private static long s_spareBytes;
+
+    public static long SpareBytes => Interlocked.Read(ref s_spareBytes);
+
+    private static Stack<MapEntry[]>[] CreateStacks()
+    {
+        var stacks = new Stack<MapEntry[]>[MaxShift - MinShift + 1];
+        for (var i = 0; i < stacks.Length; i++)
+        {
+            stacks[i] = new Stack<MapEntry[]>();
+        }
+        return stacks;
+    }
+
+    /// <summary>An array of at least <paramref name="capacity"/> entries (rounded up to a power of two); its contents are stale.</summary>
+    public static MapEntry[] Rent(int capacity)
+    {
+        var shift = Math.Max(MinShift, BitOperations.Log2(BitOperations.RoundUpToPowerOf2((uint)Math.Max(1, capacity))));
+        if (shift > MaxShift)
+        {
+            return new MapEntry[capacity];
+        }
+        var stack = s_spare[shift - MinShift];
+        lock (stack)
+        {
+            if (stack.TryPop(out var a))
+            {
+                Interlocked.Add(ref s_spareBytes, -(long)a.Length * EntryBytes);
+                return a;
+            }
+        }
+        return new MapEntry[1 << shift];
+    }
+
+    /// <summary>Takes back an array nothing reads any more. Arrays not of a pooled size are left to the collector.</summary>
+    public static void Return(MapEntry[] array)
+    {
+        var length = array.Length;
+        if (length < 1 << MinShift || length > 1 << MaxShift || !BitOperations.IsPow2(length))
+        {
+            return;
+        }
+        var bytes = (long)length * EntryBytes;
+        if (Interlocked.Add(ref s_spareBytes, bytes) > MaxSpareBytes)
+        {
+            Interlocked.Add(ref s_spareBytes, -bytes);
+            return;
+        }
+        var stack = s_spare[BitOperations.Log2((uint)length) - MinShift];
+        lock (stack)
+        {
+            stack.Push(array);
+        }
+    }
+}
