@@ -88,6 +88,16 @@ public sealed partial class Pool
     /// the space a group frees is what the next group copies into. At high utilisation a victim
     /// frees little, and copying many before freeing any would need free space the pool lacks.
     /// </summary>
+    // Reused by every pass (passes run one at a time, under the structure lock).
+    private LiveRanges? _mark;
+    private readonly MapWalkScratch _walk = new();
+    private readonly List<(int Segment, int Index, AppendRequest Request)> _copyGroup = [];
+    private ValueTask[] _pending = [];
+    private AlignedBuffer? _copyBuffer;
+    private readonly List<(int Segment, double Score, int Live)> _scored = [];
+    private readonly List<(int Segment, int Live)> _victimOrder = [];
+    private static readonly Comparison<(int Segment, double Score, int Live)> ByScoreDescending = (a, b) => b.Score.CompareTo(a.Score);
+
     private async Task<int> CleanLockedAsync(int wantFree, CancellationToken ct)
     {
         var sw = Stopwatch.StartNew();
@@ -150,7 +160,7 @@ public sealed partial class Pool
     private async Task<int> CleanGroupAsync(LiveRanges live, HashSet<int> victims, bool urgent, CancellationToken ct)
     {
         var copied = await CopyForwardAsync(live, victims, urgent, ct).ConfigureAwait(false);
-        var stillReferenced = Redirector.Apply(_catalog.All(), live.Subset(copied), Layout);
+        var stillReferenced = Redirector.Apply(_catalog.All(), live.Subset(copied), Layout, _walk);
         var freed = new List<int>();
         foreach (var v in copied)
         {
@@ -190,7 +200,9 @@ public sealed partial class Pool
     /// </summary>
     private LiveRanges Mark()
     {
-        var live = new LiveRanges(Layout);
+        // One mark at a time (the structure lock): its collections are reused from pass to pass.
+        var live = _mark ??= new LiveRanges(Layout);
+        live.Reset();
         var replayFrom = _superblock.Current.ReplayStart.Seq;
         for (var i = 0; i < Segments.Count; i++)
         {
@@ -212,11 +224,10 @@ public sealed partial class Pool
         }
         try
         {
-            var seen = new HashSet<MapNode>(ReferenceEqualityComparer.Instance);
-            var leaves = new List<MapLeaf>();
+            var leaves = _walk.Leaves;
             foreach (var (_, root) in frozen)
             {
-                ExtentMap.CollectLeaves(root, seen, leaves);
+                ExtentMap.CollectLeaves(root, _walk.Seen, leaves, _walk.Stack);
             }
             foreach (var leaf in leaves)
             {
@@ -232,6 +243,8 @@ public sealed partial class Pool
         }
         finally
         {
+            // The leaves may be recycled once the maps end the freeze: drop them first.
+            _walk.Clear();
             foreach (var (v, _) in frozen)
             {
                 lock (v.Lock)
@@ -266,7 +279,8 @@ public sealed partial class Pool
         var capacity = Layout.DataBlocksPerSegment;
         var now = Environment.TickCount64;
         var limit = urgent ? 0.998 : 0.95;
-        var scored = new List<(int Segment, double Score, int Live)>();
+        var scored = _scored;
+        scored.Clear();
         foreach (var (seg, liveCount) in liveBlocks)
         {
             var e = Segments[seg];
@@ -279,8 +293,14 @@ public sealed partial class Pool
             var age = Math.Max(1, (now - e.LastWriteTicks) / 1000.0);
             scored.Add((seg, (1 - u) * age / (1 + u), liveCount));
         }
-        scored.Sort((a, b) => b.Score.CompareTo(a.Score));
-        return [.. scored.Select(x => (x.Segment, x.Live))];
+        scored.Sort(ByScoreDescending);
+        var order = _victimOrder;
+        order.Clear();
+        foreach (var x in scored)
+        {
+            order.Add((x.Segment, x.Live));
+        }
+        return order;
     }
 
     /// <summary>
@@ -290,8 +310,9 @@ public sealed partial class Pool
     private async Task<HashSet<int>> CopyForwardAsync(LiveRanges live, HashSet<int> victims, bool urgent, CancellationToken ct)
     {
         var bufferBytes = Appender.MaxBatchBlocks << PoolLayout.BlockShift;
-        using var buffer = new AlignedBuffer(bufferBytes);
-        var group = new List<(int Segment, int Index, AppendRequest Request)>();
+        var buffer = _copyBuffer ??= new AlignedBuffer(bufferBytes);
+        var group = _copyGroup;
+        group.Clear();
         var fill = 0;
         long moved = 0;
         var sw = Stopwatch.StartNew();
@@ -375,7 +396,11 @@ public sealed partial class Pool
     /// <summary>Submits the copies together; false if any failed (logged).</summary>
     private async Task<bool> SubmitGroupAsync(List<(int Segment, int Index, AppendRequest Request)> group, LiveRanges live)
     {
-        var pending = new ValueTask[group.Count];
+        if (_pending.Length < group.Count)
+        {
+            _pending = new ValueTask[Math.Max(group.Count, _pending.Length * 2)];
+        }
+        var pending = _pending;
         for (var i = 0; i < group.Count; i++)
         {
             pending[i] = Appender.SubmitAsync(group[i].Request);
@@ -402,6 +427,7 @@ public sealed partial class Pool
             }
         }
         group.Clear();
+        Array.Clear(pending, 0, pending.Length);
         if (failure != null)
         {
             Report(PoolLogLevel.Warning, $"cleaner: copying live data forward stopped: {failure.Message}");

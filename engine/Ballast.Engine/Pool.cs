@@ -276,6 +276,7 @@ public sealed partial class Pool : IAsyncDisposable
         Appender.Dispose();
         Storage.Dispose();
         Scratch.Dispose();
+        ((IDisposable?)_copyBuffer)?.Dispose();
         _superblock.Dispose();
     }
 }

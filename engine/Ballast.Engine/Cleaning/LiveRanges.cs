@@ -13,6 +13,11 @@ internal sealed class LiveRanges
 {
     private readonly PoolLayout _layout;
     private readonly Dictionary<int, List<Component>> _bySegment = [];
+    // The cleaner marks again and again, each time over every live extent of the pool: lists
+    // and tallies are kept from one mark to the next (see Reset), or each pass would leave
+    // megabytes of component arrays to the collector.
+    private readonly Stack<List<Component>> _spareLists = new();
+    private readonly Dictionary<int, int> _liveBlocks = [];
 
     public LiveRanges(PoolLayout layout) => _layout = layout;
 
@@ -36,7 +41,19 @@ internal sealed class LiveRanges
     /// <summary>Adjacent live ranges are merged into one copy up to this many blocks (1 MiB).</summary>
     public const int MaxAdjacentMerge = 256;
 
-    public void Track(int segment) => _bySegment[segment] = [];
+    public void Track(int segment) => _bySegment[segment] = _spareLists.TryPop(out var list) ? list : [];
+
+    /// <summary>Forgets every segment and component, keeping the lists for the next mark. Not for subsets, which share their lists.</summary>
+    public void Reset()
+    {
+        foreach (var list in _bySegment.Values)
+        {
+            list.Clear();
+            _spareLists.Push(list);
+        }
+        _bySegment.Clear();
+        _liveBlocks.Clear();
+    }
 
     /// <summary>Records a component already copied (replay of a relocation record).</summary>
     public void AddMoved(long phys, int count, long newPhys)
@@ -56,41 +73,47 @@ internal sealed class LiveRanges
     {
         foreach (var list in _bySegment.Values)
         {
-            list.Sort((a, b) => a.Phys.CompareTo(b.Phys));
+            list.Sort(ByPhys);
         }
     }
 
-    /// <summary>Sorts and merges each segment's ranges; returns live blocks per segment.</summary>
+    private static readonly Comparison<Component> ByPhys = (a, b) => a.Phys.CompareTo(b.Phys);
+
+    /// <summary>Sorts and merges each segment's ranges in place; returns live blocks per segment (valid until the next Reset).</summary>
     public Dictionary<int, int> Merge()
     {
-        var live = new Dictionary<int, int>();
+        _liveBlocks.Clear();
         foreach (var (seg, list) in _bySegment)
         {
-            list.Sort((a, b) => a.Phys.CompareTo(b.Phys));
-            var merged = new List<Component>(list.Count);
-            foreach (var c in list)
+            list.Sort(ByPhys);
+            var span = System.Runtime.InteropServices.CollectionsMarshal.AsSpan(list);
+            var n = 0;
+            long total = 0;
+            foreach (var c in span)
             {
                 // Overlapping ranges (shared by snapshots and clones) must move as one piece;
                 // merely adjacent ones are merged only up to a small size, so copies stay small
                 // enough to fill the ends of segments.
-                var lastEnd = merged.Count > 0 ? merged[^1].Phys + merged[^1].Count : long.MinValue;
-                if (merged.Count > 0 && (c.Phys < lastEnd || (c.Phys == lastEnd && merged[^1].Count + c.Count <= MaxAdjacentMerge)))
+                if (n > 0)
                 {
-                    var last = merged[^1];
-                    var end = Math.Max(last.Phys + last.Count, c.Phys + c.Count);
-                    last.Count = (int)(end - last.Phys);
-                    merged[^1] = last;
+                    ref var last = ref span[n - 1];
+                    var lastEnd = last.Phys + last.Count;
+                    if (c.Phys < lastEnd || (c.Phys == lastEnd && last.Count + c.Count <= MaxAdjacentMerge))
+                    {
+                        var end = Math.Max(lastEnd, c.Phys + c.Count);
+                        total += end - lastEnd;
+                        last.Count = (int)(end - last.Phys);
+                        continue;
+                    }
                 }
-                else
-                {
-                    merged.Add(c);
-                }
+                // n never passes the read position, so the write cannot overwrite an unread entry.
+                span[n++] = c;
+                total += c.Count;
             }
-            list.Clear();
-            list.AddRange(merged);
-            live[seg] = merged.Sum(c => c.Count);
+            list.RemoveRange(n, list.Count - n);
+            _liveBlocks[seg] = (int)total;
         }
-        return live;
+        return _liveBlocks;
     }
 
     public List<Component> ComponentsOf(int segment) => _bySegment[segment];

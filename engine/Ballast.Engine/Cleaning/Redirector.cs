@@ -12,17 +12,31 @@ namespace Ballast.Engine.Cleaning;
 internal static class Redirector
 {
     /// <summary>Returns victims some entry still points into without a copy (none, unless there is a bug).</summary>
-    public static HashSet<int> Apply(IEnumerable<VolumeState> volumes, LiveRanges moved, PoolLayout layout)
+    public static HashSet<int> Apply(IEnumerable<VolumeState> volumes, LiveRanges moved, PoolLayout layout, MapWalkScratch? scratch = null)
     {
         var unsafeVictims = new HashSet<int>();
-        var seen = new HashSet<MapNode>(ReferenceEqualityComparer.Instance);
-        var leaves = new List<MapLeaf>();
+        scratch ??= new MapWalkScratch();
+        try
+        {
+            Redirect(volumes, moved, layout, scratch, unsafeVictims);
+        }
+        finally
+        {
+            scratch.Clear();
+        }
+        return unsafeVictims;
+    }
+
+    private static void Redirect(IEnumerable<VolumeState> volumes, LiveRanges moved, PoolLayout layout, MapWalkScratch scratch, HashSet<int> unsafeVictims)
+    {
+        var seen = scratch.Seen;
+        var leaves = scratch.Leaves;
         foreach (var v in volumes)
         {
             lock (v.Lock)
             {
                 leaves.Clear();
-                ExtentMap.CollectLeaves(v.Map.Root, seen, leaves);
+                ExtentMap.CollectLeaves(v.Map.Root, seen, leaves, scratch.Stack);
                 foreach (var leaf in leaves)
                 {
                     for (var i = 0; i < leaf.Count; i++)
@@ -50,7 +64,6 @@ internal static class Redirector
                 }
             }
         }
-        return unsafeVictims;
     }
 
     public static byte[] EncodeVictims(IReadOnlyCollection<int> victims)

@@ -21,9 +21,10 @@ public sealed class SegmentTable : Maps.IDisplacedSink
     private readonly object _lock = new();
     private readonly Entry[] _entries;
     // CRC arrays of freed segments, for the next segments allocated: each lives as long as its
-    // segment, so a fresh one per segment would die in gen 2. Bounded; the rest go to the collector.
+    // segment, so a fresh one per segment would die in gen 2. Up to a quarter of the segments'
+    // worth is kept (the pool needed them when it was that full); the rest go to the collector.
     private readonly Stack<uint[]> _spareCrcs = new();
-    private const int MaxSpareCrcs = 16;
+    private int MaxSpareCrcs => Math.Max(16, _entries.Length / 4);
 
     public SegmentTable(PoolLayout layout)
     {

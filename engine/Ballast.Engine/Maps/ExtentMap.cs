@@ -440,13 +440,13 @@ public sealed class ExtentMap
     }
 
     /// <summary>Every leaf reachable from <paramref name="root"/> not already in <paramref name="seen"/>.</summary>
-    internal static void CollectLeaves(MapNode? root, HashSet<MapNode> seen, List<MapLeaf> leaves)
+    internal static void CollectLeaves(MapNode? root, HashSet<MapNode> seen, List<MapLeaf> leaves, Stack<MapNode>? stack = null)
     {
         if (root == null)
         {
             return;
         }
-        var stack = new Stack<MapNode>();
+        stack ??= new Stack<MapNode>();
         stack.Push(root);
         while (stack.Count > 0)
         {

@@ -7,7 +7,8 @@ namespace Ballast.Engine.Maps;
 /// more, so the garbage they leave (a leaf outgrown, or copied while a checkpoint holds the old
 /// one) dies in gen 2 and brings on gen-2 collections. Reusing arrays keeps the map's churn out of
 /// the collector. An array comes back only when nothing can read it any more: the caller says so.
-/// Bounded: past <see cref="MaxSpareBytes"/> returned arrays are left to the collector.
+/// Bounded by <see cref="MaxSpareBytes"/>: past it, spares of other sizes make room, then
+/// returned arrays are left to the collector.
 /// </summary>
 internal static class MapEntryArrays
 {
@@ -15,8 +16,11 @@ internal static class MapEntryArrays
     private const int MaxShift = ExtentMap.WindowShift;
     private const int EntryBytes = 20;
 
-    /// <summary>Spare arrays kept at most, over all capacities (32 MiB).</summary>
-    public const long MaxSpareBytes = 32L << 20;
+    /// <summary>
+    /// Spare arrays kept at most, over all capacities (64 MiB): about what the leaves of 12 GiB of
+    /// randomly written volume take, and never more than a checkpoint's copies held just before.
+    /// </summary>
+    public const long MaxSpareBytes = 64L << 20;
 
     private static readonly Stack<MapEntry[]>[] s_spare = CreateStacks();
     private static long s_spareBytes;
@@ -62,15 +66,40 @@ internal static class MapEntryArrays
             return;
         }
         var bytes = (long)length * EntryBytes;
-        if (Interlocked.Add(ref s_spareBytes, bytes) > MaxSpareBytes)
+        var cls = BitOperations.Log2((uint)length) - MinShift;
+        if (Interlocked.Add(ref s_spareBytes, bytes) > MaxSpareBytes && !EvictOtherThan(cls, bytes))
         {
             Interlocked.Add(ref s_spareBytes, -bytes);
             return;
         }
-        var stack = s_spare[BitOperations.Log2((uint)length) - MinShift];
+        var stack = s_spare[cls];
         lock (stack)
         {
             stack.Push(array);
         }
+    }
+
+    /// <summary>
+    /// Makes room by dropping spares of other sizes, smallest first: leaves grow through the small
+    /// sizes once and then stay large, so what piles up there is what is needed least.
+    /// </summary>
+    private static bool EvictOtherThan(int keep, long bytes)
+    {
+        for (var c = 0; c < s_spare.Length && Interlocked.Read(ref s_spareBytes) > MaxSpareBytes; c++)
+        {
+            if (c == keep)
+            {
+                continue;
+            }
+            var stack = s_spare[c];
+            lock (stack)
+            {
+                while (Interlocked.Read(ref s_spareBytes) > MaxSpareBytes && stack.TryPop(out var a))
+                {
+                    Interlocked.Add(ref s_spareBytes, -(long)a.Length * EntryBytes);
+                }
+            }
+        }
+        return Interlocked.Read(ref s_spareBytes) <= MaxSpareBytes;
     }
 }
