@@ -8,11 +8,13 @@
 #            (mean and p99 latency), 1 MiB sequential write and read QD8. Writes send a FLUSH
 #            (fsync) every 32 writes for every system, so durability is equal. Every target is
 #            prefilled first, so reads hit data, not holes. For ballastd: CPU time and managed
-#            bytes allocated per I/O, and Gen2 collections, from /proc and /metrics; then a
-#            steady-state run (BENCH_STEADY_SECONDS, default 60, of 4 KiB random writes QD32)
-#            with its Gen2 collections and bytes allocated per write.
+#            bytes allocated per I/O, and Gen2 collections, from /proc and /metrics.
 #            nbdkit's cache=none is not O_DIRECT (it writes through the page cache and evicts
 #            afterwards), so its 1 MiB rows can exceed the raw O_DIRECT figure.
+#   steady   ballastd alone, as after long use: a volume in its own pool 80% full (so the cleaner
+#            runs), prefilled, a warm-up of random writes (BENCH_STEADY_WARMUP, 30 s), then
+#            BENCH_STEADY_SECONDS (60) of 4 KiB random writes QD32 with a FLUSH every 32: IOPS,
+#            cleaner bytes moved, CPU, Gen2 collections and bytes allocated per write.
 #   iscsi    ballastd vs tgtd (--bsoflags direct, 4 KiB blocks, same prefilled file): iscsi-perf
 #            4 KiB random reads QD32, qemu-img bench 4 KiB sequential writes QD32 (flush every 32).
 #   restart  a volume written randomly in 4 KiB blocks, ballastd killed with SIGKILL, restarted:
@@ -29,11 +31,12 @@ cd "$(dirname "$0")/.."
 dir=${BENCH_DIR:-$PWD/bench/out/compare}
 seconds=${BENCH_SECONDS:-20}
 steady_seconds=${BENCH_STEADY_SECONDS:-60}
+steady_warmup=${BENCH_STEADY_WARMUP:-30}
 size_gib=${BENCH_SIZE_GIB:-4}
 restart_gib=${BENCH_RESTART_GIB:-10}
 restart_write_gib=${BENCH_RESTART_WRITE_GIB:-$restart_gib}
 volumes=${BENCH_VOLUMES:-1000}
-sections=${BENCH_SECTIONS:-nbd iscsi restart density}
+sections=${BENCH_SECTIONS:-nbd steady iscsi restart density}
 for t in fio qemu-nbd nbdkit tgtd tgtadm iscsi-perf qemu-img curl python3; do
   command -v "$t" >/dev/null || { echo "$t is required (see install-test-deps.sh)" >&2; exit 2; }
 done
@@ -44,7 +47,7 @@ ballastd=(dotnet daemon/Ballast.Daemon/bin/Release/net10.0/ballastd.dll)
 attach=bench/tools/nbd_attach.py
 iscsi_flag=()
 if "${ballastd[@]}" --help | grep -q -- --iscsi-listen; then iscsi_flag=(--iscsi-listen "127.0.0.1:3262"); fi
-nbd_port=10819 qemu_port=10820 nbdkit_port=10821 iscsi_port=3262 tgt_port=3263
+nbd_port=10819 qemu_port=10820 nbdkit_port=10821 iscsi_port=3262 tgt_port=3263 steady_port=10822
 iqn=iqn.2026-11.io.ballast:bench
 
 rm -rf "$dir"; mkdir -p "$dir"
@@ -57,7 +60,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-api() { curl -sf --unix-socket "$dir/api.sock" "http://ballastd$1" "${@:2}"; }
+api() { curl -sf --unix-socket "${api_sock:-$dir/api.sock}" "http://ballastd$1" "${@:2}"; }
 metric() { api /metrics | awk -v m="$1" '$1==m || index($1, m "{")==1 {s+=$2} END{printf "%.0f\n", s}'; }
 cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 start_ballastd() { # extra ballastd args...
@@ -137,14 +140,35 @@ if [[ " $sections " == *" nbd "* ]]; then
   echo "note: nbdkit's cache=none goes through the page cache (not O_DIRECT): its 1 MiB rows are not like for like"
   gen2_end=$(api /metrics | awk '$1=="ballast_gc_collections_total{generation=\"2\"}"{print $2}')
   echo "ballastd Gen2 collections during the NBD section: $((gen2_end - gen2_start))"
-  # Steady state: one long random-write run (the workload that allocates most), ballastd only.
+fi
+
+if [[ " $sections " == *" steady "* ]]; then
+  # ballastd alone, its own pool 80% full with one volume: after the prefill and a warm-up of
+  # random writes, the map is at its working size and the cleaner runs all the time.
+  echo "== steady state: ${size_gib} GiB volume in a $((size_gib * 5 / 4)) GiB pool; ${steady_warmup} s warm-up, then ${steady_seconds} s of 4 KiB random write QD32 (fsync every 32)"
+  api_sock=$dir/steady.sock
+  "${ballastd[@]}" --data-dir "$dir/steady" --pool-size "$(( size_gib * 5 * 256 ))MiB" --api-socket "$api_sock" \
+    --nbd-listen "127.0.0.1:$steady_port" --iscsi-listen off --log-level warning --volume "steady:${size_gib}GiB" >>"$dir/steady.log" 2>&1 &
+  spid=$!
+  pids+=("$spid")
+  for _ in $(seq 300); do api /v1/status >/dev/null 2>&1 && break; sleep 0.1; done
+  uri="nbd://127.0.0.1:$steady_port/steady"
+  fio --name=prefill --ioengine=nbd --uri="$uri" --size="${size_gib}G" --rw=write --bs=1M --iodepth=8 --output-format=terse >/dev/null
+  fio --name=warmup --ioengine=nbd --uri="$uri" --size="${size_gib}G" --rw=randwrite --bs=4k --iodepth=32 --fsync=32 \
+    --runtime="$steady_warmup" --time_based --output-format=terse >/dev/null
   g0=$(metric 'ballast_gc_collections_total{generation="2"}'); alloc0=$(metric ballast_gc_allocated_bytes_total)
-  ios0=$(metric ballast_volume_writes_total)
-  fio --name=steady --ioengine=nbd --uri="nbd://127.0.0.1:$nbd_port/bench" --size="${size_gib}G" \
-    --rw=randwrite --bs=4k --iodepth=32 --fsync=32 --runtime="$steady_seconds" --time_based --output-format=terse >/dev/null
+  ios0=$(metric ballast_volume_writes_total); moved0=$(metric ballast_cleaner_moved_bytes_total); cpu0=$(cpu_ticks "$spid")
+  fio --name=steady --ioengine=nbd --uri="$uri" --size="${size_gib}G" --rw=randwrite --bs=4k --iodepth=32 --fsync=32 \
+    --runtime="$steady_seconds" --time_based --output-format=terse >/dev/null
   g1=$(metric 'ballast_gc_collections_total{generation="2"}'); alloc1=$(metric ballast_gc_allocated_bytes_total)
-  ios1=$(metric ballast_volume_writes_total)
-  echo "steady state, ${steady_seconds} s of 4 KiB random write QD32: ballastd Gen2 collections $((g1 - g0)), allocated $(python3 -c "print(f'{($alloc1 - $alloc0) / max(1, $ios1 - $ios0):.1f}')") B per write"
+  ios1=$(metric ballast_volume_writes_total); moved1=$(metric ballast_cleaner_moved_bytes_total); cpu1=$(cpu_ticks "$spid")
+  ios=$(( ios1 - ios0 )); [ "$ios" -gt 0 ] || ios=1
+  echo "steady: $(( ios / steady_seconds )) IOPS, cleaner moved $(( (moved1 - moved0) >> 20 )) MiB," \
+    "CPU $(python3 -c "print(f'{($cpu1 - $cpu0) * 1e6 / $(getconf CLK_TCK) / $ios:.1f}')") us per write," \
+    "Gen2 collections $((g1 - g0)), allocated $(python3 -c "print(f'{($alloc1 - $alloc0) / $ios:.1f}')") B per write"
+  kill "$spid"; wait "$spid" 2>/dev/null || true
+  rm -rf "$dir/steady"
+  unset api_sock
 fi
 
 if [[ " $sections " == *" iscsi "* ]]; then
