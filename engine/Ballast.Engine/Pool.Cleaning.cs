@@ -83,11 +83,6 @@ public sealed partial class Pool
         }
     }
 
-    /// <summary>
-    /// One pass: mark once, then clean victims in small groups (copy, redirect, commit, free), so
-    /// the space a group frees is what the next group copies into. At high utilisation a victim
-    /// frees little, and copying many before freeing any would need free space the pool lacks.
-    /// </summary>
     // Reused by every pass (passes run one at a time, under the structure lock).
     private LiveRanges? _mark;
     private readonly MapWalkScratch _walk = new();
@@ -98,6 +93,11 @@ public sealed partial class Pool
     private readonly List<(int Segment, int Live)> _victimOrder = [];
     private static readonly Comparison<(int Segment, double Score, int Live)> ByScoreDescending = (a, b) => b.Score.CompareTo(a.Score);
 
+    /// <summary>
+    /// One pass: mark once, then clean victims in small groups (copy, redirect, commit, free), so
+    /// the space a group frees is what the next group copies into. At high utilisation a victim
+    /// frees little, and copying many before freeing any would need free space the pool lacks.
+    /// </summary>
     private async Task<int> CleanLockedAsync(int wantFree, CancellationToken ct)
     {
         var sw = Stopwatch.StartNew();
