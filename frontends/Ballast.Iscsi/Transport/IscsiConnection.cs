@@ -164,7 +164,7 @@ internal sealed partial class IscsiConnection
     // ---- Reading PDUs ----
 
     /// <summary>Reads the BHS, the AHS and the header digest. Throws on a bad digest or AHS layout (the PDU boundary is lost).</summary>
-    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    [AsyncMethodBuilder(typeof(Ballast.Engine.Async.PooledValueTaskBuilder))]
     private async ValueTask ReadHeaderAsync(CancellationToken ct)
     {
         await _reader.ReadExactAsync(_bhs, ct).ConfigureAwait(false);

@@ -23,7 +23,7 @@ internal sealed class SocketReader
     /// <summary>Bytes received from the peer so far (any read counts as activity).</summary>
     public long LastActivity { get; private set; } = Environment.TickCount64;
 
-    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    [AsyncMethodBuilder(typeof(Ballast.Engine.Async.PooledValueTaskBuilder))]
     public async ValueTask ReadExactAsync(Memory<byte> destination, CancellationToken ct)
     {
         var buffered = Math.Min(_end - _start, destination.Length);
