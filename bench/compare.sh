@@ -70,7 +70,8 @@ start_ballastd() { # extra ballastd args...
   bpid=$!
   pids+=("$bpid")
 }
-wait_api() { for _ in $(seq 300); do api /v1/status >/dev/null 2>&1 && return 0; sleep 0.1; done; cat "$dir/ballastd.log" >&2; exit 1; }
+wait_api() { # [log to show if it never answers]
+  for _ in $(seq 300); do api /v1/status >/dev/null 2>&1 && return 0; sleep 0.1; done; cat "${1:-$dir/ballastd.log}" >&2; exit 1; }
 
 # fio_run NAME ENGINE-ARGS... -- WORKLOAD-ARGS... ; prints "iops mean_us p99_us"
 fio_run() {
@@ -145,13 +146,13 @@ fi
 if [[ " $sections " == *" steady "* ]]; then
   # ballastd alone, its own pool 80% full with one volume: after the prefill and a warm-up of
   # random writes, the map is at its working size and the cleaner runs all the time.
-  echo "== steady state: ${size_gib} GiB volume in a $((size_gib * 5 / 4)) GiB pool; ${steady_warmup} s warm-up, then ${steady_seconds} s of 4 KiB random write QD32 (fsync every 32)"
+  echo "== steady state: ${size_gib} GiB volume in a $((size_gib * 5 * 256)) MiB pool; ${steady_warmup} s warm-up, then ${steady_seconds} s of 4 KiB random write QD32 (fsync every 32)"
   api_sock=$dir/steady.sock
   "${ballastd[@]}" --data-dir "$dir/steady" --pool-size "$(( size_gib * 5 * 256 ))MiB" --api-socket "$api_sock" \
     --nbd-listen "127.0.0.1:$steady_port" --iscsi-listen off --log-level warning --volume "steady:${size_gib}GiB" >>"$dir/steady.log" 2>&1 &
   spid=$!
   pids+=("$spid")
-  for _ in $(seq 300); do api /v1/status >/dev/null 2>&1 && break; sleep 0.1; done
+  wait_api "$dir/steady.log"
   uri="nbd://127.0.0.1:$steady_port/steady"
   fio --name=prefill --ioengine=nbd --uri="$uri" --size="${size_gib}G" --rw=write --bs=1M --iodepth=8 --output-format=terse >/dev/null
   fio --name=warmup --ioengine=nbd --uri="$uri" --size="${size_gib}G" --rw=randwrite --bs=4k --iodepth=32 --fsync=32 \

@@ -80,8 +80,14 @@ public sealed class SegmentTable : Maps.IDisplacedSink
                 if (e.State == SegmentState.Free)
                 {
                     e.State = state;
-                    e.Crcs ??= TakeCrcs();
-                    Array.Clear(e.Crcs);
+                    if (e.Crcs == null)
+                    {
+                        e.Crcs = TakeCrcs();
+                    }
+                    else
+                    {
+                        Array.Clear(e.Crcs);
+                    }
                     e.WrittenBlocks = 0;
                     e.DisplacedBlocks = 0;
                     e.LiveBlocks = -1;
@@ -96,7 +102,16 @@ public sealed class SegmentTable : Maps.IDisplacedSink
         }
     }
 
-    private uint[] TakeCrcs() => _spareCrcs.TryPop(out var c) ? c : new uint[Layout.BlocksPerSegment];
+    /// <summary>A zeroed CRC array for a segment: a spare one cleared, or a new one.</summary>
+    private uint[] TakeCrcs()
+    {
+        if (_spareCrcs.TryPop(out var c))
+        {
+            Array.Clear(c);
+            return c;
+        }
+        return new uint[Layout.BlocksPerSegment];
+    }
 
     /// <summary>Marks a segment used while loading a checkpoint or replaying.</summary>
     public void MarkUsed(int segment, SegmentState state, ulong seq)
@@ -110,11 +125,7 @@ public sealed class SegmentTable : Maps.IDisplacedSink
             }
             e.State = state;
             e.Seq = seq;
-            if (e.Crcs == null)
-            {
-                e.Crcs = TakeCrcs();
-                Array.Clear(e.Crcs);
-            }
+            e.Crcs ??= TakeCrcs();
         }
     }
 

@@ -14,7 +14,7 @@ internal static class MapEntryArrays
 {
     private const int MinShift = 2;
     private const int MaxShift = ExtentMap.WindowShift;
-    private const int EntryBytes = 20;
+    private static readonly int EntryBytes = System.Runtime.CompilerServices.Unsafe.SizeOf<MapEntry>();
 
     /// <summary>
     /// Spare arrays kept at most, over all capacities (64 MiB): about what the leaves of 12 GiB of
@@ -67,7 +67,7 @@ internal static class MapEntryArrays
         }
         var bytes = (long)length * EntryBytes;
         var cls = BitOperations.Log2((uint)length) - MinShift;
-        if (Interlocked.Add(ref s_spareBytes, bytes) > MaxSpareBytes && !EvictOtherThan(cls, bytes))
+        if (Interlocked.Add(ref s_spareBytes, bytes) > MaxSpareBytes && !EvictOtherThan(cls))
         {
             Interlocked.Add(ref s_spareBytes, -bytes);
             return;
@@ -83,7 +83,7 @@ internal static class MapEntryArrays
     /// Makes room by dropping spares of other sizes, smallest first: leaves grow through the small
     /// sizes once and then stay large, so what piles up there is what is needed least.
     /// </summary>
-    private static bool EvictOtherThan(int keep, long bytes)
+    private static bool EvictOtherThan(int keep)
     {
         for (var c = 0; c < s_spare.Length && Interlocked.Read(ref s_spareBytes) > MaxSpareBytes; c++)
         {
