@@ -145,7 +145,7 @@ internal static class ReadWriteCommands
         return write;
     }
 
-    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    [AsyncMethodBuilder(typeof(Ballast.Engine.Async.PooledValueTaskBuilder))]
     private static async ValueTask WriteWhenLockedAsync(ScsiTask t, ValueTask<int> acquire, long offset, int bytes, WriteFlags flags)
     {
         var lu = t.Lu;

@@ -106,6 +106,7 @@ internal static class UnitCommands
         return FlushAsync(t);
     }
 
+    [System.Runtime.CompilerServices.AsyncMethodBuilder(typeof(Ballast.Engine.Async.PooledValueTaskBuilder))]
     private static async ValueTask FlushAsync(ScsiTask t)
     {
         // Only completes the task (as a write does): may run on the engine's sync thread.

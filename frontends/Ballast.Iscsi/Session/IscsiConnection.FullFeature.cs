@@ -100,7 +100,7 @@ internal sealed partial class IscsiConnection
         return true;
     }
 
-    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    [AsyncMethodBuilder(typeof(Ballast.Engine.Async.PooledValueTaskBuilder))]
     private async ValueTask OnScsiCommandAsync(int length, CancellationToken ct)
     {
         var h = _bhs;
@@ -302,7 +302,7 @@ internal sealed partial class IscsiConnection
         _out.Writer.TryWrite(new OutItem(OutKind.ReadyToTransfer, t, null, b.Ttt, r2tSn, b.Offset, b.Length));
     }
 
-    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    [AsyncMethodBuilder(typeof(Ballast.Engine.Async.PooledValueTaskBuilder))]
     private async ValueTask OnDataOutAsync(int length, CancellationToken ct)
     {
         var h = _bhs;

@@ -140,7 +140,7 @@ internal sealed partial class IscsiConnection
     /// MaxBurstLength sequence; status goes in the last Data-In (phase collapse, RFC 7143 §11.7.4)
     /// unless there is sense data, which needs a SCSI Response PDU.
     /// </summary>
-    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    [AsyncMethodBuilder(typeof(Ballast.Engine.Async.PooledValueTaskBuilder))]
     private async ValueTask SendTaskResponseAsync(ScsiTask t, CancellationToken ct)
     {
         var edtl = (int)Math.Min(t.ExpectedLength, int.MaxValue);
@@ -272,7 +272,7 @@ internal sealed partial class IscsiConnection
         }
     }
 
-    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    [AsyncMethodBuilder(typeof(Ballast.Engine.Async.PooledValueTaskBuilder))]
     private async ValueTask WritePduAsync(byte[] header, ReadOnlyMemory<byte> data, CancellationToken ct)
     {
         // Room for the header, plus (for header-only PDUs) the next header-only PDU.
@@ -326,7 +326,7 @@ internal sealed partial class IscsiConnection
         }
     }
 
-    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    [AsyncMethodBuilder(typeof(Ballast.Engine.Async.PooledValueTaskBuilder))]
     private async ValueTask FlushAsync(CancellationToken ct)
     {
         var sent = 0;
