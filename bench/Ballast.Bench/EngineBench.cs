@@ -98,7 +98,7 @@ internal static class EngineBench
         Console.WriteLine($"engine randwrite 4k qd{qd} flush/{flushEvery}: {iops:F0} IOPS over {elapsed.TotalSeconds:F1} s; "
             + $"latency mean {lat.Average() * toUs:F0} us p99 {lat[(int)(lat.Length * 0.99)] * toUs:F0} us; "
             + $"{cpuUs:F1} us CPU/IO; {alloc:F1} B allocated/IO; {gen2} gen2 GCs; "
-            + $"batches {s.Batches}, syncs {s.Syncs}, cleaner moved {s.CleanerBytesMoved >> 20} MiB");
+            + $"batches {s.Batches}, syncs {s.Syncs}, cleaner moved {s.CleanerBytesMoved >> 20} MiB in {s.CleanerReads} reads");
         var ap = pool.AppenderTimes;
         Console.WriteLine($"appender: busy {ap.Busy.TotalSeconds:F1} s, pwrite {ap.Write.TotalSeconds:F1} s, fdatasync {ap.Sync.TotalSeconds:F1} s over {stop.Elapsed.TotalSeconds:F1} s");
         Console.WriteLine($"engine_iops={iops:F0}");

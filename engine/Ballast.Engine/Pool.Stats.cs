@@ -76,6 +76,7 @@ public sealed partial class Pool
             LastCheckpointMs = _lastCheckpointDuration.TotalMilliseconds,
             CleanerPasses = _cleanerStats.Passes,
             CleanerSegmentsFreed = _cleanerStats.SegmentsFreed,
+            CleanerReads = _cleanerStats.Reads,
             Volumes = _catalog.Count,
             Poisoned = Appender.Poison != null,
         };

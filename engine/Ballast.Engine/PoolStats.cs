@@ -26,6 +26,8 @@ public sealed record PoolStats
     public double LastCheckpointMs { get; init; }
     public long CleanerPasses { get; init; }
     public long CleanerSegmentsFreed { get; init; }
+    /// <summary>Device reads the cleaner's copies took.</summary>
+    public long CleanerReads { get; init; }
     public int Volumes { get; init; }
     public bool Poisoned { get; init; }
 }

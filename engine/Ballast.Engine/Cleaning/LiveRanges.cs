@@ -163,6 +163,9 @@ public sealed class CleanerStats
     public long Passes;
     public long SegmentsFreed;
     public long BlocksMoved;
+
+    /// <summary>Device reads the copies took (nearby live components are read together).</summary>
+    public long Reads;
     public long CorruptBlocksCarried;
     public double LastPassMs;
 }

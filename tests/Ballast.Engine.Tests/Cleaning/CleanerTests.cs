@@ -1,3 +1,4 @@
+using Ballast.Engine.Cleaning;
 using Ballast.Engine.Tests.FaultInjection;
 using Ballast.Engine.Volumes;
 
@@ -61,6 +62,62 @@ public class CleanerTests
         var cur = await ReadAsync(v, 0, 8192);
         Assert.That(cur.AsSpan(0, 4096).SequenceEqual(TestPools.Pattern(0, 4096)), Is.True);
         Assert.That(cur.AsSpan(4096).SequenceEqual(a.AsSpan(4096, 4096)), Is.True);
+    }
+
+    [Test]
+    public async Task Scattered_live_blocks_are_copied_with_few_reads_and_stay_intact()
+    {
+        var storage = new FaultStorage();
+        var pool = await TestPools.OpenAsync(storage, capacity: 32L << 20);
+        const int Size = 8 << 20;
+        var v = await pool.CreateVolumeAsync("v", Size);
+        var model = TestPools.Pattern(1, Size);
+        await v.WriteAsync(0, model, WriteFlags.None);
+        // First half: every other block overwritten (live pieces one block apart, read together).
+        // Second half: only every 64th block left live (gaps longer than a read may span).
+        for (var block = 0; block < Size / 4096; block++)
+        {
+            var keep = block < Size / 8192 ? block % 2 == 0 : block % 64 == 0;
+            if (!keep)
+            {
+                var data = TestPools.Pattern(block + 7, 4096);
+                await v.WriteAsync(block * 4096L, data, WriteFlags.None);
+                data.CopyTo(model, block * 4096);
+            }
+        }
+        var freed = await pool.CleanPassAsync(pool.GetStats().Segments);
+        var stats = pool.GetStats();
+        TestContext.Out.WriteLine($"freed {freed}, moved {stats.CleanerBytesMoved >> 10} KiB in {stats.CleanerReads} reads");
+        Assert.That(freed, Is.GreaterThan(4));
+        // At least 512 + 16 scattered live pieces: one read each would be 528 reads or more.
+        // With this pool's 256 KiB copy buffer, about 120 (4 MiB in production, about 5 per segment).
+        Assert.That(stats.CleanerBytesMoved, Is.GreaterThanOrEqualTo(528L * 4096));
+        Assert.That(stats.CleanerReads, Is.InRange(16, 200));
+        Assert.That(await ReadAsync(v, 0, Size), Is.EqualTo(model));
+        await pool.DisposeAsync();
+        await using var reopened = await TestPools.OpenAsync(storage.CleanImage(), capacity: 32L << 20);
+        Assert.That(await ReadAsync(reopened.OpenVolume("v"), 0, Size), Is.EqualTo(model));
+    }
+
+    [Test]
+    public void A_read_spans_components_while_gaps_are_short_and_the_buffer_has_room()
+    {
+        List<LiveRanges.Component> comps =
+        [
+            new() { Phys = 100, Count = 2 },
+            new() { Phys = 102, Count = 1 },                            // adjacent
+            new() { Phys = 103 + Pool.MaxReadGapBlocks, Count = 4 },    // the longest gap read through
+            new() { Phys = 200, Count = 1 },                            // gap too long
+            new() { Phys = 202, Count = 8 },
+        ];
+        Assert.Multiple(() =>
+        {
+            Assert.That(Pool.ReadSpanEnd(comps, 0, 1024), Is.EqualTo(107 + Pool.MaxReadGapBlocks));
+            Assert.That(Pool.ReadSpanEnd(comps, 3, 1024), Is.EqualTo(210));
+            Assert.That(Pool.ReadSpanEnd(comps, 3, 9), Is.EqualTo(201), "the next piece would not fit the buffer");
+            Assert.That(Pool.ReadSpanEnd(comps, 0, 3), Is.EqualTo(103));
+            Assert.That(Pool.ReadSpanEnd(comps, 4, 8), Is.EqualTo(210));
+        });
     }
 
     [Test]
