@@ -117,6 +117,9 @@ internal static class EngineBench
         var fill = a.Get("fill", 0.8);
         var overwrites = a.Get("overwrites", 3.0);
         var segment = (int)(a.Get("segment-mib", 0.0) * (1 << 20));
+        var defaults = new PoolOptions { Path = "" };
+        var startFree = a.Get("start-free", defaults.CleanerStartFree);
+        var targetFree = a.Get("target-free", defaults.CleanerTargetFree);
         var path = Path.Combine(dir, "bench-wa.dat");
         File.Delete(path);
         await using var pool = await Pool.OpenAsync(new PoolOptions
@@ -125,6 +128,8 @@ internal static class EngineBench
             Capacity = poolBytes,
             SegmentSize = segment,
             CleanerBytesPerSecond = 1L << 40,
+            CleanerStartFree = startFree,
+            CleanerTargetFree = targetFree,
             Log = Environment.GetEnvironmentVariable("BALLAST_BENCH_LOG") == "1" ? (l, m) => Console.Error.WriteLine($"[{l}] {m}") : null,
         });
         var volumeBytes = (long)(pool.Capacity * fill) / Block * Block;
