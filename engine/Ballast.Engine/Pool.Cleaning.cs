@@ -103,6 +103,7 @@ public sealed partial class Pool
         var sw = Stopwatch.StartNew();
         var live = Mark();
         var liveBlocks = live.Merge();
+        _cleanerStats.MarkMs += sw.Elapsed.TotalMilliseconds;
         var urgent = Segments.FreeCount <= Appender.DataReserve + 1 || Appender.ParkedCount > 0;
         var order = RankVictims(liveBlocks, urgent);
         var freedTotal = 0;
@@ -160,7 +161,11 @@ public sealed partial class Pool
     private async Task<int> CleanGroupAsync(LiveRanges live, HashSet<int> victims, bool urgent, CancellationToken ct)
     {
         var copied = await CopyForwardAsync(live, victims, urgent, ct).ConfigureAwait(false);
+        var redirect = Stopwatch.StartNew();
         var stillReferenced = Redirector.Apply(_catalog.All(), live.Subset(copied), Layout, _walk);
+        var redirectMs = redirect.Elapsed.TotalMilliseconds;
+        _cleanerStats.RedirectMs += redirectMs;
+        _cleanerStats.MaxRedirectMs = Math.Max(_cleanerStats.MaxRedirectMs, redirectMs);
         var freed = new List<int>();
         foreach (var v in copied)
         {

@@ -168,4 +168,9 @@ public sealed class CleanerStats
     public long Reads;
     public long CorruptBlocksCarried;
     public double LastPassMs;
+
+    /// <summary>Time spent marking (maps frozen, no lock held) and redirecting (each volume's lock held for its map).</summary>
+    public double MarkMs;
+    public double RedirectMs;
+    public double MaxRedirectMs;
 }

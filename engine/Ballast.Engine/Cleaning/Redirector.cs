@@ -31,6 +31,11 @@ internal static class Redirector
     {
         var seen = scratch.Seen;
         var leaves = scratch.Leaves;
+        foreach (var s in moved.Segments)
+        {
+            scratch.MarkSegment(s, layout.SegmentCount);
+        }
+        var tracked = scratch.Segments;
         foreach (var v in volumes)
         {
             lock (v.Lock)
@@ -41,13 +46,15 @@ internal static class Redirector
                 {
                     for (var i = 0; i < leaf.Count; i++)
                     {
+                        // Under the volume's lock, once per entry of the map: kept to a kind test, a
+                        // shift and an array load for the entries outside the victims.
                         ref var e = ref leaf.Items[i];
-                        if (e.Kind != ExtentKind.Data || !layout.IsDataBlock(e.Phys))
+                        if (e.Kind != ExtentKind.Data)
                         {
                             continue;
                         }
                         var seg = layout.SegmentOf(e.Phys);
-                        if (!moved.IsTracked(seg))
+                        if ((uint)seg >= (uint)tracked.Length || !tracked[seg] || !layout.IsDataBlock(e.Phys))
                         {
                             continue;
                         }

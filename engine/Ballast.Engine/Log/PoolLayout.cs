@@ -28,8 +28,12 @@ public sealed class PoolLayout
         SegmentSize = segmentSize;
         SegmentCount = segmentCount;
         BlocksPerSegment = segmentSize >> BlockShift;
+        _segmentShift = System.Numerics.BitOperations.Log2((uint)segmentSize);
         SummaryBlocks = Math.Max(1, BlocksPerSegment * 4 / BlockSize);
     }
+
+    // Segment sizes are powers of two: the map walks of the cleaner divide by one per entry.
+    private readonly int _segmentShift;
 
     public int SegmentSize { get; }
     public int SegmentCount { get; }
@@ -56,9 +60,10 @@ public sealed class PoolLayout
 
     public long BlockAddress(int segment, int offsetInSegment) => (SegmentOffset(segment) + offsetInSegment) >> BlockShift;
 
-    public int SegmentOf(long physBlock) => (int)(((physBlock << BlockShift) - DataStart) / SegmentSize);
+    /// <summary>The segment a data block lies in (meaningless for blocks before DataStart: check with IsDataBlock).</summary>
+    public int SegmentOf(long physBlock) => (int)(((physBlock << BlockShift) - DataStart) >> _segmentShift);
 
-    public int BlockInSegment(long physBlock) => (int)(((physBlock << BlockShift) - DataStart) % SegmentSize >> BlockShift);
+    public int BlockInSegment(long physBlock) => (int)((((physBlock << BlockShift) - DataStart) & (SegmentSize - 1)) >> BlockShift);
 
     public bool IsDataBlock(long physBlock)
     {

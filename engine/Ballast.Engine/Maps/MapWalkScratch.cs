@@ -12,10 +12,29 @@ internal sealed class MapWalkScratch
     public readonly List<MapLeaf> Leaves = [];
     public readonly Stack<MapNode> Stack = new();
 
+    /// <summary>Segments a walk looks for, by index: a test per entry that costs no hashing.</summary>
+    public bool[] Segments = [];
+    private readonly List<int> _marked = [];
+
+    public void MarkSegment(int segment, int segmentCount)
+    {
+        if (Segments.Length < segmentCount)
+        {
+            Segments = new bool[segmentCount];
+        }
+        Segments[segment] = true;
+        _marked.Add(segment);
+    }
+
     public void Clear()
     {
         Seen.Clear();
         Leaves.Clear();
         Stack.Clear();
+        foreach (var s in _marked)
+        {
+            Segments[s] = false;
+        }
+        _marked.Clear();
     }
 }
