@@ -29,6 +29,7 @@ public sealed class FrameConnection : IAsyncDisposable
 {
     private const int SendBufferSize = 256 * 1024;
     private const int CopyLimit = 16 * 1024;
+    private const int ReceiveBufferSize = 256 * 1024;
 
     private readonly Socket _socket;
     private readonly NetworkStream _stream;
@@ -162,14 +163,42 @@ public sealed class FrameConnection : IAsyncDisposable
         System.Buffers.Binary.BinaryPrimitives.WriteUInt32LittleEndian(h[24..], crc);
     }
 
+    /// <summary>
+    /// Receives into one buffer as much as the socket holds and takes frames out of it: under
+    /// load many frames arrive together, and reading each header and payload with its own call
+    /// cost two receive syscalls per frame on both sides of the link. A payload that did not
+    /// arrive with its header is read straight into its own buffer.
+    /// </summary>
     private async Task ReceiveLoopAsync(FrameHandler onFrame)
     {
         var header = new byte[FrameHeader.Size];
+        var buffer = new byte[ReceiveBufferSize];
+        int start = 0, end = 0;
         try
         {
             while (!_closed.IsCancellationRequested)
             {
-                await _stream.ReadExactlyAsync(header, _closed.Token).ConfigureAwait(false);
+                while (end - start < FrameHeader.Size)
+                {
+                    if (start == end)
+                    {
+                        start = end = 0;
+                    }
+                    else if (buffer.Length - start < FrameHeader.Size)
+                    {
+                        Buffer.BlockCopy(buffer, start, buffer, 0, end - start);
+                        end -= start;
+                        start = 0;
+                    }
+                    var n = await _stream.ReadAsync(buffer.AsMemory(end), _closed.Token).ConfigureAwait(false);
+                    if (n == 0)
+                    {
+                        throw new EndOfStreamException();
+                    }
+                    end += n;
+                }
+                buffer.AsSpan(start, FrameHeader.Size).CopyTo(header);
+                start += FrameHeader.Size;
                 if (!FrameHeader.TryRead(header, out var h, out var problem))
                 {
                     Close(problem!);
@@ -178,7 +207,13 @@ public sealed class FrameConnection : IAsyncDisposable
                 var payload = ArrayPool<byte>.Shared.Rent(Math.Max(1, h.Length));
                 try
                 {
-                    await _stream.ReadExactlyAsync(payload.AsMemory(0, h.Length), _closed.Token).ConfigureAwait(false);
+                    var buffered = Math.Min(end - start, h.Length);
+                    buffer.AsSpan(start, buffered).CopyTo(payload);
+                    start += buffered;
+                    if (buffered < h.Length)
+                    {
+                        await _stream.ReadExactlyAsync(payload.AsMemory(buffered, h.Length - buffered), _closed.Token).ConfigureAwait(false);
+                    }
                     if (!FrameHeader.CheckCrc(header, payload.AsSpan(0, h.Length), h.Crc))
                     {
                         ArrayPool<byte>.Shared.Return(payload);
