@@ -57,16 +57,24 @@ fio_run() { # volume iodepth fsync-every seconds [size] -> "iops mean_us p99_us"
     --size="${5:-${size_gib}G}" --ramp_time=3 --runtime="$4" --time_based --output-format=json |
     python3 -c 'import json,sys; t=sys.stdin.read(); j=json.loads(t[t.index("{"):])["jobs"][0]["write"]; print(round(j["iops"]), round(j["clat_ns"]["mean"]/1000,1), round(j["clat_ns"]["percentile"]["99.000000"]/1000,1))'
 }
-metric() { curl -s --unix-socket "$dir/a/api.sock" http://ballastd/metrics | awk -v m="$1" '$1==m{print $2}'; }
+metric() { curl -s --unix-socket "$dir/${2:-a}/api.sock" http://ballastd/metrics | awk -v m="$1" '$1==m{print $2}'; }
+gen2() { metric 'ballast_gc_collections_total{generation="2"}' "$1"; }
 
 echo "machine: $(nproc) cores, $(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo), kernel $(uname -r); ${size_gib} GiB volumes, ${seconds} s per run"
 echo "== 4 KiB random write QD32, FLUSH every 32 writes (1 copy, 2 copies, then again)"
 read -r one_a _ _ <<<"$(fio_run one 32 32 "$seconds")"
+alloc_a0=$(metric ballast_gc_allocated_bytes_total a); alloc_b0=$(metric ballast_gc_allocated_bytes_total b)
+gen2_a0=$(gen2 a); gen2_b0=$(gen2 b)
 read -r two_a _ _ <<<"$(fio_run two 32 32 "$seconds")"
 read -r two_b _ _ <<<"$(fio_run two 32 32 "$seconds")"
+alloc_a1=$(metric ballast_gc_allocated_bytes_total a); alloc_b1=$(metric ballast_gc_allocated_bytes_total b)
+gen2_a1=$(gen2 a); gen2_b1=$(gen2 b)
 read -r one_b _ _ <<<"$(fio_run one 32 32 "$seconds")"
 one_iops=$(( (one_a + one_b) / 2 )); two_iops=$(( (two_a + two_b) / 2 ))
 echo "1 copy: $one_a, $one_b IOPS; 2 copies: $two_a, $two_b IOPS"
+# Ramp included in the bytes, not in the count: a slight overestimate per write.
+two_writes=$(( (two_a + two_b) * seconds ))
+echo "2 copies, garbage: primary $(( (alloc_a1 - alloc_a0) / two_writes )) B and replica $(( (alloc_b1 - alloc_b0) / two_writes )) B allocated per write; Gen2 collections: primary $(( gen2_a1 - gen2_a0 )), replica $(( gen2_b1 - gen2_b0 ))"
 
 echo "== 4 KiB random write QD1 (no flush)"
 read -r _ one_lat one_p99 <<<"$(fio_run one 1 0 "$seconds")"

@@ -8,10 +8,14 @@ namespace Ballast.Engine.Replication.Primary;
 /// One forwarded record (or flush) waiting for the in-sync replicas, pooled so the write path
 /// allocates nothing. A guard count held during sending avoids finishing before every replica
 /// was asked. It completes with an error when fewer than the minimum of copies acknowledged.
+/// The last answer arrives on a link's receive loop, which must not run the writer's
+/// continuation: the write is finished from the thread pool, with this object as the work item
+/// (the value-task core's own asynchronous mode allocated a work item per write).
 /// </summary>
-internal sealed class ReplicaWrite : IValueTaskSource, IResponseSink
+internal sealed class ReplicaWrite : IValueTaskSource, IResponseSink, IThreadPoolWorkItem
 {
-    private ManualResetValueTaskSourceCore<bool> _core = new() { RunContinuationsAsynchronously = true };
+    private ManualResetValueTaskSourceCore<bool> _core;
+    private Exception? _error;
     private VolumeReplicator _owner = null!;
     private int _remaining;
     private int _acked;
@@ -33,7 +37,7 @@ internal sealed class ReplicaWrite : IValueTaskSource, IResponseSink
     public void Expect() => Interlocked.Increment(ref _remaining);
 
     /// <summary>Sending is over: drops the guard.</summary>
-    public void Armed() => Done();
+    public void Armed() => Done(sendingThread: true);
 
     public void OnResponse(ReplicationStatus status, ReadOnlySpan<byte> body, int tag)
     {
@@ -45,10 +49,10 @@ internal sealed class ReplicaWrite : IValueTaskSource, IResponseSink
         {
             Interlocked.Increment(ref _acked);
         }
-        Done();
+        Done(sendingThread: false);
     }
 
-    private void Done()
+    private void Done(bool sendingThread)
     {
         if (Interlocked.Decrement(ref _remaining) != 0)
         {
@@ -57,12 +61,33 @@ internal sealed class ReplicaWrite : IValueTaskSource, IResponseSink
         var copies = 1 + Volatile.Read(ref _acked);
         if (_owner.Fenced)
         {
-            _core.SetException(_owner.FencedError());
+            _error = _owner.FencedError();
         }
         else if (copies < _owner.MinReplicas)
         {
-            _core.SetException(new BlockVolumeException(BlockError.Fenced,
-                $"volume {_owner.Name}: only {copies} of the {_owner.MinReplicas} required copies took the write; refusing to acknowledge it"));
+            _error = new BlockVolumeException(BlockError.Fenced,
+                $"volume {_owner.Name}: only {copies} of the {_owner.MinReplicas} required copies took the write; refusing to acknowledge it");
+        }
+        if (sendingThread)
+        {
+            // Nobody awaits yet (the value task has not been handed out): no continuation to run.
+            Finish();
+        }
+        else
+        {
+            ThreadPool.UnsafeQueueUserWorkItem(this, preferLocal: false);
+        }
+    }
+
+    void IThreadPoolWorkItem.Execute() => Finish();
+
+    private void Finish()
+    {
+        var error = _error;
+        _error = null;
+        if (error != null)
+        {
+            _core.SetException(error);
         }
         else
         {

@@ -21,11 +21,15 @@ public struct OutFrame
 
 /// <summary>
 /// A TCP connection carrying replication frames both ways. Senders queue frames without
-/// blocking (the primary queues under the appender's lock, so queue order is LSN order); one
-/// send loop computes CRCs and writes them, gathering small frames. One receive loop checks each
-/// frame (limits, CRC) and hands it to the owner with a pooled buffer the owner returns.
+/// blocking (the primary queues under the appender's lock, so queue order is LSN order); the
+/// first frame queued to an idle connection schedules a drain on the thread pool, which
+/// computes CRCs and writes everything queued, gathering small frames, until the queue is
+/// empty. (The connection is its own work item: waking a send loop through a semaphore
+/// allocated a task, a node and a cancellation promise each time it had gone idle.) One receive
+/// loop checks each frame (limits, CRC) and hands it to the owner with a pooled buffer the
+/// owner returns.
 /// </summary>
-public sealed class FrameConnection : IAsyncDisposable
+public sealed class FrameConnection : IAsyncDisposable, IThreadPoolWorkItem
 {
     private const int SendBufferSize = 256 * 1024;
     private const int CopyLimit = 16 * 1024;
@@ -36,12 +40,11 @@ public sealed class FrameConnection : IAsyncDisposable
     private readonly object _lock = new();
     private List<OutFrame> _queue = [];
     private List<OutFrame> _sending = [];
-    private readonly SemaphoreSlim _wake = new(0, 1);
     private readonly CancellationTokenSource _closed = new();
     private readonly byte[] _send = new byte[SendBufferSize];
-    private Task? _sender;
     private string? _closeReason;
-    private int _waiting;
+    // Under _lock: a drain is scheduled or running. Volatile for DisposeAsync's wait.
+    private volatile bool _draining;
 
     public FrameConnection(Socket socket)
     {
@@ -66,7 +69,6 @@ public sealed class FrameConnection : IAsyncDisposable
 
     public void Start(FrameHandler onFrame)
     {
-        _sender = Task.Run(SendLoopAsync);
         _ = Task.Run(() => ReceiveLoopAsync(onFrame));
     }
 
@@ -80,36 +82,34 @@ public sealed class FrameConnection : IAsyncDisposable
                 return false;
             }
             _queue.Add(frame);
-            if (_queue.Count == 1 && _waiting == 1)
+            if (_draining)
             {
-                _waiting = 0;
-                _wake.Release();
+                return true;
             }
+            _draining = true;
         }
+        ThreadPool.UnsafeQueueUserWorkItem(this, preferLocal: false);
         return true;
     }
 
-    private async Task SendLoopAsync()
+    void IThreadPoolWorkItem.Execute() => _ = DrainAsync();
+
+    /// <summary>Writes what is queued until the queue is empty; suspends (and allocates) only while the socket is full.</summary>
+    private async ValueTask DrainAsync()
     {
         try
         {
-            while (!_closed.IsCancellationRequested)
+            while (true)
             {
                 lock (_lock)
                 {
-                    if (_queue.Count == 0)
+                    if (_queue.Count == 0 || _closed.IsCancellationRequested)
                     {
-                        _waiting = 1;
+                        _queue.Clear();
+                        _draining = false;
+                        return;
                     }
-                    else
-                    {
-                        (_queue, _sending) = (_sending, _queue);
-                    }
-                }
-                if (_sending.Count == 0)
-                {
-                    await _wake.WaitAsync(_closed.Token).ConfigureAwait(false);
-                    continue;
+                    (_queue, _sending) = (_sending, _queue);
                 }
                 var used = 0;
                 foreach (var f in _sending)
@@ -151,7 +151,13 @@ public sealed class FrameConnection : IAsyncDisposable
         }
         catch (Exception e) when (e is IOException or SocketException or ObjectDisposedException or OperationCanceledException)
         {
+            _sending.Clear();
             Close($"send failed: {e.Message}");
+            lock (_lock)
+            {
+                _queue.Clear();
+                _draining = false;
+            }
         }
     }
 
@@ -260,9 +266,10 @@ public sealed class FrameConnection : IAsyncDisposable
     public async ValueTask DisposeAsync()
     {
         Close("closed");
-        if (_sender != null)
+        // A drain stops at its next write or queue check once the socket is closed.
+        for (var i = 0; i < 500 && _draining; i++)
         {
-            await _sender.ConfigureAwait(false);
+            await Task.Delay(10).ConfigureAwait(false);
         }
         await _stream.DisposeAsync().ConfigureAwait(false);
         _closed.Dispose();
