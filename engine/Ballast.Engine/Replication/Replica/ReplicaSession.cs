@@ -57,7 +57,8 @@ internal sealed class ReplicaSession(FrameConnection connection, ReplicationNode
                 case FrameType.Flush:
                     if (Volume(h) is { } fv)
                     {
-                        Complete(h, fv.FlushAsync(), null);
+                        // The answer is only queued: it may run on the engine's sync thread.
+                        Complete(h, fv.FlushInlineAsync(), null);
                     }
                     break;
                 case FrameType.ResyncBegin:
