@@ -3,6 +3,7 @@ using Ballast.Engine.Buffers;
 using Ballast.Engine.Cleaning;
 using Ballast.Engine.Log;
 using Ballast.Engine.Maps;
+using Ballast.Engine.Storage;
 using Ballast.Engine.Volumes;
 
 namespace Ballast.Engine;
@@ -331,74 +332,97 @@ public sealed partial class Pool
         long moved = 0;
         var sw = Stopwatch.StartNew();
         var failed = false;
-        foreach (var seg in victims.Order())
+        try
         {
-            var comps = live.ComponentsOf(seg);
-            // The blocks [readStart, readEnd) were read into the buffer at readOffset.
-            long readStart = 0, readEnd = 0;
-            var readOffset = 0;
-            for (var i = 0; i < comps.Count && !failed; i++)
+            foreach (var seg in victims.Order())
             {
-                var c = comps[i];
-                var bytes = c.Count << PoolLayout.BlockShift;
-                if (bytes > bufferBytes)
+                var comps = live.ComponentsOf(seg);
+                // The blocks [readStart, readEnd) were read into the buffer at readOffset.
+                long readStart = 0, readEnd = 0;
+                var readOffset = 0;
+                for (var i = 0; i < comps.Count && !failed; i++)
                 {
-                    // Ranges shared by snapshots can chain into a piece larger than one record:
-                    // this victim stays until its references change.
-                    Report(PoolLogLevel.Warning, $"cleaner: segment {seg} holds a shared piece of {c.Count} blocks, more than one copy can move; skipping it");
+                    var c = comps[i];
+                    var bytes = c.Count << PoolLayout.BlockShift;
+                    if (bytes > bufferBytes)
+                    {
+                        // Ranges shared by snapshots can chain into a piece larger than one record:
+                        // this victim stays until its references change.
+                        Report(PoolLogLevel.Warning, $"cleaner: segment {seg} holds a shared piece of {c.Count} blocks, more than one copy can move; skipping it");
+                        break;
+                    }
+                    if (c.Phys < readStart || c.Phys + c.Count > readEnd)
+                    {
+                        if (fill + bytes > bufferBytes)
+                        {
+                            failed = !await SubmitGroupAsync(group, live).ConfigureAwait(false);
+                            fill = 0;
+                            if (failed)
+                            {
+                                break;
+                            }
+                            if (!urgent)
+                            {
+                                await Throttle(moved, sw, ct).ConfigureAwait(false);
+                            }
+                        }
+                        readStart = c.Phys;
+                        readEnd = ReadSpanEnd(comps, i, (bufferBytes - fill) >> PoolLayout.BlockShift);
+                        readOffset = fill;
+                        try
+                        {
+                            Storage.Read(readStart << PoolLayout.BlockShift, buffer.Memory.Span.Slice(readOffset, (int)(readEnd - readStart) << PoolLayout.BlockShift));
+                        }
+                        catch (StorageException) when (readEnd > c.Phys + c.Count)
+                        {
+                            // The failing block may be a dead one between pieces: read this piece alone
+                            // (a failure now is this piece's, as before reads were joined).
+                            readEnd = c.Phys + c.Count;
+                            Storage.Read(readStart << PoolLayout.BlockShift, buffer.Memory.Span.Slice(readOffset, bytes));
+                        }
+                        fill += (int)(readEnd - readStart) << PoolLayout.BlockShift;
+                        _cleanerStats.Reads++;
+                    }
+                    var slice = buffer.Memory.Slice(readOffset + ((int)(c.Phys - readStart) << PoolLayout.BlockShift), bytes);
+                    var r = Appender.Rent();
+                    r.Desc.Kind = RecordKind.Data;
+                    r.Desc.Flags = RecordFlags.Relocated;
+                    r.Desc.BlockCount = c.Count;
+                    r.Desc.Aux = c.Phys;
+                    r.Payload = slice;
+                    r.UseReserve = true;
+                    for (var k = 0; k < c.Count; k++)
+                    {
+                        Segments.TryGetCrc(c.Phys + k, out r.Crcs[k]);
+                        if (Crc32C.Compute(slice.Span.Slice(k << PoolLayout.BlockShift, PoolLayout.BlockSize)) != r.Crcs[k])
+                        {
+                            // Carried with its original CRC, so it stays an I/O error for readers.
+                            _cleanerStats.CorruptBlocksCarried++;
+                            Report(PoolLogLevel.Error, $"cleaner: pool block {c.Phys + k} fails its checksum; moved as is");
+                        }
+                    }
+                    group.Add((seg, i, r));
+                    moved += bytes;
+                }
+                if (failed)
+                {
                     break;
                 }
-                if (c.Phys < readStart || c.Phys + c.Count > readEnd)
-                {
-                    if (fill + bytes > bufferBytes)
-                    {
-                        failed = !await SubmitGroupAsync(group, live).ConfigureAwait(false);
-                        fill = 0;
-                        if (failed)
-                        {
-                            break;
-                        }
-                        if (!urgent)
-                        {
-                            await Throttle(moved, sw, ct).ConfigureAwait(false);
-                        }
-                    }
-                    readStart = c.Phys;
-                    readEnd = ReadSpanEnd(comps, i, (bufferBytes - fill) >> PoolLayout.BlockShift);
-                    readOffset = fill;
-                    Storage.Read(readStart << PoolLayout.BlockShift, buffer.Memory.Span.Slice(readOffset, (int)(readEnd - readStart) << PoolLayout.BlockShift));
-                    fill += (int)(readEnd - readStart) << PoolLayout.BlockShift;
-                    _cleanerStats.Reads++;
-                }
-                var slice = buffer.Memory.Slice(readOffset + ((int)(c.Phys - readStart) << PoolLayout.BlockShift), bytes);
-                var r = Appender.Rent();
-                r.Desc.Kind = RecordKind.Data;
-                r.Desc.Flags = RecordFlags.Relocated;
-                r.Desc.BlockCount = c.Count;
-                r.Desc.Aux = c.Phys;
-                r.Payload = slice;
-                r.UseReserve = true;
-                for (var k = 0; k < c.Count; k++)
-                {
-                    Segments.TryGetCrc(c.Phys + k, out r.Crcs[k]);
-                    if (Crc32C.Compute(slice.Span.Slice(k << PoolLayout.BlockShift, PoolLayout.BlockSize)) != r.Crcs[k])
-                    {
-                        // Carried with its original CRC, so it stays an I/O error for readers.
-                        _cleanerStats.CorruptBlocksCarried++;
-                        Report(PoolLogLevel.Error, $"cleaner: pool block {c.Phys + k} fails its checksum; moved as is");
-                    }
-                }
-                group.Add((seg, i, r));
-                moved += bytes;
             }
-            if (failed)
+            if (!failed)
             {
-                break;
+                await SubmitGroupAsync(group, live).ConfigureAwait(false);
             }
         }
-        if (!failed)
+        catch
         {
-            await SubmitGroupAsync(group, live).ConfigureAwait(false);
+            // A read failed part way: the copies not yet submitted go back unused.
+            foreach (var (_, _, r) in group)
+            {
+                Appender.Return(r);
+            }
+            group.Clear();
+            throw;
         }
         _cleanerStats.BlocksMoved += moved >> PoolLayout.BlockShift;
         var copied = new HashSet<int>();

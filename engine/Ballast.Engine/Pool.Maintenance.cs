@@ -133,7 +133,7 @@ public sealed partial class Pool
     {
         Appender.MinReserve = checkpointSegments + 1;
         Appender.DataReserve = checkpointSegments + 1 + 4;
-        Appender.CleanThreshold = Math.Max(Appender.DataReserve + 1, (int)(Segments.Count * _options.CleanerStartFree));
+        Appender.CleanThreshold = CleanerStart();
     }
 
     private async Task MaintenanceLoopAsync()
@@ -200,9 +200,15 @@ public sealed partial class Pool
     /// <summary>True when free segments are below the start threshold (or writes already found no space).</summary>
     private bool NeedsCleaning(out int wantFree)
     {
-        var n = Segments.Count;
-        wantFree = Math.Max(Appender.DataReserve + 2, (int)(n * _options.CleanerTargetFree));
-        var start = Math.Max(Appender.DataReserve + 1, (int)(n * _options.CleanerStartFree));
+        var start = CleanerStart();
+        wantFree = Math.Max(start + 1, (int)(Segments.Count * _options.CleanerTargetFree));
         return Segments.FreeCount <= start;
     }
+
+    /// <summary>
+    /// Free segments at which the cleaner starts: a fraction of the pool, at least one above the
+    /// reserve. A wider floor (4 above) gave no better write p99 at 80% full and cost WA in small
+    /// pools (1 GiB: 3.69 -> 3.94), as every segment held free does.
+    /// </summary>
+    private int CleanerStart() => Math.Max(Appender.DataReserve + 1, (int)(Segments.Count * _options.CleanerStartFree));
 }

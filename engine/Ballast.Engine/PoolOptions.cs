@@ -60,7 +60,7 @@ public sealed class PoolOptions
     /// </summary>
     public double CleanerStartFree { get; init; } = 0.02;
 
-    /// <summary>…and works until this fraction is free (or nothing worth cleaning is left).</summary>
+    /// <summary>…and works until this fraction is free, at least one segment more (or nothing worth cleaning is left).</summary>
     public double CleanerTargetFree { get; init; } = 0.03;
 
     /// <summary>

@@ -270,15 +270,34 @@ public sealed partial class EngineVolume : IBlockVolume
         var r = RentRecord(kind, lba, blocks, payload, (flags & WriteFlags.Fua) != 0 ? RecordFlags.Fua : RecordFlags.None);
         r.CompleteInline = (flags & WriteFlags.CompleteInline) != 0;
         ValueTask replicas;
+        Exception? local = null;
         try
         {
             await appender.SubmitAsync(r).ConfigureAwait(false);
+        }
+        catch (Exception e)
+        {
+            local = e;
         }
         finally
         {
             replicas = r.ReplicaWait;
             r.ReplicaWait = default;
             appender.Return(r);
+        }
+        if (local != null)
+        {
+            // A record forwarded before the local write failed still points at the caller's
+            // buffer: the caller may reuse it only once the replicas are done with it.
+            try
+            {
+                await replicas.ConfigureAwait(false);
+            }
+            catch (Exception)
+            {
+                // The local failure is the one reported.
+            }
+            System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(local);
         }
         // A replicated record completes when the replicas have it too (the payload stays valid until then).
         await replicas.ConfigureAwait(false);

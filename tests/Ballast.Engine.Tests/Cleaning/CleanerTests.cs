@@ -100,6 +100,38 @@ public class CleanerTests
     }
 
     [Test]
+    public async Task An_unreadable_dead_block_between_live_pieces_does_not_stop_the_cleaner()
+    {
+        var storage = new FaultStorage();
+        await using var pool = await TestPools.OpenAsync(storage, capacity: 32L << 20);
+        const int Size = 4 << 20;
+        var v = await pool.CreateVolumeAsync("v", Size);
+        var model = TestPools.Pattern(1, Size);
+        await v.WriteAsync(0, model, WriteFlags.None);
+        await v.FlushAsync();
+        var deadOld = model.AsSpan(4096, 4096).ToArray();
+        for (var block = 1; block < Size / 4096; block += 2)
+        {
+            var data = TestPools.Pattern(block + 7, 4096);
+            await v.WriteAsync(block * 4096L, data, WriteFlags.None);
+            data.CopyTo(model, block * 4096);
+        }
+        // Volume block 1's old copy is dead and lies between the live old copies of blocks 0 and 2:
+        // a read joining them fails; the cleaner must fall back to reading the live pieces alone.
+        var bad = storage.FindBlock(deadOld);
+        Assert.That(bad, Is.GreaterThan(0));
+        storage.UnreadableBlocks.Add(bad);
+        // Every segment of the first write is half live, so all of them are victims: a joined
+        // read that failed without the fallback would throw out of the pass.
+        var freed = await pool.CleanPassAsync(pool.GetStats().Segments);
+        Assert.That(freed, Is.GreaterThanOrEqualTo(4));
+        Assert.That(pool.GetStats().CleanerBytesMoved, Is.GreaterThanOrEqualTo(Size / 2));
+        // The freed segments take new data; a rewritten sector reads again (as a disk remaps it).
+        storage.UnreadableBlocks.Clear();
+        Assert.That(await ReadAsync(v, 0, Size), Is.EqualTo(model));
+    }
+
+    [Test]
     public void A_read_spans_components_while_gaps_are_short_and_the_buffer_has_room()
     {
         List<LiveRanges.Component> comps =

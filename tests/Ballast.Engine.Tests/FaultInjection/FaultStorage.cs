@@ -49,6 +49,35 @@ public sealed class FaultStorage : IPoolStorage
     public int FailAllocates { get; set; }
     public int FaultErrno { get; set; } = Libc.EIO;
 
+    /// <summary>Device blocks (4 KiB numbers) whose reads fail with <see cref="FaultErrno"/>, like a bad sector.</summary>
+    public HashSet<long> UnreadableBlocks { get; } = [];
+
+    /// <summary>The device block holding exactly <paramref name="content"/> (synced or not), or -1.</summary>
+    public long FindBlock(ReadOnlySpan<byte> content)
+    {
+        lock (_lock)
+        {
+            foreach (var (block, data) in _durable)
+            {
+                if (data.AsSpan().SequenceEqual(content))
+                {
+                    return block;
+                }
+            }
+            foreach (var (po, data) in _pending)
+            {
+                for (var o = 0; o + Block <= data.Length; o += Block)
+                {
+                    if (data.AsSpan(o, Block).SequenceEqual(content))
+                    {
+                        return (po + o) / Block;
+                    }
+                }
+            }
+            return -1;
+        }
+    }
+
     public event Action? OnCrash;
 
     public void Crash()
@@ -105,6 +134,10 @@ public sealed class FaultStorage : IPoolStorage
             }
             for (var o = 0; o < buffer.Length; o += Block)
             {
+                if (UnreadableBlocks.Contains((offset + o) / Block))
+                {
+                    throw new StorageException("read", FaultErrno, offset + o);
+                }
                 var dst = buffer.Slice(o, Block);
                 if (_durable.TryGetValue((offset + o) / Block, out var b))
                 {

@@ -149,8 +149,10 @@ public sealed class FrameConnection : IAsyncDisposable, IThreadPoolWorkItem
                 }
             }
         }
-        catch (Exception e) when (e is IOException or SocketException or ObjectDisposedException or OperationCanceledException)
+        catch (Exception e)
         {
+            // Whatever the failure, the connection closes: a drain that stopped without closing
+            // would leave frames (and the buffers they point at) queued for ever.
             _sending.Clear();
             Close($"send failed: {e.Message}");
             lock (_lock)
