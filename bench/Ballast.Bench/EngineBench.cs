@@ -100,7 +100,7 @@ internal static class EngineBench
             + $"{cpuUs:F1} us CPU/IO; {alloc:F1} B allocated/IO; {gen2} gen2 GCs; "
             + $"batches {s.Batches}, syncs {s.Syncs}, cleaner moved {s.CleanerBytesMoved >> 20} MiB in {s.CleanerReads} reads");
         var cs = pool.CleanerStats;
-        Console.WriteLine($"cleaner: {cs.Passes} passes, mark {cs.MarkMs / 1000:F1} s, redirect {cs.RedirectMs / 1000:F1} s (longest {cs.MaxRedirectMs:F1} ms under a volume lock)");
+        Console.WriteLine($"cleaner: {cs.Passes} passes, mark {cs.MarkMs / 1000:F1} s, redirect {cs.RedirectMs / 1000:F1} s (longest {cs.MaxRedirectMs:F1} ms under a volume lock); {s.WritesWaitedForSpace} writes waited for space");
         var ap = pool.AppenderTimes;
         Console.WriteLine($"appender: busy {ap.Busy.TotalSeconds:F1} s, pwrite {ap.Write.TotalSeconds:F1} s, fdatasync {ap.Sync.TotalSeconds:F1} s over {stop.Elapsed.TotalSeconds:F1} s");
         Console.WriteLine($"engine_iops={iops:F0}");

@@ -77,6 +77,7 @@ public sealed partial class Pool
             CleanerPasses = _cleanerStats.Passes,
             CleanerSegmentsFreed = _cleanerStats.SegmentsFreed,
             CleanerReads = _cleanerStats.Reads,
+            WritesWaitedForSpace = Volatile.Read(ref Appender.Parks),
             Volumes = _catalog.Count,
             Poisoned = Appender.Poison != null,
         };

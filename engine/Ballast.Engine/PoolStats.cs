@@ -28,6 +28,8 @@ public sealed record PoolStats
     public long CleanerSegmentsFreed { get; init; }
     /// <summary>Device reads the cleaner's copies took.</summary>
     public long CleanerReads { get; init; }
+    /// <summary>Writes that waited for the cleaner because no segment was free above the reserve.</summary>
+    public long WritesWaitedForSpace { get; init; }
     public int Volumes { get; init; }
     public bool Poisoned { get; init; }
 }

@@ -141,6 +141,9 @@ internal sealed class Appender : IDisposable
     public long SegmentsOpened;
     public long SegmentsOpenedForClients;
     public long BusyTicks;
+
+    /// <summary>Writes that had to wait for the cleaner (no segment free above the reserve). Appender thread only.</summary>
+    public long Parks;
     public long Syncs => _syncer.Syncs;
     public long SyncTicks => _syncer.SyncTicks;
 
@@ -574,6 +577,7 @@ internal sealed class Appender : IDisposable
         if (r.ParkedAt == 0)
         {
             r.ParkedAt = Environment.TickCount64;
+            Parks++;
         }
         lock (_lock)
         {
