@@ -64,8 +64,6 @@ internal sealed class LiveRanges
         }
     }
 
-    public bool IsTracked(int segment) => _bySegment.ContainsKey(segment);
-
     public IEnumerable<int> Segments => _bySegment.Keys;
 
     /// <summary>Sorts replayed components by old location (they are disjoint already).</summary>

@@ -53,6 +53,6 @@ public class LiveRangesTests
         live.Add(Block(2, 40), 2);
         Assert.That(live.Merge(), Is.EqualTo(new Dictionary<int, int> { [2] = 2 }));
         Assert.That(live.ComponentsOf(2).Select(c => (c.Phys, c.Count)), Is.EqualTo(new[] { (Block(2, 40), 2) }));
-        Assert.That(live.IsTracked(1), Is.False);
+        Assert.That(live.Segments, Does.Not.Contain(1));
     }
 }
