@@ -185,7 +185,8 @@ internal static class EngineBench
         var moved = after.CleanerBytesMoved - before.CleanerBytesMoved;
         var wa = (double)device / client;
         Console.WriteLine($"write amplification: pool {poolBytes >> 20} MiB, volume {volumeBytes >> 20} MiB ({fill:P0}), {overwrites}x random 4 KiB overwrite in {sw.Elapsed.TotalSeconds:F1} s: "
-            + $"client {client >> 20} MiB, device {device >> 20} MiB (cleaner moved {moved >> 20} MiB, {after.CleanerPasses - before.CleanerPasses} passes), WA {wa:F2}");
+            + $"client {client >> 20} MiB, device {device >> 20} MiB (cleaner moved {moved >> 20} MiB, {after.CleanerPasses - before.CleanerPasses} passes; "
+            + $"{(after.RecycledBlocksWritten - before.RecycledBlocksWritten) * Block >> 20} MiB written into recycled holes; {after.Batches - before.Batches} batches), WA {wa:F2}");
         Console.WriteLine($"wa={wa:F2}");
         return 0;
     }

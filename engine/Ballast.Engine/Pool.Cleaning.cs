@@ -28,6 +28,20 @@ public sealed partial class Pool
         for (var pass = 0; pass < 32; pass++)
         {
             NeedsCleaning(out var want);
+            if (Appender.RecycleBelow > 0)
+            {
+                if (!ShortOfSegments())
+                {
+                    // Recycling: a pass only finds more holes, when the appender runs low.
+                    if (pass == 0 && Appender.HolesRemaining < Appender.HolesLowMark)
+                    {
+                        await CleanPassCoreAsync(want, recycleOnly: true, ct).ConfigureAwait(false);
+                    }
+                    break;
+                }
+                // Free segments go only to batch headers and metadata now: a few suffice.
+                want = Math.Min(want, Appender.DataReserve + 3);
+            }
             if (Segments.FreeCount >= want && Appender.ParkedCount == 0)
             {
                 break;
@@ -44,7 +58,10 @@ public sealed partial class Pool
     }
 
     /// <summary>One pass aiming at <paramref name="wantFree"/> free segments; returns how many it freed.</summary>
-    public async Task<int> CleanPassAsync(int wantFree, CancellationToken ct = default)
+    public Task<int> CleanPassAsync(int wantFree, CancellationToken ct = default) => CleanPassCoreAsync(wantFree, recycleOnly: false, ct);
+
+    /// <summary>A pass; with <paramref name="recycleOnly"/> it copies nothing and only hands the appender new holes.</summary>
+    private async Task<int> CleanPassCoreAsync(int wantFree, bool recycleOnly, CancellationToken ct)
     {
         await _maintenance.WaitAsync(ct).ConfigureAwait(false);
         try
@@ -55,13 +72,13 @@ public sealed partial class Pool
                 // walks holds a good share of the log, move its start first.
                 await WriteCheckpointLockedAsync(clean: false).ConfigureAwait(false);
             }
-            var freed = await CleanUnderStructureLockAsync(wantFree, ct).ConfigureAwait(false);
-            if (freed == 0 && SegmentsInReplayChain() > 2)
+            var freed = await CleanUnderStructureLockAsync(wantFree, recycleOnly, ct).ConfigureAwait(false);
+            if (freed == 0 && !recycleOnly && SegmentsInReplayChain() > 2)
             {
                 // What is worth cleaning is still part of the log that replay reads: a checkpoint
                 // moves the replay start past it, then try again.
                 await WriteCheckpointLockedAsync(clean: false).ConfigureAwait(false);
-                freed = await CleanUnderStructureLockAsync(wantFree, ct).ConfigureAwait(false);
+                freed = await CleanUnderStructureLockAsync(wantFree, recycleOnly, ct).ConfigureAwait(false);
             }
             return freed;
         }
@@ -71,12 +88,12 @@ public sealed partial class Pool
         }
     }
 
-    private async Task<int> CleanUnderStructureLockAsync(int wantFree, CancellationToken ct)
+    private async Task<int> CleanUnderStructureLockAsync(int wantFree, bool recycleOnly, CancellationToken ct)
     {
         await _structure.WaitAsync(ct).ConfigureAwait(false);
         try
         {
-            return await CleanLockedAsync(wantFree, ct).ConfigureAwait(false);
+            return await CleanLockedAsync(wantFree, recycleOnly, ct).ConfigureAwait(false);
         }
         finally
         {
@@ -99,32 +116,66 @@ public sealed partial class Pool
     /// the space a group frees is what the next group copies into. At high utilisation a victim
     /// frees little, and copying many before freeing any would need free space the pool lacks.
     /// </summary>
-    private async Task<int> CleanLockedAsync(int wantFree, CancellationToken ct)
+    private async Task<int> CleanLockedAsync(int wantFree, bool recycleOnly, CancellationToken ct)
     {
         var sw = Stopwatch.StartNew();
+        var recycling = Appender.RecycleBelow > 0;
+        if (recycling)
+        {
+            // The appender keeps writing into its holes while this pass marks, and the mark may
+            // miss those writes: it remembers what it takes from here on and leaves those blocks
+            // out of the next list, and the segments of its list are not victims of this pass
+            // (unless it has used them up).
+            var left = 0L;
+            await Appender.RunAtBoundaryAsync(() =>
+            {
+                Appender.BeginHoleMark();
+                left = Appender.HolesRemaining;
+            }).ConfigureAwait(false);
+            if (left == 0)
+            {
+                _holeSegmentsInUse.Clear();
+            }
+        }
         var live = Mark();
         var liveBlocks = live.Merge();
         _cleanerStats.MarkMs += sw.Elapsed.TotalMilliseconds;
-        var urgent = Segments.FreeCount <= Appender.DataReserve + 1 || Appender.ParkedCount > 0;
+        var urgent = ShortOfSegments();
         var order = RankVictims(liveBlocks, urgent);
         var freedTotal = 0;
         var next = 0;
-        while (next < order.Count && next < MaxVictimsPerPass && (Segments.FreeCount < wantFree || Appender.ParkedCount > 0))
+        // While recycling, client data needs no free segments: background passes copy only
+        // when free segments run short (batch headers and metadata still take them).
+        var copy = !recycleOnly;
+        while (copy && next < order.Count && next < MaxVictimsPerPass && (Segments.FreeCount < wantFree || Appender.ParkedCount > 0))
         {
-            var group = NextGroup(order, ref next, out var copy);
+            var group = NextGroup(order, ref next, out var copied);
             if (group.Count == 0)
             {
                 break;
             }
+            _passVictims.UnionWith(group);
             var freeBefore = Segments.FreeCount;
             var got = await CleanGroupAsync(live.Subset(group), group, urgent, ct).ConfigureAwait(false);
             freedTotal += got;
-            Report(PoolLogLevel.Debug, $"cleaner: group of {group.Count} victim(s), {copy} live blocks copied, {got} freed; free {freeBefore} -> {Segments.FreeCount}");
+            Report(PoolLogLevel.Debug, $"cleaner: group of {group.Count} victim(s), {copied} live blocks copied, {got} freed; free {freeBefore} -> {Segments.FreeCount}");
             if (got == 0)
             {
                 break;
             }
         }
+        if (recycling && copy && freedTotal == 0 && _holeSegmentsInUse.Count > 0)
+        {
+            // Nothing outside the appender's holes could be cleaned: it gives them up, so the
+            // next pass may take their segments.
+            await Appender.RunAtBoundaryAsync(Appender.ClearHoles).ConfigureAwait(false);
+            _holeSegmentsInUse.Clear();
+        }
+        else if (recycling)
+        {
+            await PublishHolesAsync(live, liveBlocks).ConfigureAwait(false);
+        }
+        _passVictims.Clear();
         _cleanerStats.Passes++;
         _cleanerStats.SegmentsFreed += freedTotal;
         _cleanerStats.LastPassMs = sw.Elapsed.TotalMilliseconds;
@@ -262,6 +313,9 @@ public sealed partial class Pool
         return live;
     }
 
+    /// <summary>Free segments are at the data reserve's edge, or writes already wait for space.</summary>
+    private bool ShortOfSegments() => Segments.FreeCount <= Appender.DataReserve + 1 || Appender.ParkedCount > 0;
+
     private int SegmentsInReplayChain()
     {
         var replayFrom = _superblock.Current.ReplayStart.Seq;
@@ -285,12 +339,19 @@ public sealed partial class Pool
         var capacity = Layout.DataBlocksPerSegment;
         var now = Environment.TickCount64;
         var limit = urgent ? 0.998 : 0.95;
+        var replayFrom = _superblock.Current.ReplayStart.Seq;
         var scored = _scored;
         scored.Clear();
         foreach (var (seg, liveCount) in liveBlocks)
         {
             var e = Segments[seg];
             e.LiveBlocks = liveCount;
+            if (e.RecycledSeq >= replayFrom || _holeSegmentsInUse.Contains(seg))
+            {
+                // Replay may still apply writes into its holes, reading them there: it stays
+                // until a checkpoint moves the replay start past them.
+                continue;
+            }
             var u = Math.Min(1.0, (double)liveCount / capacity);
             if (u >= limit)
             {
@@ -307,6 +368,117 @@ public sealed partial class Pool
             order.Add((x.Segment, x.Live));
         }
         return order;
+    }
+
+    private readonly HashSet<int> _passVictims = [];
+    private List<(long Phys, int Count)> _holesSpare = [];
+    private readonly List<(int Segment, int Live)> _holeSegments = [];
+    // Segments of the holes last handed over: the appender may still be writing into them.
+    private HashSet<int> _holeSegmentsInUse = [];
+    private HashSet<int> _holeSegmentsSpare = [];
+
+    /// <summary>
+    /// Holes handed to the appender per pass, at most (32 MiB of 4 KiB writes). Their segments
+    /// are not victims while the appender uses them, so the list leaves most of the pool to the
+    /// cleaner.
+    /// </summary>
+    internal const int MaxHoleBlocks = 8192;
+
+    /// <summary>
+    /// Hands the appender the dead blocks this pass's mark found in sealed segments it did not
+    /// clean, emptiest segments first. A block dead at the mark stays dead (new data goes to the
+    /// log head until the holes are handed over), but before it may be overwritten, the records
+    /// that killed it must be durable (or a crash could bring back a mapping into it) and no
+    /// reader may still hold an older mapping into it: a sync and a reader drain come first.
+    /// Only blocks that held payload count (their CRC is not zero): batch headers, seals and
+    /// summaries stay as they are.
+    /// </summary>
+    private async Task PublishHolesAsync(LiveRanges live, Dictionary<int, int> liveBlocks)
+    {
+        var segs = _holeSegments;
+        segs.Clear();
+        foreach (var (seg, liveCount) in liveBlocks)
+        {
+            var e = Segments[seg];
+            if (!_passVictims.Contains(seg) && e.State == SegmentState.Log && e.Sealed && liveCount < Layout.DataBlocksPerSegment)
+            {
+                segs.Add((seg, liveCount));
+            }
+        }
+        segs.Sort((a, b) => a.Live.CompareTo(b.Live));
+        var runs = _holesSpare;
+        runs.Clear();
+        var total = 0;
+        var inUse = _holeSegmentsSpare;
+        inUse.Clear();
+        var dataEnd = Layout.BatchLimit >> PoolLayout.BlockShift;
+        foreach (var (seg, _) in segs)
+        {
+            if (total >= MaxHoleBlocks)
+            {
+                break;
+            }
+            var crcs = Segments[seg].Crcs;
+            if (crcs == null)
+            {
+                continue;
+            }
+            var comps = live.ComponentsOf(seg);
+            var c = 0;
+            var runStart = -1;
+            for (var b = 1; b < dataEnd && total < MaxHoleBlocks; b++)
+            {
+                var phys = Layout.BlockAddress(seg, b << PoolLayout.BlockShift);
+                while (c < comps.Count && comps[c].Phys + comps[c].Count <= phys)
+                {
+                    c++;
+                }
+                var hole = crcs[b] != 0 && !(c < comps.Count && comps[c].Phys <= phys);
+                if (hole)
+                {
+                    runStart = runStart < 0 ? b : runStart;
+                    total++;
+                }
+                if (runStart >= 0 && (!hole || b == dataEnd - 1 || total >= MaxHoleBlocks))
+                {
+                    var end = hole ? b + 1 : b;
+                    runs.Add((Layout.BlockAddress(seg, runStart << PoolLayout.BlockShift), end - runStart));
+                    inUse.Add(seg);
+                    runStart = -1;
+                }
+            }
+        }
+        if (runs.Count == 0)
+        {
+            return;
+        }
+        await SyncLogAsync().ConfigureAwait(false);
+        await Epoch.DrainAsync(CancellationToken.None).ConfigureAwait(false);
+        List<(long Phys, int Count)>? old = null;
+        await Appender.RunAtBoundaryAsync(() => old = Appender.SwapHoles(runs)).ConfigureAwait(false);
+        // The next list is asked for while a quarter of this one is left, so writes rarely find none.
+        Appender.HolesLowMark = Math.Max(2048, total / 4);
+        _holesSpare = old ?? [];
+        (_holeSegmentsInUse, _holeSegmentsSpare) = (inUse, _holeSegmentsInUse);
+        _cleanerStats.HolesHandedOver += total;
+        // Writes waiting for space may take holes now.
+        Appender.SpaceFreed();
+        Report(PoolLogLevel.Debug, $"cleaner: {total} dead blocks in {runs.Count} runs handed over for reuse");
+    }
+
+    /// <summary>Makes everything written so far durable (one log sync).</summary>
+    private async Task SyncLogAsync()
+    {
+        var r = Appender.Rent();
+        r.Op = AppendOp.Flush;
+        try
+        {
+            await Appender.SubmitAsync(r).ConfigureAwait(false);
+        }
+        finally
+        {
+            Appender.Return(r);
+        }
     }
 
     /// <summary>

@@ -134,6 +134,8 @@ public sealed partial class Pool
         Appender.MinReserve = checkpointSegments + 1;
         Appender.DataReserve = checkpointSegments + 1 + 4;
         Appender.CleanThreshold = CleanerStart();
+        // Recycling starts a few segments above the point where the cleaner must copy.
+        Appender.RecycleBelow = _options.RecycleHoles ? Math.Max(CleanerStart(), Appender.DataReserve + 4) : 0;
     }
 
     private async Task MaintenanceLoopAsync()
@@ -202,7 +204,7 @@ public sealed partial class Pool
     {
         var start = CleanerStart();
         wantFree = Math.Max(start + 1, (int)(Segments.Count * _options.CleanerTargetFree));
-        return Segments.FreeCount <= start;
+        return Segments.FreeCount <= Math.Max(start, Appender.RecycleBelow);
     }
 
     /// <summary>

@@ -78,6 +78,7 @@ public sealed partial class Pool
             CleanerSegmentsFreed = _cleanerStats.SegmentsFreed,
             CleanerReads = _cleanerStats.Reads,
             WritesWaitedForSpace = Volatile.Read(ref Appender.Parks),
+            RecycledBlocksWritten = Volatile.Read(ref Appender.RecycledBlocks),
             Volumes = _catalog.Count,
             Poisoned = Appender.Poison != null,
         };

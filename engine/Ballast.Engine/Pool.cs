@@ -176,8 +176,9 @@ public sealed partial class Pool : IAsyncDisposable
         for (var i = 0; i < segments.Count; i++)
         {
             var e = segments[i];
-            if (e.State != SegmentState.Log || !e.Sealed)
+            if (e.State != SegmentState.Log || !e.Sealed || e.Recycled)
             {
+                // Open and recycled segments got their CRCs from the checkpoint.
                 continue;
             }
             if (SegmentSummary.TryLoad(storage, layout, i, e))

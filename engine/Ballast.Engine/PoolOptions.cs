@@ -64,6 +64,14 @@ public sealed class PoolOptions
     public double CleanerTargetFree { get; init; } = 0.03;
 
     /// <summary>
+    /// Slack-space recycling: once free segments are down to the cleaner's start, client writes
+    /// go into dead blocks of older segments the cleaner found, instead of the cleaner copying
+    /// live data out to free whole segments (which costs u/(1-u) extra writes: 3x at 75% live).
+    /// Writes into holes are scattered, so this is only for a nearly full pool.
+    /// </summary>
+    public bool RecycleHoles { get; init; } = true;
+
+    /// <summary>
     /// How long a write may wait for the cleaner when no segment is free before it fails with
     /// ENOSPC. Only with background maintenance (otherwise nothing would free space).
     /// </summary>

@@ -30,6 +30,8 @@ public sealed record PoolStats
     public long CleanerReads { get; init; }
     /// <summary>Writes that waited for the cleaner because no segment was free above the reserve.</summary>
     public long WritesWaitedForSpace { get; init; }
+    /// <summary>Client blocks written into dead blocks of older segments (slack-space recycling).</summary>
+    public long RecycledBlocksWritten { get; init; }
     public int Volumes { get; init; }
     public bool Poisoned { get; init; }
 }

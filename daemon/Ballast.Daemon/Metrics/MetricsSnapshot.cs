@@ -78,6 +78,7 @@ public sealed class MetricsSnapshot(PoolService pool, ExportCatalog exports, Rep
         Add("ballast_cleaner_segments_freed_total", "counter", "Segments the cleaner freed.", s.CleanerSegmentsFreed);
         Add("ballast_cleaner_moved_bytes_total", "counter", "Live bytes the cleaner copied forward.", s.CleanerBytesMoved);
         Add("ballast_writes_waited_for_space_total", "counter", "Writes that waited for the cleaner because no segment was free above the reserve.", s.WritesWaitedForSpace);
+        Add("ballast_recycled_blocks_written_total", "counter", "Client blocks written into dead blocks of older segments (slack-space recycling, near a full pool).", s.RecycledBlocksWritten);
         Add("ballast_cleaner_reads_total", "counter", "Device reads the cleaner made to copy live data (nearby pieces are read together).", s.CleanerReads);
 
         if (replication.Node is { } node)

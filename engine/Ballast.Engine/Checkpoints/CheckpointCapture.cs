@@ -21,6 +21,7 @@ internal sealed class CheckpointCapture
     public required int[] WrittenBlocks { get; init; }
     public required bool[] Sealed { get; init; }
     public required uint[] SummaryCrcs { get; init; }
+    public required bool[] Recycled { get; init; }
 
     /// <summary>Lets the volumes' maps change their nodes in place again.</summary>
     public void Release()
@@ -62,6 +63,7 @@ internal sealed class CheckpointCapture
             WrittenBlocks = new int[n],
             Sealed = new bool[n],
             SummaryCrcs = new uint[n],
+            Recycled = new bool[n],
         };
         for (var i = 0; i < n; i++)
         {
@@ -74,6 +76,7 @@ internal sealed class CheckpointCapture
             capture.WrittenBlocks[i] = e.WrittenBlocks;
             capture.Sealed[i] = e.Sealed;
             capture.SummaryCrcs[i] = e.SummaryCrc;
+            capture.Recycled[i] = e.Recycled;
         }
         return capture;
     }

@@ -76,7 +76,13 @@ internal static class CheckpointReader
             var seq = src.U64();
             var offset = src.I32();
             var written = src.I32();
-            var sealed_ = src.U8() != 0;
+            var sealMark = src.U8();
+            if (sealMark > 2)
+            {
+                throw new InvalidDataException($"checkpoint segment {i} has seal mark {sealMark}");
+            }
+            var sealed_ = sealMark != 0;
+            var recycled = sealMark == 2;
             if (offset < layout.FirstBatchOffset || offset > layout.SegmentSize || offset % PoolLayout.BlockSize != 0 || written < 0 || written > layout.BlocksPerSegment)
             {
                 throw new InvalidDataException($"checkpoint segment {i} write offset {offset} out of range");
@@ -86,7 +92,8 @@ internal static class CheckpointReader
             e.WriteOffset = offset;
             e.WrittenBlocks = written;
             e.Sealed = sealed_;
-            if (sealed_)
+            e.Recycled = recycled;
+            if (sealed_ && !recycled)
             {
                 e.SummaryCrc = src.U32();
                 continue;

@@ -53,8 +53,10 @@ internal static class CheckpointWriter
             sink.U64(c.Seqs[i]);
             sink.I32(c.WriteOffsets[i]);
             sink.I32(c.WrittenBlocks[i]);
-            sink.U8(c.Sealed[i] ? (byte)1 : (byte)0);
-            if (c.Sealed[i])
+            // 0: open, CRCs follow; 1: sealed, CRCs in its summary; 2: sealed and recycled, CRCs
+            // follow (its summary no longer matches).
+            sink.U8(!c.Sealed[i] ? (byte)0 : c.Recycled[i] ? (byte)2 : (byte)1);
+            if (c.Sealed[i] && !c.Recycled[i])
             {
                 // Its CRCs are in the segment summary, not in the checkpoint.
                 sink.U32(c.SummaryCrcs[i]);

@@ -171,4 +171,7 @@ public sealed class CleanerStats
     public double MarkMs;
     public double RedirectMs;
     public double MaxRedirectMs;
+
+    /// <summary>Dead blocks handed to the appender for client writes to reuse (slack-space recycling).</summary>
+    public long HolesHandedOver;
 }

@@ -50,6 +50,14 @@ internal sealed class Appender : IDisposable
     private ulong _batchSeq;
     private Exception? _poison;
     private volatile bool _refuseWrites;
+    // Slack-space recycling: holes handed over by the cleaner, and this batch's data for them
+    // (staged in one aligned buffer, written before the batch and made durable by its sync).
+    private readonly Cleaning.RecycleHoles _holes = new();
+    private readonly Buffers.AlignedBuffer _stage;
+    private readonly List<(long Phys, int Offset, int Count)> _inPlace = [];
+    private int _stageUsed;
+    private bool _holesLowSignalled;
+    private const int MaxStageBytes = 1 << 20;
 
     public Appender(IPoolStorage storage, PoolLayout layout, SegmentTable segments, SuperblockStore superblock, LogPosition position, int maxBatchPayloadBytes, IDisplacedSink displaced)
     {
@@ -61,6 +69,7 @@ internal sealed class Appender : IDisposable
         _displaced = displaced;
         _builder = new BatchBuilder(maxBatchPayloadBytes);
         _sealBuffer = new Buffers.AlignedBuffer(layout.SealBytes);
+        _stage = new Buffers.AlignedBuffer(MaxStageBytes);
         MaxBatchBlocks = maxBatchPayloadBytes >> PoolLayout.BlockShift;
         Segment = position.Segment;
         Seq = position.Seq;
@@ -89,6 +98,28 @@ internal sealed class Appender : IDisposable
 
     /// <summary>Free segments at or below which the cleaner is woken.</summary>
     public volatile int CleanThreshold;
+
+    /// <summary>Free segments at or below which client writes go into recycled holes while there are any (0: never).</summary>
+    public volatile int RecycleBelow;
+
+    /// <summary>Holes left below which the cleaner is woken to find more (while recycling).</summary>
+    public int HolesLowMark { get; set; } = 2048;
+
+    /// <summary>Recycled holes not yet used (read from other threads: an estimate).</summary>
+    public long HolesRemaining => _holes.Remaining;
+
+    /// <summary>The cleaner begins a mark (appender thread, at a batch boundary): holes taken from now on are left out of its next list.</summary>
+    internal void BeginHoleMark() => _holes.BeginMark();
+
+    /// <summary>Forgets the holes (appender thread, at a batch boundary): the cleaner may now pick their segments as victims.</summary>
+    internal void ClearHoles() => _holes.Clear();
+
+    /// <summary>Installs the cleaner's holes at a batch boundary (appender thread); returns the old list for reuse.</summary>
+    internal List<(long Phys, int Count)> SwapHoles(List<(long Phys, int Count)> runs)
+    {
+        _holesLowSignalled = false;
+        return _holes.Swap(runs);
+    }
 
     public int ParkedCount
     {
@@ -134,6 +165,10 @@ internal sealed class Appender : IDisposable
     public long DeviceBytes;
     public long ClientDataBlocks;
     public long RelocatedBlocks;
+    /// <summary>Client blocks written into recycled holes.</summary>
+    public long RecycledBlocks;
+    /// <summary>Syncs of in-place data ahead of its batch.</summary>
+    public long InPlaceSyncs;
     public long Batches;
     public long WriteTicks;
     /// <summary>Bytes left unused at the ends of sealed segments, and segments opened (diagnostics).</summary>
@@ -383,6 +418,8 @@ internal sealed class Appender : IDisposable
             _builder.Reset();
             _batchItems.Clear();
             _durableItems.Clear();
+            _inPlace.Clear();
+            _stageUsed = 0;
             var needSync = false;
             while (i < items.Count)
             {
@@ -429,6 +466,16 @@ internal sealed class Appender : IDisposable
                     continue;
                 }
                 var data = r.Desc.Kind == RecordKind.Data;
+                if (data && TryAddInPlace(r))
+                {
+                    if ((r.Desc.Flags & RecordFlags.Fua) != 0)
+                    {
+                        _durableItems.Add(r);
+                        needSync = true;
+                    }
+                    i++;
+                    continue;
+                }
                 if (!r.UseReserve && _headReserved)
                 {
                     if (_segments.FreeCount > DataReserve)
@@ -492,6 +539,75 @@ internal sealed class Appender : IDisposable
                 _splitAborted = false;
                 i++;
             }
+        }
+    }
+
+    /// <summary>
+    /// Near a full pool, puts a client data record into recycled holes: its descriptor goes into
+    /// the batch, its payload into the staging buffer, written before the batch. Only plain
+    /// client and replica writes: cleaner copies and resync records stay in the log.
+    /// </summary>
+    private bool TryAddInPlace(AppendRequest r)
+    {
+        if (r.Volume == null || (r.Desc.Flags & (RecordFlags.Relocated | RecordFlags.IfNewer)) != 0 || r.SplitRemaining > 0
+            || _segments.FreeCount > RecycleBelow)
+        {
+            return false;
+        }
+        if (_holes.Remaining < HolesLowMark && !_holesLowSignalled)
+        {
+            _holesLowSignalled = true;
+            SpaceLow?.Invoke();
+        }
+        var n = r.Desc.BlockCount;
+        var bytes = n << PoolLayout.BlockShift;
+        if (_holes.Remaining < n || _stageUsed + bytes > MaxStageBytes || !_builder.FitsInPlace(n, _layout.BatchLimit - Offset)
+            || !_holes.TryTake(n, out var phys))
+        {
+            return false;
+        }
+        r.Payload.Span[..bytes].CopyTo(_stage.Span[_stageUsed..]);
+        _inPlace.Add((phys, _stageUsed, n));
+        _stageUsed += bytes;
+        r.Desc.Flags |= RecordFlags.InPlace;
+        r.Desc.Aux = phys;
+        _builder.Add(ref r.Desc, r.Crcs, null, default);
+        r.ResultPhys = phys;
+        _batchItems.Add(r);
+        return true;
+    }
+
+    /// <summary>
+    /// Writes the batch's staged in-place data, one write per run of adjacent holes, and syncs
+    /// it before the batch that describes it is written: a record in the log then always finds
+    /// its data, so replay keeps the log a prefix (a snapshot record after a torn in-place write
+    /// would otherwise freeze a state that never was). A failed sync poisons the log.
+    /// </summary>
+    private void WriteInPlace()
+    {
+        var i = 0;
+        while (i < _inPlace.Count)
+        {
+            var (phys, offset, n) = _inPlace[i];
+            var j = i + 1;
+            while (j < _inPlace.Count && _inPlace[j].Phys == phys + n && _inPlace[j].Offset == offset + (n << PoolLayout.BlockShift))
+            {
+                n += _inPlace[j].Count;
+                j++;
+            }
+            _storage.Write(phys << PoolLayout.BlockShift, _stage.Span.Slice(offset, n << PoolLayout.BlockShift));
+            DeviceBytes += n << PoolLayout.BlockShift;
+            i = j;
+        }
+        try
+        {
+            _storage.Sync();
+            InPlaceSyncs++;
+        }
+        catch (Exception e)
+        {
+            Interlocked.CompareExchange(ref _poison, e, null);
+            throw;
         }
     }
 
@@ -619,6 +735,10 @@ internal sealed class Appender : IDisposable
             var writeFrom = System.Diagnostics.Stopwatch.GetTimestamp();
             try
             {
+                if (_inPlace.Count > 0)
+                {
+                    WriteInPlace();
+                }
                 _storage.Write(_layout.SegmentOffset(Segment) + batchOffset, bytes);
                 WriteTicks += System.Diagnostics.Stopwatch.GetTimestamp() - writeFrom;
             }
@@ -652,7 +772,18 @@ internal sealed class Appender : IDisposable
             foreach (var r in _batchItems)
             {
                 {
-                    if (r.Desc.Kind == RecordKind.Data)
+                    if ((r.Desc.Flags & RecordFlags.InPlace) != 0)
+                    {
+                        _segments.SetCrcs(r.ResultPhys, r.Crcs.AsSpan(0, r.Desc.BlockCount));
+                        var target = _segments[_layout.SegmentOf(r.ResultPhys)];
+                        // A hole was a displaced block: it is live again (the segment's written count stays).
+                        Interlocked.Add(ref target.DisplacedBlocks, -r.Desc.BlockCount);
+                        target.Recycled = true;
+                        target.RecycledSeq = Seq;
+                        ClientDataBlocks += r.Desc.BlockCount;
+                        RecycledBlocks += r.Desc.BlockCount;
+                    }
+                    else if (r.Desc.Kind == RecordKind.Data)
                     {
                         r.ResultPhys = payloadBase + r.ResultPhys;
                         _segments.SetCrcs(r.ResultPhys, r.Crcs.AsSpan(0, r.Desc.BlockCount));
@@ -883,5 +1014,6 @@ internal sealed class Appender : IDisposable
         _builder.Dispose();
         _sealBuilder.Dispose();
         ((IDisposable)_sealBuffer).Dispose();
+        ((IDisposable)_stage).Dispose();
     }
 }

@@ -63,10 +63,23 @@ internal sealed class BatchBuilder : IDisposable
         return SizeWith(blockCount, inlineLength, data) <= spaceLeft;
     }
 
+    /// <summary>True when an in-place data record (descriptor and CRCs only, its payload elsewhere) fits.</summary>
+    public bool FitsInPlace(int blockCount, int spaceLeft)
+    {
+        if (_records >= BatchFormat.MaxRecords)
+        {
+            return false;
+        }
+        var recLen = RecordDescriptor.Align8(RecordDescriptor.Size + 4 * blockCount);
+        return _headerUsed + recLen <= BatchFormat.MaxHeaderBytes
+            && AlignBlock(_headerUsed + recLen) + (_payloadBlocks << PoolLayout.BlockShift) <= spaceLeft;
+    }
+
     /// <summary>Adds a record; returns the index of its first payload block in this batch (data) or -1.</summary>
     public int Add(ref RecordDescriptor d, ReadOnlySpan<uint> blockCrcs, ReadOnlySpan<byte> inline, ReadOnlySpan<byte> payload)
     {
-        var data = d.Kind == RecordKind.Data;
+        // An in-place record's payload is written into recycled blocks, not into the batch.
+        var data = d.Kind == RecordKind.Data && (d.Flags & RecordFlags.InPlace) == 0;
         d.InlineLength = checked((ushort)inline.Length);
         d.PayloadBlock = data ? _payloadBlocks : 0;
         var len = d.EncodedLength;
@@ -75,13 +88,16 @@ internal sealed class BatchBuilder : IDisposable
         d.Crc = 0;
         d.Write(rec);
         var p = RecordDescriptor.Size;
-        if (data)
+        if (d.Kind == RecordKind.Data)
         {
             for (var i = 0; i < d.BlockCount; i++)
             {
                 System.Buffers.Binary.BinaryPrimitives.WriteUInt32LittleEndian(rec[p..], blockCrcs[i]);
                 p += 4;
             }
+        }
+        if (data)
+        {
             payload[..(d.BlockCount << PoolLayout.BlockShift)].CopyTo(_buffer.Span[(BatchFormat.MaxHeaderBytes + (_payloadBlocks << PoolLayout.BlockShift))..]);
         }
         inline.CopyTo(rec[p..]);

@@ -96,7 +96,13 @@ public static class BatchFormat
                 problem = "record beyond the batch header";
                 return false;
             }
-            if (d.Kind == RecordKind.Data && (d.PayloadBlock < 0 || d.BlockCount <= 0 || (long)d.PayloadBlock + d.BlockCount > payloadBlocks))
+            var inPlace = (d.Flags & RecordFlags.InPlace) != 0;
+            if (inPlace && (d.Kind != RecordKind.Data || d.BlockCount <= 0 || d.Aux < 0 || (d.Flags & RecordFlags.Relocated) != 0))
+            {
+                problem = "in-place record out of range";
+                return false;
+            }
+            if (d.Kind == RecordKind.Data && !inPlace && (d.PayloadBlock < 0 || d.BlockCount <= 0 || (long)d.PayloadBlock + d.BlockCount > payloadBlocks))
             {
                 problem = "data record payload outside the batch";
                 return false;

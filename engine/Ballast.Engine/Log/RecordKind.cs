@@ -46,4 +46,10 @@ public enum RecordFlags : byte
     /// to the primary's), still labelled with Aux as its LSN.
     /// </summary>
     Force = 8,
+    /// <summary>
+    /// Data written into dead blocks of an older sealed segment (slack-space recycling): Aux is
+    /// the physical block of its first block, and the payload is there, not in the batch. Replay
+    /// applies it only if those blocks still match the record's CRCs (the write may be torn).
+    /// </summary>
+    InPlace = 16,
 }

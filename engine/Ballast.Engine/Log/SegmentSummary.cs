@@ -71,6 +71,11 @@ internal static class SegmentSummary
                 {
                     sealed_ = true;
                 }
+                if ((r.Descriptor.Flags & RecordFlags.InPlace) != 0)
+                {
+                    // Its blocks lie in another segment.
+                    continue;
+                }
                 for (var b = 0; b < r.CrcCount; b++)
                 {
                     e.Crcs![payloadBase + r.Descriptor.PayloadBlock + b] = BinaryPrimitives.ReadUInt32LittleEndian(buf.Span[(r.CrcOffset + 4 * b)..]);

@@ -59,6 +59,13 @@ public sealed class SegmentTable : Maps.IDisplacedSink
         /// <summary>Offset the appender has written up to (log segments).</summary>
         public int WriteOffset;
         public long LastWriteTicks;
+        /// <summary>
+        /// Sealed, and data was since written into its dead blocks: its summary is stale, so a
+        /// checkpoint carries its CRCs instead.
+        /// </summary>
+        public bool Recycled;
+        /// <summary>Log sequence of the last batch that wrote into its dead blocks (0: none).</summary>
+        public ulong RecycledSeq;
     }
 
     public Entry this[int segment] => _entries[segment];
@@ -92,6 +99,8 @@ public sealed class SegmentTable : Maps.IDisplacedSink
                     e.DisplacedBlocks = 0;
                     e.LiveBlocks = -1;
                     e.Sealed = false;
+                    e.Recycled = false;
+                    e.RecycledSeq = 0;
                     e.WriteOffset = Layout.FirstBatchOffset;
                     e.LastWriteTicks = Environment.TickCount64;
                     FreeCount--;
@@ -140,6 +149,8 @@ public sealed class SegmentTable : Maps.IDisplacedSink
             }
             e.State = SegmentState.Free;
             e.Sealed = false;
+            e.Recycled = false;
+            e.RecycledSeq = 0;
             e.Seq = 0;
             // A segment is released only once no reader can still resolve a block in it (the
             // cleaner drains the reader epoch first), so its CRC array has no reader left.

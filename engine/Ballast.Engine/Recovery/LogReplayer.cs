@@ -25,6 +25,7 @@ internal sealed class LogReplayer : IDisposable
     private long _windowStart;
     private int _windowLength;
     private readonly List<DecodedRecord> _records = [];
+    private readonly uint[] _inPlaceCrcs = new uint[BatchFormat.MaxHeaderBytes / 4];
 
     public LogReplayer(IPoolStorage storage, PoolLayout layout, SegmentTable segments, Guid poolId, int maxBatchPayloadBytes)
     {
@@ -117,7 +118,11 @@ internal sealed class LogReplayer : IDisposable
                     break;
                 }
                 var phys = -1L;
-                if (d.Kind == RecordKind.Data)
+                if (d.Kind == RecordKind.Data && (d.Flags & RecordFlags.InPlace) != 0)
+                {
+                    ReplayInPlace(d, span.Slice(r.CrcOffset, 4 * d.BlockCount), inline, seq, report, apply);
+                }
+                else if (d.Kind == RecordKind.Data)
                 {
                     phys = payloadBase + d.PayloadBlock;
                     var blockCrcs = crcs.AsSpan(d.PayloadBlock, d.BlockCount);
@@ -143,13 +148,59 @@ internal sealed class LogReplayer : IDisposable
         return new LogPosition(seg, seq, offset);
     }
 
+    /// <summary>
+    /// A record whose data was written into dead blocks of an older segment. The data was synced
+    /// before the record was written, so a mismatch means a later write replaced this one and its
+    /// block was recycled again (holes are handed out only after the records that killed them are
+    /// durable): the record is skipped, as the later records in this tail supersede it. Recycled
+    /// segments are not cleaned while records into them lie in the replayed tail, so the blocks
+    /// are still theirs.
+    /// </summary>
+    private void ReplayInPlace(in RecordDescriptor d, ReadOnlySpan<byte> storedCrcs, ReadOnlySpan<byte> inline, ulong batchSeq, RecoveryReport report, RecordHandler apply)
+    {
+        var first = d.Aux;
+        var last = first + d.BlockCount - 1;
+        if (!_layout.IsDataBlock(first) || !_layout.IsDataBlock(last) || _layout.SegmentOf(first) != _layout.SegmentOf(last)
+            || d.BlockCount > _inPlaceCrcs.Length || (long)d.BlockCount << PoolLayout.BlockShift > _buffer.Length)
+        {
+            report.InPlaceSkipped++;
+            return;
+        }
+        var target = _segments[_layout.SegmentOf(first)];
+        if (target.State != SegmentState.Log || !target.Sealed)
+        {
+            report.InPlaceSkipped++;
+            return;
+        }
+        var bytes = d.BlockCount << PoolLayout.BlockShift;
+        var data = _buffer.Span[..bytes];
+        _storage.Read(first << PoolLayout.BlockShift, data);
+        for (var b = 0; b < d.BlockCount; b++)
+        {
+            var stored = System.Buffers.Binary.BinaryPrimitives.ReadUInt32LittleEndian(storedCrcs[(4 * b)..]);
+            if (Crc32C.Compute(data.Slice(b << PoolLayout.BlockShift, PoolLayout.BlockSize)) != stored)
+            {
+                report.InPlaceSkipped++;
+                return;
+            }
+            _inPlaceCrcs[b] = stored;
+        }
+        var crcs = _inPlaceCrcs.AsSpan(0, d.BlockCount);
+        _segments.SetCrcs(first, crcs);
+        // A hole was a displaced block: it is live again (the segment's written count stays).
+        Interlocked.Add(ref target.DisplacedBlocks, -d.BlockCount);
+        target.Recycled = true;
+        target.RecycledSeq = Math.Max(target.RecycledSeq, batchSeq);
+        apply(d, inline, first, crcs);
+    }
+
     private bool VerifyPayload(ReadOnlySpan<byte> batch, int headerBytes, uint[] crcs, out string? problem)
     {
         problem = null;
         foreach (var r in _records)
         {
             var d = r.Descriptor;
-            if (d.Kind != RecordKind.Data)
+            if (d.Kind != RecordKind.Data || (d.Flags & RecordFlags.InPlace) != 0)
             {
                 continue;
             }
