@@ -21,7 +21,14 @@ internal static class EngineBench
         var flushEvery = (int)a.Get("flush-every", 32);
         var path = Path.Combine(dir, "bench-pool.dat");
         File.Delete(path);
-        await using var pool = await Pool.OpenAsync(new PoolOptions { Path = path, Capacity = poolBytes });
+        var recycle = a.Get("recycle", 1.0) != 0;
+        await using var pool = await Pool.OpenAsync(new PoolOptions
+        {
+            Path = path,
+            Capacity = poolBytes,
+            RecycleHoles = recycle,
+            Log = Environment.GetEnvironmentVariable("BALLAST_BENCH_LOG") == "1" ? (l, m) => Console.Error.WriteLine($"[{l}] {m}") : null,
+        });
         var v = await pool.CreateVolumeAsync("bench", volumeBytes);
         var blocks = volumeBytes / Block;
 
@@ -100,7 +107,7 @@ internal static class EngineBench
             + $"{cpuUs:F1} us CPU/IO; {alloc:F1} B allocated/IO; {gen2} gen2 GCs; "
             + $"batches {s.Batches}, syncs {s.Syncs}, cleaner moved {s.CleanerBytesMoved >> 20} MiB in {s.CleanerReads} reads");
         var cs = pool.CleanerStats;
-        Console.WriteLine($"cleaner: {cs.Passes} passes, mark {cs.MarkMs / 1000:F1} s, redirect {cs.RedirectMs / 1000:F1} s (longest {cs.MaxRedirectMs:F1} ms under a volume lock); {s.WritesWaitedForSpace} writes waited for space");
+        Console.WriteLine($"cleaner: {cs.Passes} passes, mark {cs.MarkMs / 1000:F1} s, redirect {cs.RedirectMs / 1000:F1} s (longest {cs.MaxRedirectMs:F1} ms under a volume lock); {s.WritesWaitedForSpace} writes waited for space; {s.RecycledBlocksWritten} blocks written into recycled holes");
         var ap = pool.AppenderTimes;
         Console.WriteLine($"appender: busy {ap.Busy.TotalSeconds:F1} s, pwrite {ap.Write.TotalSeconds:F1} s, fdatasync {ap.Sync.TotalSeconds:F1} s over {stop.Elapsed.TotalSeconds:F1} s");
         Console.WriteLine($"engine_iops={iops:F0}");
@@ -122,6 +129,7 @@ internal static class EngineBench
         var defaults = new PoolOptions { Path = "" };
         var startFree = a.Get("start-free", defaults.CleanerStartFree);
         var targetFree = a.Get("target-free", defaults.CleanerTargetFree);
+        var recycle = a.Get("recycle", 1.0) != 0;
         var path = Path.Combine(dir, "bench-wa.dat");
         File.Delete(path);
         await using var pool = await Pool.OpenAsync(new PoolOptions
@@ -132,6 +140,7 @@ internal static class EngineBench
             CleanerBytesPerSecond = 1L << 40,
             CleanerStartFree = startFree,
             CleanerTargetFree = targetFree,
+            RecycleHoles = recycle,
             Log = Environment.GetEnvironmentVariable("BALLAST_BENCH_LOG") == "1" ? (l, m) => Console.Error.WriteLine($"[{l}] {m}") : null,
         });
         var volumeBytes = (long)(pool.Capacity * fill) / Block * Block;

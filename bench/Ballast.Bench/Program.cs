@@ -11,8 +11,10 @@ return args.FirstOrDefault() switch
 static int Usage()
 {
     Console.Error.WriteLine("""
-        usage: Ballast.Bench engine-randwrite --dir DIR [--volume-gib 2] [--pool-gib 8] [--seconds 30] [--qd 32] [--flush-every 32]
+        usage: Ballast.Bench engine-randwrite --dir DIR [--volume-gib 2] [--pool-gib 8] [--seconds 30] [--qd 32] [--flush-every 32] [--recycle 1]
                Ballast.Bench engine-wa --dir DIR [--pool-mib 1024] [--fill 0.8] [--overwrites 3] [--segment-mib 0 (auto)]
+                                          [--start-free 0.02] [--target-free 0.03] [--recycle 1]
+        --recycle 0 turns slack-space recycling off (the cleaner copies to free whole segments).
         """);
     return 2;
 }

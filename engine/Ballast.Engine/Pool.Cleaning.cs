@@ -73,10 +73,11 @@ public sealed partial class Pool
                 await WriteCheckpointLockedAsync(clean: false).ConfigureAwait(false);
             }
             var freed = await CleanUnderStructureLockAsync(wantFree, recycleOnly, ct).ConfigureAwait(false);
-            if (freed == 0 && !recycleOnly && SegmentsInReplayChain() > 2)
+            if (freed == 0 && !recycleOnly && (SegmentsInReplayChain() > 2 || Appender.RecycleBelow > 0))
             {
-                // What is worth cleaning is still part of the log that replay reads: a checkpoint
-                // moves the replay start past it, then try again.
+                // What is worth cleaning is still part of the log that replay reads, or was
+                // recycled by records replay would read: a checkpoint moves the replay start past
+                // it, then try again (a pass that freed nothing also took back the appender's holes).
                 await WriteCheckpointLockedAsync(clean: false).ConfigureAwait(false);
                 freed = await CleanUnderStructureLockAsync(wantFree, recycleOnly, ct).ConfigureAwait(false);
             }

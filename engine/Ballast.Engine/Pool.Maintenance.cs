@@ -153,7 +153,7 @@ public sealed partial class Pool
                 if (NeedsCleaning(out _) || Appender.ParkedCount > 0)
                 {
                     var freed = await CleanAsync(ct).ConfigureAwait(false);
-                    if (freed == 0 && Appender.ParkedCount > 0 && Segments.FreeCount <= Appender.DataReserve)
+                    if (freed == 0 && Appender.ParkedCount > 0 && Segments.FreeCount <= Appender.DataReserve && Appender.HolesRemaining == 0)
                     {
                         Appender.FailParked("the cleaner found no space to reclaim");
                     }
