@@ -153,9 +153,15 @@ public sealed partial class Pool
                 if (NeedsCleaning(out _) || Appender.ParkedCount > 0)
                 {
                     var freed = await CleanAsync(ct).ConfigureAwait(false);
-                    if (freed == 0 && Appender.ParkedCount > 0 && Segments.FreeCount <= Appender.DataReserve && Appender.HolesRemaining == 0)
+                    if (freed == 0 && OutOfSpace())
                     {
-                        Appender.FailParked("the cleaner found no space to reclaim");
+                        // Writes may have parked while a pass that only looked for holes ran:
+                        // only a pass that saw them waiting and still found nothing fails them.
+                        freed = await CleanAsync(ct).ConfigureAwait(false);
+                        if (freed == 0 && OutOfSpace())
+                        {
+                            Appender.FailParked("the cleaner found no space to reclaim");
+                        }
                     }
                 }
                 var due = Interlocked.Read(ref _bytesSinceCheckpoint) >= Math.Min(_options.CheckpointEveryBytes, Capacity / 8)
@@ -183,6 +189,9 @@ public sealed partial class Pool
             }
         }
     }
+
+    /// <summary>Writes wait for space, no segment is free above the reserve and no hole is left.</summary>
+    private bool OutOfSpace() => Appender.ParkedCount > 0 && Segments.FreeCount <= Appender.DataReserve && Appender.HolesRemaining == 0;
 
     private async Task StopMaintenanceAsync()
     {
