@@ -145,14 +145,16 @@ public sealed partial class Pool
         var order = RankVictims(liveBlocks, urgent);
         var freedTotal = 0;
         var next = 0;
+        var tried = false;
         // While recycling, client data needs no free segments: background passes copy only
         // when free segments run short (batch headers and metadata still take them), or when
         // copying is cheap: the best victims are mostly dead, and sequential copies cost less
         // than scattered writes into holes.
-        var cheap = recycling && VictimLiveFraction(order) < RecycleAboveLive;
+        var cheap = recycling && VictimLiveFraction(order) < _options.RecycleAboveLive;
         var copy = !recycleOnly || cheap;
         while (copy && next < order.Count && next < MaxVictimsPerPass && (Segments.FreeCount < wantFree || Appender.ParkedCount > 0))
         {
+            tried = true;
             var group = NextGroup(order, ref next, out var copied);
             if (group.Count == 0)
             {
@@ -168,12 +170,14 @@ public sealed partial class Pool
                 break;
             }
         }
-        if (recycling && copy && freedTotal == 0 && _holeSegmentsInUse.Count > 0)
+        if (recycling && tried && freedTotal == 0 && _holeSegmentsInUse.Count > 0)
         {
-            // Nothing outside the appender's holes could be cleaned: it gives them up, so the
-            // next pass may take their segments.
+            // Space was needed and nothing outside the appender's holes could be cleaned: it
+            // gives them up, so the next pass may take their segments. (A cheap pass that found
+            // enough free segments needed nothing and keeps them.)
             await Appender.RunAtBoundaryAsync(Appender.ClearHoles).ConfigureAwait(false);
             _holeSegmentsInUse.Clear();
+            Report(PoolLogLevel.Debug, "cleaner: the appender's holes taken back (nothing else could be cleaned)");
         }
         else if (recycling && !cheap)
         {
@@ -373,12 +377,6 @@ public sealed partial class Pool
         }
         return order;
     }
-
-    /// <summary>
-    /// Holes are handed out only while the victims a pass would copy are at least this live:
-    /// below it, copying costs at most 1.5 extra writes per block freed, all sequential.
-    /// </summary>
-    internal const double RecycleAboveLive = 0.6;
 
     /// <summary>Average live fraction of the first victims in line (1 when there are none).</summary>
     private double VictimLiveFraction(List<(int Segment, int Live)> order)

@@ -72,6 +72,13 @@ public sealed class PoolOptions
     public bool RecycleHoles { get; init; } = true;
 
     /// <summary>
+    /// Holes are handed out only while the victims a cleaning pass would copy are at least this
+    /// live: below it, copying costs at most 1.5 extra writes per block freed, all sequential,
+    /// where writes into holes are scattered. Tests set 0 to recycle whatever the fill.
+    /// </summary>
+    internal double RecycleAboveLive { get; init; } = 0.6;
+
+    /// <summary>
     /// How long a write may wait for the cleaner when no segment is free before it fails with
     /// ENOSPC. Only with background maintenance (otherwise nothing would free space).
     /// </summary>

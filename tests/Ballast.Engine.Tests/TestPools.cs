@@ -8,8 +8,11 @@ public static class TestPools
 {
     public const int SegmentSize = 1 << 20;
 
-    public static PoolOptions Options(IPoolStorage storage, long capacity = 64L << 20, bool background = false, Action<PoolLogLevel, string>? log = null) => new()
+    private static readonly PoolOptions Defaults = new() { Path = "" };
+
+    public static PoolOptions Options(IPoolStorage storage, long capacity = 64L << 20, bool background = false, Action<PoolLogLevel, string>? log = null, double? recycleAboveLive = null) => new()
     {
+        RecycleAboveLive = recycleAboveLive ?? Defaults.RecycleAboveLive,
         Path = "memory",
         StorageFactory = _ => storage,
         Capacity = capacity,
@@ -23,8 +26,8 @@ public static class TestPools
         Log = log,
     };
 
-    public static Task<Pool> OpenAsync(FaultStorage storage, long capacity = 64L << 20, bool background = false) =>
-        Pool.OpenAsync(Options(storage, capacity, background));
+    public static Task<Pool> OpenAsync(FaultStorage storage, long capacity = 64L << 20, bool background = false, Action<PoolLogLevel, string>? log = null) =>
+        Pool.OpenAsync(Options(storage, capacity, background, log));
 
     public static byte[] Pattern(int seed, int length)
     {

@@ -150,11 +150,11 @@ internal sealed class LogReplayer : IDisposable
 
     /// <summary>
     /// A record whose data was written into dead blocks of an older segment. The data was synced
-    /// before the record was written, so a mismatch means a later write replaced this one and its
-    /// block was recycled again (holes are handed out only after the records that killed them are
-    /// durable): the record is skipped, as the later records in this tail supersede it. Recycled
-    /// segments are not cleaned while records into them lie in the replayed tail, so the blocks
-    /// are still theirs.
+    /// before the record was written, so a block that no longer matches its CRC was replaced by
+    /// a later write and recycled again (holes are handed out only after the records that killed
+    /// them are durable): that block is skipped, as the later records in this tail supersede it,
+    /// and the record's other blocks are applied. Recycled segments are not cleaned while records
+    /// into them lie in the replayed tail, so the blocks are still theirs.
     /// </summary>
     private void ReplayInPlace(in RecordDescriptor d, ReadOnlySpan<byte> storedCrcs, ReadOnlySpan<byte> inline, ulong batchSeq, RecoveryReport report, RecordHandler apply)
     {
@@ -163,35 +163,49 @@ internal sealed class LogReplayer : IDisposable
         if (!_layout.IsDataBlock(first) || !_layout.IsDataBlock(last) || _layout.SegmentOf(first) != _layout.SegmentOf(last)
             || d.BlockCount > _inPlaceCrcs.Length || (long)d.BlockCount << PoolLayout.BlockShift > _buffer.Length)
         {
-            report.InPlaceSkipped++;
+            report.InPlaceBlocksSkipped += d.BlockCount;
             return;
         }
         var target = _segments[_layout.SegmentOf(first)];
         if (target.State != SegmentState.Log || !target.Sealed)
         {
-            report.InPlaceSkipped++;
+            report.InPlaceBlocksSkipped += d.BlockCount;
             return;
         }
-        var bytes = d.BlockCount << PoolLayout.BlockShift;
-        var data = _buffer.Span[..bytes];
+        var data = _buffer.Span[..(d.BlockCount << PoolLayout.BlockShift)];
         _storage.Read(first << PoolLayout.BlockShift, data);
-        for (var b = 0; b < d.BlockCount; b++)
+        var run = 0;
+        for (var b = 0; b <= d.BlockCount; b++)
         {
-            var stored = System.Buffers.Binary.BinaryPrimitives.ReadUInt32LittleEndian(storedCrcs[(4 * b)..]);
-            if (Crc32C.Compute(data.Slice(b << PoolLayout.BlockShift, PoolLayout.BlockSize)) != stored)
+            var match = false;
+            if (b < d.BlockCount)
             {
-                report.InPlaceSkipped++;
-                return;
+                var stored = System.Buffers.Binary.BinaryPrimitives.ReadUInt32LittleEndian(storedCrcs[(4 * b)..]);
+                match = Crc32C.Compute(data.Slice(b << PoolLayout.BlockShift, PoolLayout.BlockSize)) == stored;
+                _inPlaceCrcs[b] = stored;
+                report.InPlaceBlocksSkipped += match ? 0 : 1;
             }
-            _inPlaceCrcs[b] = stored;
+            if (match)
+            {
+                continue;
+            }
+            if (b > run)
+            {
+                // Blocks run..b-1 still hold this record's data.
+                var part = d;
+                part.Lba += run;
+                part.BlockCount = b - run;
+                part.Aux = first + run;
+                var crcs = _inPlaceCrcs.AsSpan(run, b - run);
+                _segments.SetCrcs(part.Aux, crcs);
+                // A hole was a displaced block: it is live again (the segment's written count stays).
+                Interlocked.Add(ref target.DisplacedBlocks, -part.BlockCount);
+                target.Recycled = true;
+                target.RecycledSeq = Math.Max(target.RecycledSeq, batchSeq);
+                apply(part, inline, part.Aux, crcs);
+            }
+            run = b + 1;
         }
-        var crcs = _inPlaceCrcs.AsSpan(0, d.BlockCount);
-        _segments.SetCrcs(first, crcs);
-        // A hole was a displaced block: it is live again (the segment's written count stays).
-        Interlocked.Add(ref target.DisplacedBlocks, -d.BlockCount);
-        target.Recycled = true;
-        target.RecycledSeq = Math.Max(target.RecycledSeq, batchSeq);
-        apply(d, inline, first, crcs);
     }
 
     private bool VerifyPayload(ReadOnlySpan<byte> batch, int headerBytes, uint[] crcs, out string? problem)

@@ -18,6 +18,26 @@ public sealed class DurabilityModel
         public readonly List<byte[]?> Values = [null];
         public readonly List<long> Acked = [0];
         public int Durable;
+        // A write to it failed: it may hold that value or the one before (a write refused for
+        // space may still have written its head), so the newest value is no base to merge onto.
+        public bool Uncertain;
+    }
+
+    /// <summary>A request to the block failed: what it holds now is known only by reading it.</summary>
+    public void MarkUncertain(string volume, long block)
+    {
+        lock (_lock)
+        {
+            Get(volume, block).Uncertain = true;
+        }
+    }
+
+    public bool IsUncertain(string volume, long block)
+    {
+        lock (_lock)
+        {
+            return _blocks.TryGetValue((volume, block), out var b) && b.Uncertain;
+        }
     }
 
     public List<(string Volume, long Block)> Keys
@@ -68,6 +88,7 @@ public sealed class DurabilityModel
         {
             var b = Get(volume, block);
             b.Acked[token] = ++_clock;
+            b.Uncertain = false;
             if (fua)
             {
                 b.Durable = Math.Max(b.Durable, token);
@@ -99,6 +120,15 @@ public sealed class DurabilityModel
                     }
                 }
             }
+        }
+    }
+
+    public string Describe(string volume, long block)
+    {
+        lock (_lock)
+        {
+            if (!_blocks.TryGetValue((volume, block), out var b)) return "none";
+            return string.Join(", ", b.Values.Select((v, i) => $"[{i}] {(v == null ? "zero" : Convert.ToHexString(v.AsSpan(0, 16)) + " crc " + Crc32C.Compute(v).ToString("x8"))} acked {b.Acked[i]}")) + $" durable {b.Durable}";
         }
     }
 

@@ -1,6 +1,8 @@
 using Ballast.Engine.Tests.FaultInjection;
 using Ballast.Engine.Tests.Model;
 using Ballast.Engine.Volumes;
+using Ballast.Engine.Maps;
+using Ballast.Engine.Recovery;
 
 namespace Ballast.Engine.Tests.Recovery;
 
@@ -17,15 +19,8 @@ public class CrashPointTests
     [Test]
     public async Task Every_acknowledged_durable_write_survives_a_crash([Range(0, 19)] int batch)
     {
-        // To chase one seed: BALLAST_CRASH_SEED=815 BALLAST_CRASH_REPEAT=50 dotnet test --filter CrashPointTests
-        var only = Environment.GetEnvironmentVariable("BALLAST_CRASH_SEED");
-        var repeat = int.Parse(Environment.GetEnvironmentVariable("BALLAST_CRASH_REPEAT") ?? "1");
-        var seedBase = int.Parse(Environment.GetEnvironmentVariable("BALLAST_CRASH_SEED_BASE") ?? "0");
-        var seeds = only == null
-            ? Enumerable.Range(seedBase + batch * SeedsPerBatch, SeedsPerBatch)
-            : batch == 0 ? Enumerable.Repeat(int.Parse(only), repeat) : [];
         var coverage = new Coverage();
-        foreach (var seed in seeds)
+        foreach (var seed in Seeds(0, batch))
         {
             try
             {
@@ -47,8 +42,10 @@ public class CrashPointTests
     public async Task Every_acknowledged_durable_write_survives_a_crash_while_writes_recycle_holes([Range(0, 3)] int batch)
     {
         var coverage = new Coverage();
-        foreach (var seed in Enumerable.Range(100_000 + batch * SeedsPerBatch, SeedsPerBatch))
+        var runs = 0;
+        foreach (var seed in Seeds(100_000, batch))
         {
+            runs++;
             try
             {
                 await RunAsync(seed, coverage, nearlyFull: true);
@@ -59,7 +56,22 @@ public class CrashPointTests
             }
         }
         TestContext.Out.WriteLine($"crash points {SeedsPerBatch}: {coverage}");
-        Assert.That(coverage.Recycled, Is.GreaterThan(SeedsPerBatch / 2), "most runs should write into recycled holes before the crash");
+        Assert.That(coverage.Recycled, runs == 0 ? Is.Zero : Is.GreaterThan(runs / 2), "most runs should write into recycled holes before the crash");
+    }
+
+    /// <summary>
+    /// A batch's seeds. To chase one: BALLAST_CRASH_SEED=815 BALLAST_CRASH_REPEAT=50 dotnet test
+    /// --filter CrashPointTests (batch 0 of each test runs it; the nearly-full test's seeds start
+    /// at 100000). BALLAST_CRASH_SEED_BASE shifts every batch to fresh seeds.
+    /// </summary>
+    private static IEnumerable<int> Seeds(int first, int batch)
+    {
+        var only = Environment.GetEnvironmentVariable("BALLAST_CRASH_SEED");
+        var repeat = int.Parse(Environment.GetEnvironmentVariable("BALLAST_CRASH_REPEAT") ?? "1");
+        var seedBase = int.Parse(Environment.GetEnvironmentVariable("BALLAST_CRASH_SEED_BASE") ?? "0");
+        return only == null
+            ? Enumerable.Range(first + seedBase + batch * SeedsPerBatch, SeedsPerBatch)
+            : batch == 0 ? Enumerable.Repeat(int.Parse(only), repeat) : [];
     }
 
     internal sealed class Coverage
@@ -82,7 +94,11 @@ public class CrashPointTests
     {
         var rng = new Random(seed);
         var storage = new FaultStorage();
-        var pool = await TestPools.OpenAsync(storage, capacity: 24L << 20);
+        // The pool's log is kept and printed when the seed fails (printing as it goes changes
+        // the timing enough to hide races).
+        var logged = new System.Collections.Concurrent.ConcurrentQueue<string>();
+        void log(PoolLogLevel l, string m) => logged.Enqueue($"[{l}] {m}");
+        var pool = await TestPools.OpenAsync(storage, capacity: 24L << 20, log: log);
         var model = new DurabilityModel();
         var vols = new List<Vol>
         {
@@ -183,7 +199,7 @@ public class CrashPointTests
         await pool.AbandonAsync();
 
         var image = storage.CrashImage(rng, rng.Next(2) == 0 ? CrashMode.Prefix : CrashMode.Subset);
-        var reopened = await TestPools.OpenAsync(image, capacity: 24L << 20);
+        var reopened = await TestPools.OpenAsync(image, capacity: 24L << 20, log: log);
         if (coverage != null)
         {
             var r = reopened.Recovery;
@@ -193,7 +209,7 @@ public class CrashPointTests
             coverage.AfterCleaning += cleaned ? 1 : 0;
             coverage.SnapshotsTaken += snapshots.Count > 0 ? 1 : 0;
             coverage.Recycled += recycled ? 1 : 0;
-            coverage.InPlaceSkipped += r.InPlaceSkipped > 0 ? 1 : 0;
+            coverage.InPlaceSkipped += r.InPlaceBlocksSkipped > 0 ? 1 : 0;
         }
         try
         {
@@ -210,7 +226,11 @@ public class CrashPointTests
         }
         catch
         {
-            TestContext.Out.WriteLine($"seed {seed}: {reopened.Recovery}");
+            TestContext.Out.WriteLine($"seed {seed}: {reopened.Recovery}; the pool's log before and after the crash:");
+            foreach (var line in logged)
+            {
+                TestContext.Out.WriteLine(line);
+            }
             throw;
         }
     }
@@ -272,6 +292,16 @@ public class CrashPointTests
             {
                 await v.ReadAsync(b * 4096L, buf);
                 var problem = model.Check(vol.Name, b, buf);
+                if (problem != null)
+                {
+                    // What the map says and what the model allows, to start the chase from.
+                    var info = "";
+                    lock (v.State.Lock)
+                    {
+                        v.State.Map.Visit(b, b + 1, -1, (in ExtentMap.MapPieceInfo p) => info += $" piece block {p.Block} n {p.Count} kind {p.Kind} phys {p.Phys} lsn {p.Lsn};");
+                    }
+                    problem += $"; map:{info} crc {Crc32C.Compute(buf):x8} first bytes {Convert.ToHexString(buf.AsSpan(0, 16))} model: {model.Describe(vol.Name, b)}";
+                }
                 Assert.That(problem, Is.Null, problem);
             }
         }
@@ -304,19 +334,36 @@ public class CrashPointTests
         }
         var data = new byte[length];
         rng.NextBytes(data);
-        var tokens = new List<(long Block, int Token)>();
+        // Each block's new value, merged onto what it holds (every base first: nothing is issued
+        // to the model unless the write is sent).
+        var values = new List<(long Block, byte[] Value)>();
         for (var b = start; b < start + count; b++)
         {
-            var value = model.Current(vol.Name, b);
             var from = Math.Max(offset, b * 4096L);
             var to = Math.Min(offset + length, (b + 1) * 4096L);
             if (from >= to)
             {
                 continue;
             }
+            var value = model.Current(vol.Name, b);
+            if (to - from < 4096 && model.IsUncertain(vol.Name, b))
+            {
+                // The engine merges a partial write onto what the block holds, which after a
+                // failed write the model does not know: read it (nothing else touches it now).
+                try
+                {
+                    await vol.Volume.ReadAsync(b * 4096L, value);
+                }
+                catch (BlockVolumeException)
+                {
+                    Release(busy, blocks);
+                    return;
+                }
+            }
             data.AsSpan((int)(from - offset), (int)(to - from)).CopyTo(value.AsSpan((int)(from - b * 4096L)));
-            tokens.Add((b, model.Issue(vol.Name, b, value)));
+            values.Add((b, value));
         }
+        var tokens = values.Select(x => (x.Block, Token: model.Issue(vol.Name, x.Block, x.Value))).ToList();
         try
         {
             await vol.Volume.WriteAsync(offset, data, fua ? WriteFlags.Fua : WriteFlags.None);
@@ -327,7 +374,12 @@ public class CrashPointTests
         }
         catch (BlockVolumeException)
         {
-            // In flight at the crash: either value may be on disk; the model keeps both.
+            // In flight at the crash, or refused for space: either value may be on disk; the
+            // model keeps both.
+            foreach (var (b, _) in tokens)
+            {
+                model.MarkUncertain(vol.Name, b);
+            }
         }
         finally
         {
@@ -354,6 +406,10 @@ public class CrashPointTests
         }
         catch (BlockVolumeException)
         {
+            foreach (var (b, _) in tokens)
+            {
+                model.MarkUncertain(vol.Name, b);
+            }
         }
         finally
         {
