@@ -88,8 +88,9 @@ public sealed partial class Pool
         }
         catch
         {
-            // The old checkpoint stays authoritative; this one's segments go back.
-            sink.Abandon();
+            // The old checkpoint stays authoritative here, but the failed write may still have
+            // reached the disk naming this one: its segments stay allocated until a restart
+            // (which frees whatever the superblock it finds does not name), never overwritten.
             sink.Dispose();
             throw;
         }

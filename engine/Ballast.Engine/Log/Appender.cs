@@ -607,6 +607,7 @@ internal sealed class Appender : IDisposable
         catch (Exception e)
         {
             Interlocked.CompareExchange(ref _poison, e, null);
+            _syncer.Fail(e);
             throw;
         }
     }

@@ -31,6 +31,14 @@ public sealed class Superblock
     /// <summary>Set by a clean shutdown: nothing was written after the replay start, so the log may continue in place.</summary>
     public bool CleanShutdown { get; set; }
 
+    /// <summary>A copy to change and write; the one in use is replaced only once the write is synced.</summary>
+    public Superblock Copy()
+    {
+        var c = (Superblock)MemberwiseClone();
+        c.CheckpointSegments = [.. CheckpointSegments];
+        return c;
+    }
+
     public void Encode(Span<byte> slot)
     {
         if (CheckpointSegments.Length > MaxCheckpointSegments)

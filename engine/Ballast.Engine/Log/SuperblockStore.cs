@@ -16,7 +16,7 @@ internal sealed class SuperblockStore : IDisposable
         Current = current;
     }
 
-    public Superblock Current { get; }
+    public Superblock Current { get; private set; }
 
     /// <summary>Loads the newest valid slot. Null when neither slot holds a superblock (a new device).</summary>
     public static Superblock? Load(IPoolStorage storage, out string? problem)
@@ -37,16 +37,23 @@ internal sealed class SuperblockStore : IDisposable
         return a.Generation >= b.Generation ? a : b;
     }
 
-    /// <summary>Applies <paramref name="change"/>, bumps the generation and writes the other slot, synced.</summary>
+    /// <summary>
+    /// Applies <paramref name="change"/> to a copy, bumps the generation and writes the other
+    /// slot, synced; only then does the copy become <see cref="Current"/>. If the write or sync
+    /// fails, Current stays what the disk is known to hold (replay start, checkpoint segments),
+    /// so the cleaner never reuses what the old replay chain still needs.
+    /// </summary>
     public void Update(Action<Superblock> change)
     {
         lock (_lock)
         {
-            change(Current);
-            Current.Generation++;
-            Current.Encode(_buffer.Span);
-            _storage.Write((long)(Current.Generation % 2) * PoolLayout.BlockSize, _buffer.Span);
+            var next = Current.Copy();
+            change(next);
+            next.Generation++;
+            next.Encode(_buffer.Span);
+            _storage.Write((long)(next.Generation % 2) * PoolLayout.BlockSize, _buffer.Span);
             _storage.Sync();
+            Current = next;
         }
     }
 

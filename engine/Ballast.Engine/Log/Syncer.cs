@@ -36,6 +36,13 @@ internal sealed class Syncer : IDisposable
 
     public void Start() => _thread.Start();
 
+    /// <summary>
+    /// Another fdatasync of the pool's file failed (the appender syncs data written into holes):
+    /// the error may have been the one meant for pages this thread's next sync covers, so no
+    /// later sync may complete a request.
+    /// </summary>
+    public void Fail(Exception e) => Interlocked.CompareExchange(ref _failure, e, null);
+
     /// <summary>The appender wrote to the device.</summary>
     public void Wrote() => Interlocked.Increment(ref _writeGen);
 

@@ -150,11 +150,13 @@ internal sealed class LogReplayer : IDisposable
 
     /// <summary>
     /// A record whose data was written into dead blocks of an older segment. The data was synced
-    /// before the record was written, so a block that no longer matches its CRC was replaced by
-    /// a later write and recycled again (holes are handed out only after the records that killed
-    /// them are durable): that block is skipped, as the later records in this tail supersede it,
-    /// and the record's other blocks are applied. Recycled segments are not cleaned while records
-    /// into them lie in the replayed tail, so the blocks are still theirs.
+    /// before the record was written, so it was on disk. A block that no longer matches its CRC
+    /// was either replaced by a later write and recycled again (holes are handed out only after
+    /// the records that killed them are durable, so that later record lies further on in this
+    /// tail and maps the block elsewhere), or damaged since. Either way the record is applied
+    /// whole, with its own CRCs: a replaced block is superseded, and a damaged one reads as a
+    /// checksum error, never as an older mapping whose block may since belong to someone else.
+    /// Recycled segments are not cleaned while records into them lie in the replayed tail.
     /// </summary>
     private void ReplayInPlace(in RecordDescriptor d, ReadOnlySpan<byte> storedCrcs, ReadOnlySpan<byte> inline, ulong batchSeq, RecoveryReport report, RecordHandler apply)
     {
@@ -163,49 +165,34 @@ internal sealed class LogReplayer : IDisposable
         if (!_layout.IsDataBlock(first) || !_layout.IsDataBlock(last) || _layout.SegmentOf(first) != _layout.SegmentOf(last)
             || d.BlockCount > _inPlaceCrcs.Length || (long)d.BlockCount << PoolLayout.BlockShift > _buffer.Length)
         {
-            report.InPlaceBlocksSkipped += d.BlockCount;
+            // Not a place this pool writes client data to: a damaged record that passed its CRC.
+            report.InPlaceBlocksMismatched += d.BlockCount;
             return;
         }
         var target = _segments[_layout.SegmentOf(first)];
         if (target.State != SegmentState.Log || !target.Sealed)
         {
-            report.InPlaceBlocksSkipped += d.BlockCount;
+            report.InPlaceBlocksMismatched += d.BlockCount;
             return;
         }
         var data = _buffer.Span[..(d.BlockCount << PoolLayout.BlockShift)];
         _storage.Read(first << PoolLayout.BlockShift, data);
-        var run = 0;
-        for (var b = 0; b <= d.BlockCount; b++)
+        for (var b = 0; b < d.BlockCount; b++)
         {
-            var match = false;
-            if (b < d.BlockCount)
+            var stored = System.Buffers.Binary.BinaryPrimitives.ReadUInt32LittleEndian(storedCrcs[(4 * b)..]);
+            _inPlaceCrcs[b] = stored;
+            if (Crc32C.Compute(data.Slice(b << PoolLayout.BlockShift, PoolLayout.BlockSize)) != stored)
             {
-                var stored = System.Buffers.Binary.BinaryPrimitives.ReadUInt32LittleEndian(storedCrcs[(4 * b)..]);
-                match = Crc32C.Compute(data.Slice(b << PoolLayout.BlockShift, PoolLayout.BlockSize)) == stored;
-                _inPlaceCrcs[b] = stored;
-                report.InPlaceBlocksSkipped += match ? 0 : 1;
+                report.InPlaceBlocksMismatched++;
             }
-            if (match)
-            {
-                continue;
-            }
-            if (b > run)
-            {
-                // Blocks run..b-1 still hold this record's data.
-                var part = d;
-                part.Lba += run;
-                part.BlockCount = b - run;
-                part.Aux = first + run;
-                var crcs = _inPlaceCrcs.AsSpan(run, b - run);
-                _segments.SetCrcs(part.Aux, crcs);
-                // A hole was a displaced block: it is live again (the segment's written count stays).
-                Interlocked.Add(ref target.DisplacedBlocks, -part.BlockCount);
-                target.Recycled = true;
-                target.RecycledSeq = Math.Max(target.RecycledSeq, batchSeq);
-                apply(part, inline, part.Aux, crcs);
-            }
-            run = b + 1;
         }
+        var crcs = _inPlaceCrcs.AsSpan(0, d.BlockCount);
+        _segments.SetCrcs(first, crcs);
+        // A hole was a displaced block: it is live again (the segment's written count stays).
+        Interlocked.Add(ref target.DisplacedBlocks, -d.BlockCount);
+        target.Recycled = true;
+        target.RecycledSeq = Math.Max(target.RecycledSeq, batchSeq);
+        apply(d, inline, first, crcs);
     }
 
     private bool VerifyPayload(ReadOnlySpan<byte> batch, int headerBytes, uint[] crcs, out string? problem)

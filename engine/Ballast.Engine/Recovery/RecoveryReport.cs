@@ -25,11 +25,11 @@ public sealed class RecoveryReport
     public int DiscardedBatches { get; set; }
     public long DiscardedBytes { get; set; }
     /// <summary>
-    /// Blocks of writes into recycled blocks that replay skipped because they no longer hold
-    /// that write's data: the block was recycled again after a later write replaced it, or the
-    /// data never reached the disk (a write that was not synced).
+    /// Blocks of writes into recycled holes that no longer held that write's data at replay:
+    /// recycled again after a later write replaced them (a later record maps the block
+    /// elsewhere), or damaged since (reading them fails their checksum).
     /// </summary>
-    public int InPlaceBlocksSkipped { get; set; }
+    public int InPlaceBlocksMismatched { get; set; }
     public TimeSpan Duration { get; set; }
 
     public override string ToString() => NewPool
@@ -38,7 +38,7 @@ public sealed class RecoveryReport
           + $"replayed {ReplayedBatches} batches / {ReplayedRecords} records / {ReplayedBytes / 1024} KiB from {ReplayStart}; "
           + $"log ends at {LogEnd} ({StopReason})"
           + (DiscardedBatches > 0 ? $"; discarded {DiscardedBatches} torn or unsynced batch(es) ({DiscardedBytes / 1024} KiB) from there on" : "")
-          + (InPlaceBlocksSkipped > 0 ? $"; {InPlaceBlocksSkipped} block(s) of writes into recycled holes skipped (since replaced, or never synced)" : "")
+          + (InPlaceBlocksMismatched > 0 ? $"; {InPlaceBlocksMismatched} block(s) of writes into recycled holes no longer held their data (replaced and recycled again, or damaged)" : "")
           + (SummariesRebuilt > 0 ? $"; {SummariesRebuilt} damaged segment summaries rebuilt" : "")
           + (CleanShutdown ? "; last shutdown was clean" : "; last shutdown was not clean");
 }

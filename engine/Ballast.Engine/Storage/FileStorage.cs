@@ -133,11 +133,26 @@ public sealed unsafe class FileStorage : IPoolStorage
         }
     }
 
+    // Linux reports a writeback error to one fdatasync per open file, and the appender (data
+    // written into holes), the syncer and checkpoints all sync this one fd: syncs run one at a
+    // time, and once one fails every later one fails too, so no caller takes a later success
+    // for durability of pages that were lost.
+    private readonly object _syncLock = new();
+    private int _syncErrno;
+
     public void Sync()
     {
-        if (Libc.FDataSync(_fd) != 0)
+        lock (_syncLock)
         {
-            throw new StorageException("fdatasync", Marshal.GetLastPInvokeError());
+            if (_syncErrno != 0)
+            {
+                throw new StorageException("fdatasync (an earlier one failed; the pool must be reopened)", _syncErrno);
+            }
+            if (Libc.FDataSync(_fd) != 0)
+            {
+                _syncErrno = Marshal.GetLastPInvokeError();
+                throw new StorageException("fdatasync", _syncErrno);
+            }
         }
     }
 

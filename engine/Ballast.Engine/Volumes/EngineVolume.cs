@@ -101,6 +101,13 @@ public sealed partial class EngineVolume : IBlockVolume
                 int count, covered;
                 lock (_state.Lock)
                 {
+                    // After a delete the cleaner may hand this volume's blocks to other writes:
+                    // a handle kept past the delete must not read them (readers that resolved
+                    // before it are waited for, being inside the epoch).
+                    if (_state.Deleted)
+                    {
+                        throw new BlockVolumeException(BlockError.Gone, $"volume {Name} was deleted");
+                    }
                     count = _state.Map.Resolve(block, want, scratch.Pieces, out covered);
                 }
                 var b = block;

@@ -173,6 +173,21 @@ public class CleanerTests
     }
 
     [Test]
+    public async Task A_handle_kept_past_a_delete_reads_nothing_of_the_space_given_to_others()
+    {
+        await using var pool = await TestPools.OpenAsync(new FaultStorage(), capacity: 32L << 20);
+        var v = await pool.CreateVolumeAsync("v", 4 << 20);
+        await v.WriteAsync(0, TestPools.Pattern(1, 4 << 20), WriteFlags.None);
+        await pool.DeleteVolumeAsync("v");
+        // Its blocks are free for the cleaner to reuse: the old handle must not read them.
+        var w = await pool.CreateVolumeAsync("w", 4 << 20);
+        await w.WriteAsync(0, TestPools.Pattern(2, 4 << 20), WriteFlags.None);
+        await pool.CleanPassAsync(pool.GetStats().Segments);
+        var e = Assert.ThrowsAsync<BlockVolumeException>(async () => await v.ReadAsync(0, new byte[4096]));
+        Assert.That(e!.Error, Is.EqualTo(BlockError.Gone));
+    }
+
+    [Test]
     [CancelAfter(120_000)]
     public async Task A_pool_80_percent_full_keeps_accepting_random_overwrites(CancellationToken ct)
     {

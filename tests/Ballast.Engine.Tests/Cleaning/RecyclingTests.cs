@@ -7,8 +7,9 @@ namespace Ballast.Engine.Tests.Cleaning;
 /// <summary>
 /// Slack-space recycling: near a full pool, client writes go into dead blocks of older segments.
 /// These check that such writes read back, survive a clean restart (the checkpoint carries the
-/// recycled segments' CRCs) and a crash (replay applies them from the log tail), and that a
-/// write whose data never reached its hole is dropped rather than served.
+/// recycled segments' CRCs) and a crash (replay applies them from the log tail), that replay
+/// keeps what a later write did not replace, and that damaged data in a hole reads as a
+/// checksum error rather than as the block's older data.
 /// </summary>
 public class RecyclingTests
 {
@@ -74,11 +75,15 @@ public class RecyclingTests
             return blocks;
         }
 
-        public async Task VerifyAsync(string when)
+        public async Task VerifyAsync(string when, int skip = -1)
         {
             var buf = new byte[4096];
             for (var b = 0; b < VolumeBlocks; b++)
             {
+                if (b == skip)
+                {
+                    continue;
+                }
                 await Volume.ReadAsync(b * 4096L, buf);
                 Assert.That(buf.AsSpan().SequenceEqual(Model[b]), Is.True, $"block {b} differs {when}");
             }
@@ -123,37 +128,38 @@ public class RecyclingTests
     }
 
     [Test]
-    public async Task A_write_whose_hole_never_got_its_data_is_dropped_and_the_block_keeps_its_synced_data()
+    public async Task A_write_into_a_hole_whose_data_was_damaged_reads_as_a_checksum_error_not_as_older_data()
     {
         var storage = new FaultStorage();
         var w = await StartAsync(storage);
         await w.OverwriteUntilRecycledAsync(3, 200);
-        await w.Volume.FlushAsync();
-        var synced = (byte[][])w.Model.Clone();
-        const int Target = 77;
         var before = w.Pool.GetStats().RecycledBlocksWritten;
-        var lost = await w.WriteAsync(Target);
-        int baseline;
+        const int Target = 77;
+        var damaged = await w.WriteAsync(Target);
         Assert.That(w.Pool.GetStats().RecycledBlocksWritten, Is.EqualTo(before + 1), "the last write did not go into a hole");
-        // Its batch reaches the disk, its data does not (a power cut before the sync, with the
-        // device writing the log block first).
+        await w.Volume.FlushAsync();
         var image = storage.CleanImage();
+        int baseline;
         await using (var intact = await TestPools.OpenAsync(image.CleanImage(), Capacity))
         {
-            // Records skipped anyway: their holes were recycled again after later writes replaced them.
-            baseline = intact.Recovery.InPlaceBlocksSkipped;
+            // Blocks of earlier in-place writes that were replaced and recycled again.
+            baseline = intact.Recovery.InPlaceBlocksMismatched;
         }
-        var hole = image.FindBlock(lost);
+        // The block goes bad on the device while the record that put it there is in the tail.
+        var hole = image.FindBlock(damaged);
         Assert.That(hole, Is.GreaterThan(0));
         image.Corrupt(hole * 4096, 4096);
         await w.Pool.AbandonAsync();
 
         await using var reopened = await TestPools.OpenAsync(image, Capacity);
         TestContext.Out.WriteLine(reopened.Recovery.ToString());
-        Assert.That(reopened.Recovery.InPlaceBlocksSkipped, Is.EqualTo(baseline + 1));
+        Assert.That(reopened.Recovery.InPlaceBlocksMismatched, Is.EqualTo(baseline + 1));
         w.Volume = reopened.OpenVolume("v");
-        Array.Copy(synced, w.Model, synced.Length);
-        await w.VerifyAsync("after the lost in-place write");
+        // Not the block's older data, whose place may belong to another write by now.
+        var e = Assert.ThrowsAsync<BlockVolumeException>(async () => await w.Volume.ReadAsync(Target * 4096L, new byte[4096]));
+        Assert.That(e!.Error, Is.EqualTo(BlockError.Io));
+        w.Model[Target] = null!;
+        await w.VerifyAsync("after the damaged in-place write", skip: Target);
     }
 
     [Test]
@@ -183,7 +189,7 @@ public class RecyclingTests
         int baseline;
         await using (var intact = await TestPools.OpenAsync(image.CleanImage(), Capacity))
         {
-            baseline = intact.Recovery.InPlaceBlocksSkipped;
+            baseline = intact.Recovery.InPlaceBlocksMismatched;
         }
         var hole = image.FindBlock(written![1]);
         Assert.That(hole, Is.GreaterThan(0));
@@ -192,9 +198,9 @@ public class RecyclingTests
 
         await using var reopened = await TestPools.OpenAsync(image, Capacity);
         TestContext.Out.WriteLine(reopened.Recovery.ToString());
-        Assert.That(reopened.Recovery.InPlaceBlocksSkipped, Is.EqualTo(baseline + 1), "only the replaced block is skipped");
+        Assert.That(reopened.Recovery.InPlaceBlocksMismatched, Is.EqualTo(baseline + 1), "only the replaced block no longer matches");
         w.Volume = reopened.OpenVolume("v");
-        await w.VerifyAsync("after replay skipped one block of a write into holes");
+        await w.VerifyAsync("after replay met one recycled block of a write into holes");
     }
 
     [Test]

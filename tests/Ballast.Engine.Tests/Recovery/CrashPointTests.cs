@@ -82,10 +82,10 @@ public class CrashPointTests
         public int AfterCleaning;
         public int SnapshotsTaken;
         public int Recycled;
-        public int InPlaceSkipped;
+        public int InPlaceMismatched;
 
         public override string ToString() =>
-            $"{FromCheckpoint} recovered from a checkpoint, {MultiSegmentReplay} replayed across segments, {TornOrDiscarded} discarded a torn/unsynced tail, {AfterCleaning} crashed after cleaning, {SnapshotsTaken} took snapshots, {Recycled} wrote into recycled holes, {InPlaceSkipped} skipped in-place records in replay";
+            $"{FromCheckpoint} recovered from a checkpoint, {MultiSegmentReplay} replayed across segments, {TornOrDiscarded} discarded a torn/unsynced tail, {AfterCleaning} crashed after cleaning, {SnapshotsTaken} took snapshots, {Recycled} wrote into recycled holes, {InPlaceMismatched} replayed in-place records whose blocks were recycled again";
     }
 
     private sealed record Vol(string Name, EngineVolume Volume, int Blocks);
@@ -209,7 +209,7 @@ public class CrashPointTests
             coverage.AfterCleaning += cleaned ? 1 : 0;
             coverage.SnapshotsTaken += snapshots.Count > 0 ? 1 : 0;
             coverage.Recycled += recycled ? 1 : 0;
-            coverage.InPlaceSkipped += r.InPlaceBlocksSkipped > 0 ? 1 : 0;
+            coverage.InPlaceMismatched += r.InPlaceBlocksMismatched > 0 ? 1 : 0;
         }
         try
         {
