@@ -17,6 +17,9 @@ public sealed partial class Pool : IAsyncDisposable
 {
     private readonly PoolOptions _options;
     private readonly SuperblockStore _superblock;
+
+    /// <summary>The superblock as last written and synced (tests).</summary>
+    internal Log.Superblock SuperblockInUse => _superblock.Current;
     private readonly VolumeCatalog _catalog;
     private readonly SemaphoreSlim _structure = new(1, 1);
     private int _disposed;

@@ -46,6 +46,8 @@ public sealed class FaultStorage : IPoolStorage
     /// <summary>Next N writes fail with this errno.</summary>
     public int FailWrites { get; set; }
     public int FailSyncs { get; set; }
+    /// <summary>Next N writes to the superblock slots (the first two blocks) fail.</summary>
+    public int FailSuperblockWrites { get; set; }
     public int FailAllocates { get; set; }
     public int FaultErrno { get; set; } = Libc.EIO;
 
@@ -171,9 +173,16 @@ public sealed class FaultStorage : IPoolStorage
         lock (_lock)
         {
             Tick();
-            if (FailWrites > 0)
+            if (FailWrites > 0 || (FailSuperblockWrites > 0 && offset < 2 * Block))
             {
-                FailWrites--;
+                if (FailWrites > 0)
+                {
+                    FailWrites--;
+                }
+                else
+                {
+                    FailSuperblockWrites--;
+                }
                 throw new StorageException("write", FaultErrno, offset);
             }
             _pending.Add((offset, buffer.ToArray()));

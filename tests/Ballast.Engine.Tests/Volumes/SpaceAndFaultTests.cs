@@ -95,6 +95,39 @@ public class SpaceAndFaultTests
     }
 
     [Test]
+    public async Task A_checkpoint_whose_superblock_write_fails_leaves_the_old_one_and_its_replay_chain_intact()
+    {
+        var storage = new FaultStorage();
+        var pool = await TestPools.OpenAsync(storage);
+        var v = await pool.CreateVolumeAsync("v", 32 << 20);
+        var first = TestPools.Pattern(1, 8 << 20);
+        await v.WriteAsync(0, first, WriteFlags.None);
+        await v.FlushAsync();
+        await pool.CheckpointAsync();
+        var sb = pool.SuperblockInUse;
+        (var replayStart, var checkpoint, var generation) = (sb.ReplayStart, sb.CheckpointSegments.ToArray(), sb.Generation);
+        await v.WriteAsync(0, first.AsMemory(0, 1 << 20), WriteFlags.None);
+        storage.FailSuperblockWrites = 1;
+        Assert.ThrowsAsync<Ballast.Engine.Storage.StorageException>(() => pool.CheckpointAsync());
+        sb = pool.SuperblockInUse;
+        Assert.That((sb.ReplayStart, sb.Generation), Is.EqualTo((replayStart, generation)), "the replay start the disk holds");
+        Assert.That(sb.CheckpointSegments, Is.EqualTo(checkpoint), "the checkpoint the disk names");
+        // The next checkpoint must not release the one the disk still names, and the log must
+        // not reuse what the old replay start still covers: write enough to take every free
+        // segment the lowest-first allocator would hand out.
+        await pool.CheckpointAsync();
+        var second = TestPools.Pattern(2, 24 << 20);
+        await v.WriteAsync(8 << 20, second, WriteFlags.None);
+        await v.FlushAsync();
+        await pool.CleanPassAsync(pool.GetStats().Segments);
+        await pool.AbandonAsync();
+        await using var reopened = await TestPools.OpenAsync(storage.CrashImage(new Random(1), CrashMode.Prefix));
+        var r = reopened.OpenVolume("v");
+        Assert.That(await ReadAsync(r, 0, 8 << 20), Is.EqualTo(first));
+        Assert.That(await ReadAsync(r, 8 << 20, 24 << 20), Is.EqualTo(second));
+    }
+
+    [Test]
     public async Task Resize_grows_and_refuses_to_shrink_over_data_unless_forced()
     {
         await using var pool = await TestPools.OpenAsync(new FaultStorage());
