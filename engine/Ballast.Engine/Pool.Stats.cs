@@ -1,5 +1,6 @@
 using Ballast.Engine.Log;
 using Ballast.Engine.Maps;
+using Ballast.Engine.Volumes;
 
 namespace Ballast.Engine;
 
@@ -91,7 +92,7 @@ public sealed partial class Pool
     public async Task<ScrubReport> ScrubAsync(CancellationToken ct = default)
     {
         var report = new ScrubReport();
-        var refs = new List<(string Volume, long Block, long Phys, int Count)>();
+        var refs = new List<(VolumeState Volume, long Block, long Phys, int Count)>();
         foreach (var v in _catalog.All())
         {
             lock (v.Lock)
@@ -100,14 +101,14 @@ public sealed partial class Pool
                 {
                     if (p.Kind == ExtentKind.Data)
                     {
-                        refs.Add((v.Name, p.Block, p.Phys, p.Count));
+                        refs.Add((v, p.Block, p.Phys, p.Count));
                     }
                 });
             }
         }
         var checkedBlocks = new HashSet<long>();
         using var buf = new Buffers.AlignedBuffer(PoolLayout.BlockSize * ExtentMap.WindowBlocks);
-        foreach (var (name, block, phys, count) in refs)
+        foreach (var (vol, block, phys, count) in refs)
         {
             ct.ThrowIfCancellationRequested();
             var epoch = Epoch.Enter();
@@ -121,9 +122,10 @@ public sealed partial class Pool
                     {
                         report.BlocksChecked++;
                     }
-                    if (!Segments.TryGetCrc(phys + k, out var crc) || Crc32C.Compute(buf.Span.Slice(k << PoolLayout.BlockShift, PoolLayout.BlockSize)) != crc)
+                    if (!Intact(buf.Span.Slice(k << PoolLayout.BlockShift, PoolLayout.BlockSize), phys + k)
+                        && await StillDamagedAsync(vol, block + k, phys + k, buf.Memory.Slice(k << PoolLayout.BlockShift, PoolLayout.BlockSize)).ConfigureAwait(false))
                     {
-                        report.Corrupt.Add(new CorruptBlock(name, (block + k) << PoolLayout.BlockShift, phys + k));
+                        report.Corrupt.Add(new CorruptBlock(vol.Name, (block + k) << PoolLayout.BlockShift, phys + k));
                     }
                 }
             }
@@ -133,6 +135,31 @@ public sealed partial class Pool
             }
         }
         return report;
+    }
+
+    private bool Intact(ReadOnlySpan<byte> data, long phys) => Segments.TryGetCrc(phys, out var crc) && Crc32C.Compute(data) == crc;
+
+    /// <summary>
+    /// The references were collected before this read, so the volume may have moved on and the
+    /// block been reused (the cleaner hands dead blocks to new writes): a mismatch counts only if
+    /// the volume still maps that block there and a second read still fails.
+    /// </summary>
+    private async Task<bool> StillDamagedAsync(VolumeState vol, long block, long phys, Memory<byte> scratch)
+    {
+        var mapped = false;
+        lock (vol.Lock)
+        {
+            if (!vol.Deleted)
+            {
+                vol.Map.Visit(block, block + 1, 0, (in ExtentMap.MapPieceInfo p) => mapped |= p.Kind == ExtentKind.Data && p.Phys + (block - p.Block) == phys);
+            }
+        }
+        if (!mapped)
+        {
+            return false;
+        }
+        await Storage.ReadAsync(phys << PoolLayout.BlockShift, scratch).ConfigureAwait(false);
+        return !Intact(scratch.Span, phys);
     }
 }
 
