@@ -10,14 +10,14 @@ public static class TestPools
 
     private static readonly PoolOptions Defaults = new() { Path = "" };
 
-    public static PoolOptions Options(IPoolStorage storage, long capacity = 64L << 20, bool background = false, Action<PoolLogLevel, string>? log = null, double? recycleAboveLive = null) => new()
+    public static PoolOptions Options(IPoolStorage storage, long capacity = 64L << 20, bool background = false, Action<PoolLogLevel, string>? log = null, double? recycleAboveLive = null, int maxBatchBytes = 256 << 10) => new()
     {
         RecycleAboveLive = recycleAboveLive ?? Defaults.RecycleAboveLive,
         Path = "memory",
         StorageFactory = _ => storage,
         Capacity = capacity,
         SegmentSize = SegmentSize,
-        MaxBatchBytes = 256 << 10,
+        MaxBatchBytes = maxBatchBytes,
         BackgroundMaintenance = background,
         ScrubAfterCrash = false,
         CheckpointEveryBytes = 4 << 20,

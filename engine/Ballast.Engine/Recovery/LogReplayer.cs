@@ -19,8 +19,10 @@ internal sealed class LogReplayer : IDisposable
     private readonly Guid _poolId;
     private readonly AlignedBuffer _buffer;
     // Read-ahead over the log: one large read serves many batches (a pread per batch made
-    // replaying a 1 GiB tail of 4 KiB writes take 4 s).
-    private readonly AlignedBuffer _window;
+    // replaying a 1 GiB tail of 4 KiB writes take 4 s). Grows for a batch larger than the
+    // options now allow (they may have been lowered since it was written).
+    private AlignedBuffer _window;
+    private uint[] _crcs;
     private int _windowSegment = -1;
     private long _windowStart;
     private int _windowLength;
@@ -35,6 +37,7 @@ internal sealed class LogReplayer : IDisposable
         _poolId = poolId;
         _buffer = new AlignedBuffer(BatchFormat.MaxHeaderBytes + maxBatchPayloadBytes);
         _window = new AlignedBuffer((int)Math.Min(layout.SegmentSize, Math.Max(WindowBytes, _buffer.Length)));
+        _crcs = new uint[_window.Length / PoolLayout.BlockSize];
     }
 
     /// <summary>Called for each valid record in log order, with the physical block of its payload.</summary>
@@ -53,7 +56,6 @@ internal sealed class LogReplayer : IDisposable
         }
         _segments.MarkUsed(seg, SegmentState.Log, seq);
         report.ReplayedSegments = 1;
-        var crcs = new uint[_buffer.Length / PoolLayout.BlockSize];
         while (true)
         {
             // Batches end by BatchLimit; a seal may sit in the reserved last block.
@@ -68,12 +70,14 @@ internal sealed class LogReplayer : IDisposable
                 report.StopReason = problem!;
                 break;
             }
-            if (headerBytes + ((long)payloadBlocks << PoolLayout.BlockShift) > _buffer.Length)
+            if (offset + headerBytes + ((long)payloadBlocks << PoolLayout.BlockShift) > _layout.SegmentSize)
             {
-                report.StopReason = "batch larger than any this pool writes";
+                report.StopReason = "batch runs past the end of its segment";
                 break;
             }
             var total = headerBytes + (payloadBlocks << PoolLayout.BlockShift);
+            EnsureWindow(total);
+            var crcs = _crcs;
             if (offset + total > _layout.SegmentSize)
             {
                 report.StopReason = "batch runs past the end of its segment";
@@ -163,7 +167,7 @@ internal sealed class LogReplayer : IDisposable
         var first = d.Aux;
         var last = first + d.BlockCount - 1;
         if (!_layout.IsDataBlock(first) || !_layout.IsDataBlock(last) || _layout.SegmentOf(first) != _layout.SegmentOf(last)
-            || d.BlockCount > _inPlaceCrcs.Length || (long)d.BlockCount << PoolLayout.BlockShift > _buffer.Length)
+            || d.BlockCount > _inPlaceCrcs.Length)
         {
             // Not a place this pool writes client data to: a damaged record that passed its CRC.
             report.InPlaceBlocksMismatched += d.BlockCount;
@@ -175,15 +179,20 @@ internal sealed class LogReplayer : IDisposable
             report.InPlaceBlocksMismatched += d.BlockCount;
             return;
         }
-        var data = _buffer.Span[..(d.BlockCount << PoolLayout.BlockShift)];
-        _storage.Read(first << PoolLayout.BlockShift, data);
-        for (var b = 0; b < d.BlockCount; b++)
+        var chunk = _buffer.Length >> PoolLayout.BlockShift;
+        for (var from = 0; from < d.BlockCount; from += chunk)
         {
-            var stored = System.Buffers.Binary.BinaryPrimitives.ReadUInt32LittleEndian(storedCrcs[(4 * b)..]);
-            _inPlaceCrcs[b] = stored;
-            if (Crc32C.Compute(data.Slice(b << PoolLayout.BlockShift, PoolLayout.BlockSize)) != stored)
+            var n = Math.Min(chunk, d.BlockCount - from);
+            var data = _buffer.Span[..(n << PoolLayout.BlockShift)];
+            _storage.Read((first + from) << PoolLayout.BlockShift, data);
+            for (var b = 0; b < n; b++)
             {
-                report.InPlaceBlocksMismatched++;
+                var stored = System.Buffers.Binary.BinaryPrimitives.ReadUInt32LittleEndian(storedCrcs[(4 * (from + b))..]);
+                _inPlaceCrcs[from + b] = stored;
+                if (Crc32C.Compute(data.Slice(b << PoolLayout.BlockShift, PoolLayout.BlockSize)) != stored)
+                {
+                    report.InPlaceBlocksMismatched++;
+                }
             }
         }
         var crcs = _inPlaceCrcs.AsSpan(0, d.BlockCount);
@@ -257,6 +266,21 @@ internal sealed class LogReplayer : IDisposable
     }
 
     private const int WindowBytes = 8 << 20;
+
+    /// <summary>Makes the window (and the CRC scratch) hold a batch of <paramref name="bytes"/>.</summary>
+    private void EnsureWindow(int bytes)
+    {
+        if (bytes > _window.Length)
+        {
+            ((IDisposable)_window).Dispose();
+            _window = new AlignedBuffer((bytes + PoolLayout.BlockSize - 1) & ~(PoolLayout.BlockSize - 1));
+            _windowSegment = -1;
+        }
+        if (_crcs.Length < bytes >> PoolLayout.BlockShift)
+        {
+            _crcs = new uint[bytes >> PoolLayout.BlockShift];
+        }
+    }
 
     /// <summary>Bytes [offset, offset+length) of a segment, from the read-ahead window (refilled from offset when they are not all in it).</summary>
     private Span<byte> Window(int seg, long offset, int length)

@@ -119,6 +119,26 @@ public class RecoveryTests
     }
 
     [Test]
+    public async Task Replay_reads_batches_larger_than_the_options_now_allow()
+    {
+        var storage = new FaultStorage();
+        var pool = await Pool.OpenAsync(TestPools.Options(storage, maxBatchBytes: 1 << 20));
+        var v = await pool.CreateVolumeAsync("v", 8 << 20);
+        var data = TestPools.Pattern(7, 4 << 20);
+        for (var i = 0; i < 4; i++)
+        {
+            await v.WriteAsync(i << 20, data.AsMemory(i << 20, 1 << 20), WriteFlags.None);
+        }
+        await v.FlushAsync();
+        await pool.AbandonAsync();
+        // Reopened with smaller batches (the options changed between runs): the tail written
+        // with the old ones must still replay in full.
+        await using var reopened = await Pool.OpenAsync(TestPools.Options(storage.CrashImage(new Random(1), CrashMode.Prefix), maxBatchBytes: 64 << 10));
+        TestContext.Out.WriteLine(reopened.Recovery.ToString());
+        Assert.That(await ReadAsync(reopened.OpenVolume("v"), 0, 4 << 20), Is.EqualTo(data));
+    }
+
+    [Test]
     public async Task Corrupt_bytes_are_reported_by_scrub_and_never_served()
     {
         var storage = new FaultStorage();
