@@ -77,7 +77,8 @@ public sealed partial class Pool
             {
                 // What is worth cleaning is still part of the log that replay reads, or was
                 // recycled by records replay would read: a checkpoint moves the replay start past
-                // it, then try again (a pass that freed nothing also took back the appender's holes).
+                // it, then try again (a pass that needed space and freed nothing also took back
+                // the appender's holes).
                 await WriteCheckpointLockedAsync(clean: false).ConfigureAwait(false);
                 freed = await CleanUnderStructureLockAsync(wantFree, recycleOnly, ct).ConfigureAwait(false);
             }

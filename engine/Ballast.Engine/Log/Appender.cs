@@ -775,12 +775,7 @@ internal sealed class Appender : IDisposable
                 {
                     if ((r.Desc.Flags & RecordFlags.InPlace) != 0)
                     {
-                        _segments.SetCrcs(r.ResultPhys, r.Crcs.AsSpan(0, r.Desc.BlockCount));
-                        var target = _segments[_layout.SegmentOf(r.ResultPhys)];
-                        // A hole was a displaced block: it is live again (the segment's written count stays).
-                        Interlocked.Add(ref target.DisplacedBlocks, -r.Desc.BlockCount);
-                        target.Recycled = true;
-                        target.RecycledSeq = Seq;
+                        _segments.SetRecycled(r.ResultPhys, r.Crcs.AsSpan(0, r.Desc.BlockCount), Seq);
                         ClientDataBlocks += r.Desc.BlockCount;
                         RecycledBlocks += r.Desc.BlockCount;
                     }

@@ -48,8 +48,9 @@ public enum RecordFlags : byte
     Force = 8,
     /// <summary>
     /// Data written into dead blocks of an older sealed segment (slack-space recycling): Aux is
-    /// the physical block of its first block, and the payload is there, not in the batch. Replay
-    /// applies it only if those blocks still match the record's CRCs (the write may be torn).
+    /// the physical block of its first block, and the payload is there, not in the batch. The
+    /// payload is synced before the record is written, so replay applies it whole (see
+    /// LogReplayer.ReplayInPlace).
     /// </summary>
     InPlace = 16,
 }

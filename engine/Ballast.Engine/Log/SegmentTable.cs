@@ -189,6 +189,20 @@ public sealed class SegmentTable : Maps.IDisplacedSink
         crcs.CopyTo(e.Crcs.AsSpan(Layout.BlockInSegment(firstPhys)));
     }
 
+    /// <summary>
+    /// Data of the log record at <paramref name="seq"/> was written into dead blocks of a sealed
+    /// segment (slack-space recycling): their CRCs are now that data's, they count as live again
+    /// (the segment's written count stays), and its summary no longer describes them.
+    /// </summary>
+    public void SetRecycled(long firstPhys, ReadOnlySpan<uint> crcs, ulong seq)
+    {
+        SetCrcs(firstPhys, crcs);
+        var e = _entries[Layout.SegmentOf(firstPhys)];
+        Interlocked.Add(ref e.DisplacedBlocks, -crcs.Length);
+        e.Recycled = true;
+        e.RecycledSeq = Math.Max(e.RecycledSeq, seq);
+    }
+
     public void Displaced(long phys, int count) => AddDisplaced(phys, count);
 
     public void AddDisplaced(long phys, int count)

@@ -78,11 +78,6 @@ internal sealed class LogReplayer : IDisposable
             var total = headerBytes + (payloadBlocks << PoolLayout.BlockShift);
             EnsureWindow(total);
             var crcs = _crcs;
-            if (offset + total > _layout.SegmentSize)
-            {
-                report.StopReason = "batch runs past the end of its segment";
-                break;
-            }
             span = Window(seg, offset, total);
             if (!BatchFormat.TryDecodeRecords(span[..headerBytes], payloadBlocks, _records, out problem)
                 || !VerifyPayload(span[..total], headerBytes, crcs, out problem))
@@ -196,11 +191,7 @@ internal sealed class LogReplayer : IDisposable
             }
         }
         var crcs = _inPlaceCrcs.AsSpan(0, d.BlockCount);
-        _segments.SetCrcs(first, crcs);
-        // A hole was a displaced block: it is live again (the segment's written count stays).
-        Interlocked.Add(ref target.DisplacedBlocks, -d.BlockCount);
-        target.Recycled = true;
-        target.RecycledSeq = Math.Max(target.RecycledSeq, batchSeq);
+        _segments.SetRecycled(first, crcs, batchSeq);
         apply(d, inline, first, crcs);
     }
 

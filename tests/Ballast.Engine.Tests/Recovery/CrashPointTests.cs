@@ -1,8 +1,7 @@
+using Ballast.Engine.Maps;
 using Ballast.Engine.Tests.FaultInjection;
 using Ballast.Engine.Tests.Model;
 using Ballast.Engine.Volumes;
-using Ballast.Engine.Maps;
-using Ballast.Engine.Recovery;
 
 namespace Ballast.Engine.Tests.Recovery;
 
