@@ -250,11 +250,9 @@ public sealed partial class Pool
         await Epoch.DrainAsync(CancellationToken.None).ConfigureAwait(false);
         foreach (var v in freed)
         {
-            Segments.Release(v);
-            if (_options.ReturnFreedSpace)
-            {
-                TryDiscard(v);
-            }
+            // Punched before it is released: once free, the appender may write into it at once.
+            var returned = _options.ReturnFreedSpace && TryDiscard(v);
+            Segments.Release(v, spaceReturned: returned);
         }
         Appender.SpaceFreed();
         return freed.Count;

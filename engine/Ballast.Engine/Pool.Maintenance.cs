@@ -16,6 +16,7 @@ public sealed partial class Pool
     private readonly SemaphoreSlim _maintenanceSignal = new(0, int.MaxValue);
     private readonly CancellationTokenSource _stop = new();
     private Task? _maintenanceTask;
+    private Task? _prepareTask;
     private long _bytesSinceCheckpoint;
     private long _lastCheckpointTicks = Environment.TickCount64;
     private long _checkpoints;
@@ -114,15 +115,17 @@ public sealed partial class Pool
         Report(PoolLogLevel.Debug, $"checkpoint {generation}: {sink.Length / 1024} KiB in {cpSegments} segment(s), {sw.ElapsedMilliseconds} ms, replay starts at {capture.Position}");
     }
 
-    private void TryDiscard(int segment)
+    private bool TryDiscard(int segment)
     {
         try
         {
             Storage.Discard(Layout.SegmentOffset(segment), Layout.SegmentSize);
+            return true;
         }
         catch (Exception e)
         {
             Report(PoolLogLevel.Warning, $"could not punch freed segment {segment}: {e.Message}");
+            return false;
         }
     }
 
@@ -194,14 +197,33 @@ public sealed partial class Pool
     /// <summary>Writes wait for space, no segment is free above the reserve and no hole is left.</summary>
     private bool OutOfSpace() => Appender.ParkedCount > 0 && Segments.FreeCount <= Appender.DataReserve && Appender.HolesRemaining == 0;
 
+    private async Task PrepareLoopAsync()
+    {
+        try
+        {
+            await Preparer!.RunAsync(_stop.Token).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) when (_stop.IsCancellationRequested)
+        {
+        }
+        catch (Exception e)
+        {
+            Report(PoolLogLevel.Error, $"preparing free segments failed: {e.Message}");
+        }
+    }
+
     private async Task StopMaintenanceAsync()
     {
         await _stop.CancelAsync().ConfigureAwait(false);
-        if (_maintenanceTask != null)
+        foreach (var task in new[] { _maintenanceTask, _prepareTask })
         {
+            if (task == null)
+            {
+                continue;
+            }
             try
             {
-                await _maintenanceTask.ConfigureAwait(false);
+                await task.ConfigureAwait(false);
             }
             catch (OperationCanceledException)
             {

@@ -80,6 +80,8 @@ public sealed partial class Pool
             CleanerReads = _cleanerStats.Reads,
             WritesWaitedForSpace = Volatile.Read(ref Appender.Parks),
             RecycledBlocksWritten = Volatile.Read(ref Appender.RecycledBlocks),
+            PreparedBytesZeroed = Preparer?.ZeroedBytes ?? 0,
+            PreparedFreeSegments = Segments.PreparedFreeCount(),
             Volumes = _catalog.Count,
             Poisoned = Appender.Poison != null,
         };

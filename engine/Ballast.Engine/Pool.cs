@@ -38,7 +38,16 @@ public sealed partial class Pool : IAsyncDisposable
         Geometry = MapGeometry.For(layout);
         appender.SpaceLow += () => _maintenanceSignal.Release();
         appender.Appended += bytes => Interlocked.Add(ref _bytesSinceCheckpoint, bytes);
+        if (options.PrepareAheadBytes > 0)
+        {
+            Preparer = new SegmentPreparer(storage, layout, segments, options.PrepareAheadBytes, options.PrepareBytesPerSecond,
+                () => Appender.DataReserve + 1, () => (Volatile.Read(ref Appender.DeviceBytes), Appender.Syncs), Report);
+            segments.Allocated = Preparer.Wake;
+        }
     }
+
+    /// <summary>Zeroes free segments ahead of the log (null when turned off); tests drive it by hand.</summary>
+    internal SegmentPreparer? Preparer { get; }
 
     internal IPoolStorage Storage { get; }
     internal SegmentTable Segments { get; }
@@ -224,6 +233,10 @@ public sealed partial class Pool : IAsyncDisposable
         if (_options.BackgroundMaintenance)
         {
             _maintenanceTask = Task.Run(MaintenanceLoopAsync);
+            if (Preparer != null)
+            {
+                _prepareTask = Task.Run(PrepareLoopAsync);
+            }
         }
         if (_options.ScrubAfterCrash && !Recovery.NewPool && !Recovery.CleanShutdown)
         {

@@ -92,10 +92,20 @@ public sealed class PoolOptions
 
     /// <summary>
     /// Punch holes in segments the cleaner frees, giving the space back to the filesystem. Off by
-    /// default: rewriting space that is already allocated avoids extent conversions that make
-    /// every fdatasync commit the filesystem journal (about 40% slower syncs on ext4).
+    /// default: rewriting space that is already written avoids extent conversions that make
+    /// every fdatasync commit the filesystem journal (187 against 81 µs per sync on ext4 here).
     /// </summary>
     public bool ReturnFreedSpace { get; init; }
+
+    /// <summary>
+    /// Free space kept written with zeroes ahead of the log (rounded to whole segments; 0 turns
+    /// it off). On ext4 and xfs, writes into never-written space make every fdatasync commit the
+    /// journal; each segment is zeroed once in the pool's life, just before its first use.
+    /// </summary>
+    public long PrepareAheadBytes { get; init; } = 256L << 20;
+
+    /// <summary>Most bytes per second the preparer zeroes (the device's write-zeroes offload counts too).</summary>
+    public long PrepareBytesPerSecond { get; init; } = 512L << 20;
 
     /// <summary>Threads that run blocking device reads.</summary>
     public int ReadThreads { get; init; } = 32;

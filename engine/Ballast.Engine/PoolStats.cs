@@ -32,6 +32,10 @@ public sealed record PoolStats
     public long WritesWaitedForSpace { get; init; }
     /// <summary>Client blocks written into dead blocks of older segments (slack-space recycling).</summary>
     public long RecycledBlocksWritten { get; init; }
+    /// <summary>Zeroes written into never-written free space ahead of the log (not part of write amplification: once per segment).</summary>
+    public long PreparedBytesZeroed { get; init; }
+    /// <summary>Free segments whose space is known to be written, ready for the log.</summary>
+    public int PreparedFreeSegments { get; init; }
     public int Volumes { get; init; }
     public bool Poisoned { get; init; }
 }

@@ -10,7 +10,7 @@ public static class TestPools
 
     private static readonly PoolOptions Defaults = new() { Path = "" };
 
-    public static PoolOptions Options(IPoolStorage storage, long capacity = 64L << 20, bool background = false, Action<PoolLogLevel, string>? log = null, double? recycleAboveLive = null, int maxBatchBytes = 256 << 10) => new()
+    public static PoolOptions Options(IPoolStorage storage, long capacity = 64L << 20, bool background = false, Action<PoolLogLevel, string>? log = null, double? recycleAboveLive = null, int maxBatchBytes = 256 << 10, long? prepareAheadBytes = null) => new()
     {
         RecycleAboveLive = recycleAboveLive ?? Defaults.RecycleAboveLive,
         Path = "memory",
@@ -18,6 +18,7 @@ public static class TestPools
         Capacity = capacity,
         SegmentSize = SegmentSize,
         MaxBatchBytes = maxBatchBytes,
+        PrepareAheadBytes = prepareAheadBytes ?? Defaults.PrepareAheadBytes,
         BackgroundMaintenance = background,
         ScrubAfterCrash = false,
         CheckpointEveryBytes = 4 << 20,

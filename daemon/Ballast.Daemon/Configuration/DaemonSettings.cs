@@ -15,6 +15,9 @@ public sealed class DaemonSettings
     /// <summary>Capacity of a new pool in bytes; 0 takes 90% of the free space of the data directory's filesystem (at most 4 TiB).</summary>
     public long PoolSize { get; set; }
 
+    /// <summary>Free space kept written with zeroes ahead of the log (PoolOptions.PrepareAheadBytes); 0 turns it off.</summary>
+    public long PoolPrepareAhead { get; set; } = 256L << 20;
+
     public List<EndPoint> NbdListen { get; set; } = [new IPEndPoint(IPAddress.Loopback, NbdServerOptions.DefaultPort)];
     public string? NbdDefaultExport { get; set; }
     public NbdTlsMode NbdTls { get; set; } = NbdTlsMode.Off;

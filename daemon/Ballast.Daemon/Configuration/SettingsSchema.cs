@@ -27,8 +27,10 @@ public static class SettingsSchema
     [
         One("data-dir", "DIR", "Directory holding the pool and daemon state (default: /var/lib/ballast as root, ./.ballast otherwise).",
             (s, v) => s.DataDir = Path.GetFullPath(v)),
-        One("pool-size", "SIZE", "Capacity of a new pool, like 100GiB (default: 90% of the free space, at most 4 TiB; the file is sparse).",
+        One("pool-size", "SIZE", "Capacity of a new pool, like 100GiB (default: 90% of the free space, at most 4 TiB; the file starts sparse and is filled as the pool is used).",
             (s, v) => s.PoolSize = Size("pool-size", v, 64L << 20, 1L << 50)),
+        One("pool-prepare-ahead", "SIZE", "Free pool space kept written with zeroes just ahead of the log (default 256MiB; 0 or off turns it off): on ext4/xfs a sync after writes into never-written space commits the journal. Each part of the file is zeroed once, just before its first use.",
+            (s, v) => s.PoolPrepareAhead = v is "0" or "off" ? 0 : Size("pool-prepare-ahead", v, 0, 1L << 50)),
         Many("volume", "NAME:SIZE[:BLOCKSIZE]", "Create this volume at start if it does not exist (repeatable), like demo:1GiB or db:10GiB:512.",
             (s, vs) => s.Volumes = [.. vs.Select(ParseVolume)]),
         Many("nbd-listen", "ADDR:PORT|unix:PATH", "Serve NBD here (repeatable; default 127.0.0.1:10809).",

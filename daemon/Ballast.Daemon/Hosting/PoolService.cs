@@ -31,6 +31,7 @@ public sealed partial class PoolService(DaemonSettings settings, ILogger<PoolSer
         {
             Path = settings.PoolPath,
             Capacity = settings.PoolSize,
+            PrepareAheadBytes = settings.PoolPrepareAhead,
             Log = OnPoolLog,
         }).ConfigureAwait(false);
         var stats = _pool.GetStats();

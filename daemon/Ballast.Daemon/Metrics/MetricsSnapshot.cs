@@ -79,6 +79,8 @@ public sealed class MetricsSnapshot(PoolService pool, ExportCatalog exports, Rep
         Add("ballast_cleaner_moved_bytes_total", "counter", "Live bytes the cleaner copied forward.", s.CleanerBytesMoved);
         Add("ballast_writes_waited_for_space_total", "counter", "Writes that waited for the cleaner because no segment was free above the reserve.", s.WritesWaitedForSpace);
         Add("ballast_recycled_blocks_written_total", "counter", "Client blocks written into dead blocks of older segments (slack-space recycling, near a full pool).", s.RecycledBlocksWritten);
+        Add("ballast_pool_prepared_bytes_total", "counter", "Zeroes written into never-written free space just ahead of the log, so its syncs need no journal commit (once per segment).", s.PreparedBytesZeroed);
+        Add("ballast_pool_prepared_free_segments", "gauge", "Free segments already written, ready for the log.", s.PreparedFreeSegments);
         Add("ballast_cleaner_reads_total", "counter", "Device reads the cleaner made to copy live data (nearby pieces are read together).", s.CleanerReads);
 
         if (replication.Node is { } node)

@@ -14,8 +14,14 @@ internal static partial class Libc
 
     public const int FALLOC_FL_KEEP_SIZE = 0x01;
     public const int FALLOC_FL_PUNCH_HOLE = 0x02;
+    /// <summary>Linux 6.17+: allocate written, zeroed blocks with the device's write-zeroes command.</summary>
+    public const int FALLOC_FL_WRITE_ZEROES = 0x80;
+
+    public const int SEEK_DATA = 3;
+    public const int SEEK_HOLE = 4;
 
     public const int EIO = 5;
+    public const int ENXIO = 6;
     public const int EINTR = 4;
     public const int EAGAIN = 11;
     public const int EBUSY = 16;
@@ -40,6 +46,9 @@ internal static partial class Libc
 
     [LibraryImport("libc", EntryPoint = "fallocate", SetLastError = true)]
     public static partial int FAllocate(int fd, int mode, long offset, long length);
+
+    [LibraryImport("libc", EntryPoint = "lseek", SetLastError = true)]
+    public static partial long LSeek(int fd, long offset, int whence);
 
     [LibraryImport("libc", EntryPoint = "ftruncate", SetLastError = true)]
     public static partial int FTruncate(int fd, long length);

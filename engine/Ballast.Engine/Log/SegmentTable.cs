@@ -66,14 +66,37 @@ public sealed class SegmentTable : Maps.IDisplacedSink
         public bool Recycled;
         /// <summary>Log sequence of the last batch that wrote into its dead blocks (0: none).</summary>
         public ulong RecycledSeq;
+        /// <summary>
+        /// All of its space is known to be written on the file (see <see cref="SegmentPreparer"/>):
+        /// the log's writes there need no extent conversion. Kept across reuse.
+        /// </summary>
+        public bool Prepared;
+        /// <summary>Free, but being zeroed: not handed out until that is done.</summary>
+        public bool Preparing;
     }
 
     public Entry this[int segment] => _entries[segment];
 
     public SegmentState StateOf(int segment) => _entries[segment].State;
 
-    /// <summary>Takes the lowest-numbered free segment (keeps a sparse pool file compact), or -1.</summary>
+    /// <summary>Called after every allocation, outside the lock (wakes the preparer).</summary>
+    public Action? Allocated { get; set; }
+
+    /// <summary>
+    /// Takes the lowest-numbered free segment that is prepared, else the lowest-numbered free one
+    /// (keeps a sparse pool file compact), or -1.
+    /// </summary>
     public int Allocate(SegmentState state, int reserve)
+    {
+        var taken = AllocateCore(state, reserve);
+        if (taken >= 0)
+        {
+            Allocated?.Invoke();
+        }
+        return taken;
+    }
+
+    private int AllocateCore(SegmentState state, int reserve)
     {
         lock (_lock)
         {
@@ -81,33 +104,114 @@ public sealed class SegmentTable : Maps.IDisplacedSink
             {
                 return -1;
             }
+            var pick = -1;
             for (var i = 0; i < _entries.Length; i++)
             {
                 var e = _entries[i];
-                if (e.State == SegmentState.Free)
+                if (e.State == SegmentState.Free && !e.Preparing)
                 {
-                    e.State = state;
-                    if (e.Crcs == null)
+                    if (e.Prepared)
                     {
-                        e.Crcs = TakeCrcs();
+                        pick = i;
+                        break;
                     }
-                    else
+                    if (pick < 0)
                     {
-                        Array.Clear(e.Crcs);
+                        pick = i;
                     }
-                    e.WrittenBlocks = 0;
-                    e.DisplacedBlocks = 0;
-                    e.LiveBlocks = -1;
-                    e.Sealed = false;
-                    e.Recycled = false;
-                    e.RecycledSeq = 0;
-                    e.WriteOffset = Layout.FirstBatchOffset;
-                    e.LastWriteTicks = Environment.TickCount64;
-                    FreeCount--;
-                    return i;
                 }
             }
-            return -1;
+            if (pick < 0)
+            {
+                return -1;
+            }
+            var taken = _entries[pick];
+            taken.State = state;
+            if (taken.Crcs == null)
+            {
+                taken.Crcs = TakeCrcs();
+            }
+            else
+            {
+                Array.Clear(taken.Crcs);
+            }
+            taken.WrittenBlocks = 0;
+            taken.DisplacedBlocks = 0;
+            taken.LiveBlocks = -1;
+            taken.Sealed = false;
+            taken.Recycled = false;
+            taken.RecycledSeq = 0;
+            taken.WriteOffset = Layout.FirstBatchOffset;
+            taken.LastWriteTicks = Environment.TickCount64;
+            FreeCount--;
+            return pick;
+        }
+    }
+
+    /// <summary>
+    /// Claims the lowest-numbered free segment not known to be prepared, for the preparer to zero:
+    /// only while fewer than <paramref name="window"/> free segments are prepared and more than
+    /// <paramref name="keepFree"/> are free (the claim hides one from allocation). -1 if none.
+    /// </summary>
+    public int ClaimForPreparing(int window, int keepFree)
+    {
+        lock (_lock)
+        {
+            if (FreeCount <= keepFree)
+            {
+                return -1;
+            }
+            var prepared = 0;
+            var pick = -1;
+            for (var i = 0; i < _entries.Length; i++)
+            {
+                var e = _entries[i];
+                if (e.State != SegmentState.Free || e.Preparing)
+                {
+                    continue;
+                }
+                if (e.Prepared)
+                {
+                    prepared++;
+                }
+                else if (pick < 0)
+                {
+                    pick = i;
+                }
+            }
+            if (pick < 0 || prepared >= window)
+            {
+                return -1;
+            }
+            _entries[pick].Preparing = true;
+            FreeCount--;
+            return pick;
+        }
+    }
+
+    /// <summary>Ends a claim: the segment is free again, and prepared if the zeroing succeeded.</summary>
+    public void EndPreparing(int segment, bool prepared)
+    {
+        lock (_lock)
+        {
+            var e = _entries[segment];
+            e.Preparing = false;
+            e.Prepared = prepared;
+            FreeCount++;
+        }
+    }
+
+    /// <summary>Free segments known to be prepared.</summary>
+    public int PreparedFreeCount()
+    {
+        lock (_lock)
+        {
+            var n = 0;
+            foreach (var e in _entries)
+            {
+                n += e.State == SegmentState.Free && e.Prepared && !e.Preparing ? 1 : 0;
+            }
+            return n;
         }
     }
 
@@ -138,11 +242,16 @@ public sealed class SegmentTable : Maps.IDisplacedSink
         }
     }
 
-    public void Release(int segment)
+    /// <param name="spaceReturned">Its space was given back to the filesystem, so it is no longer prepared.</param>
+    public void Release(int segment, bool spaceReturned = false)
     {
         lock (_lock)
         {
             var e = _entries[segment];
+            if (spaceReturned)
+            {
+                e.Prepared = false;
+            }
             if (e.State != SegmentState.Free)
             {
                 FreeCount++;

@@ -168,6 +168,76 @@ public sealed unsafe class FileStorage : IPoolStorage
         }
     }
 
+    // Zeroes for preparing space (O_DIRECT needs an aligned source); made on first use.
+    private Buffers.AlignedBuffer? _zeroes;
+    private const int ZeroChunk = 1 << 20;
+    // Cleared when the filesystem or device has no FALLOC_FL_WRITE_ZEROES; zeroes are written then.
+    private bool _writeZeroesOffload = true;
+
+    public long FirstUnwritten(long offset, long length)
+    {
+        // SEEK_HOLE reports unwritten extents as holes on ext4 and xfs (iomap); filesystems
+        // without holes and block devices report the end of the file, i.e. nothing to prepare.
+        var hole = Libc.LSeek(_fd, offset, Libc.SEEK_HOLE);
+        if (hole < 0)
+        {
+            return Marshal.GetLastPInvokeError() == Libc.ENXIO ? offset : -1;
+        }
+        return hole < offset + length ? hole : -1;
+    }
+
+    public long ZeroUnwritten(long offset, long length)
+    {
+        var end = offset + length;
+        var pos = offset;
+        long zeroed = 0;
+        while (pos < end)
+        {
+            var hole = FirstUnwritten(pos, end - pos);
+            if (hole < 0)
+            {
+                break;
+            }
+            var data = Libc.LSeek(_fd, hole, Libc.SEEK_DATA);
+            var stop = data < 0 ? end : Math.Min(end, data);
+            // Keep the O_DIRECT alignment whatever block size the filesystem reports in.
+            var from = hole & ~(long)(Log.PoolLayout.BlockSize - 1);
+            var to = Math.Min(end, (stop + Log.PoolLayout.BlockSize - 1) & ~(long)(Log.PoolLayout.BlockSize - 1));
+            if (to <= from)
+            {
+                to = Math.Min(end, from + Log.PoolLayout.BlockSize);
+            }
+            ZeroRange(from, to - from);
+            zeroed += to - from;
+            pos = to;
+        }
+        return zeroed;
+    }
+
+    private void ZeroRange(long offset, long length)
+    {
+        if (Volatile.Read(ref _writeZeroesOffload))
+        {
+            if (Libc.FAllocate(_fd, Libc.FALLOC_FL_WRITE_ZEROES, offset, length) == 0)
+            {
+                return;
+            }
+            var errno = Marshal.GetLastPInvokeError();
+            if (errno is not (Libc.EOPNOTSUPP or Libc.EINVAL))
+            {
+                throw new StorageException("fallocate (write zeroes)", errno, offset);
+            }
+            Volatile.Write(ref _writeZeroesOffload, false);
+        }
+        // Space first, so a full filesystem fails here rather than halfway through the writes.
+        Allocate(offset, length);
+        _zeroes ??= new Buffers.AlignedBuffer(ZeroChunk);
+        for (long done = 0; done < length; done += ZeroChunk)
+        {
+            Write(offset + done, _zeroes.Span[..(int)Math.Min(ZeroChunk, length - done)]);
+        }
+    }
+
     public void Discard(long offset, long length)
     {
         if (Libc.FAllocate(_fd, Libc.FALLOC_FL_PUNCH_HOLE | Libc.FALLOC_FL_KEEP_SIZE, offset, length) != 0)
@@ -199,6 +269,7 @@ public sealed unsafe class FileStorage : IPoolStorage
         {
             _uring?.Dispose();
             _workers.Dispose();
+            ((IDisposable?)_zeroes)?.Dispose();
             Libc.Close(_fd);
         }
     }

@@ -27,6 +27,18 @@ public interface IPoolStorage : IDisposable
     /// <summary>Reserves backing space so later writes in the range cannot fail with ENOSPC.</summary>
     void Allocate(long offset, long length);
 
+    /// <summary>
+    /// Offset of the first byte in the range whose space was never written (a hole, or a
+    /// fallocated extent the filesystem still marks unwritten), or -1 when all of it was.
+    /// </summary>
+    long FirstUnwritten(long offset, long length);
+
+    /// <summary>
+    /// Writes zeroes over the parts of the range that were never written, so later writes there
+    /// need no extent conversion; returns the bytes zeroed. Only for space nothing else writes to.
+    /// </summary>
+    long ZeroUnwritten(long offset, long length);
+
     /// <summary>Gives the range's space back to the filesystem (punch hole). Contents become zero.</summary>
     void Discard(long offset, long length);
 

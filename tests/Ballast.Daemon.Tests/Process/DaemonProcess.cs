@@ -86,6 +86,12 @@ public sealed class DaemonProcess : IAsyncDisposable
             psi.ArgumentList.Add("--iscsi-listen");
             psi.ArgumentList.Add($"{listen ?? "127.0.0.1"}:{iscsiPort}");
         }
+        if (!args.Contains("--pool-prepare-ahead"))
+        {
+            // Dozens of daemons start in a run: a small window keeps zeroing on but the suite's writes down.
+            psi.ArgumentList.Add("--pool-prepare-ahead");
+            psi.ArgumentList.Add("16MiB");
+        }
         if (!args.Contains("--api-socket"))
         {
             psi.ArgumentList.Add("--api-socket");

@@ -28,11 +28,18 @@ public sealed class FaultStorage : IPoolStorage
 
     public FaultStorage() : this([], 0) { }
 
+    // Blocks ever written (a file's written extents): what preparation looks for.
+    private readonly HashSet<long> _written;
+
     private FaultStorage(Dictionary<long, byte[]> durable, long length)
     {
         _durable = durable;
         _length = length;
+        _written = [.. durable.Keys];
     }
+
+    /// <summary>Blocks zeroed by <see cref="ZeroUnwritten"/>.</summary>
+    public long ZeroedBlocks { get; private set; }
 
     public string Description => "fault-injecting memory device";
     public long Length => Interlocked.Read(ref _length);
@@ -187,7 +194,46 @@ public sealed class FaultStorage : IPoolStorage
             }
             _pending.Add((offset, buffer.ToArray()));
             Writes++;
+            for (var k = offset / Block; k < (offset + buffer.Length) / Block; k++)
+            {
+                _written.Add(k);
+            }
         }
+    }
+
+    public long FirstUnwritten(long offset, long length)
+    {
+        lock (_lock)
+        {
+            for (var k = offset / Block; k < (offset + length) / Block; k++)
+            {
+                if (!_written.Contains(k))
+                {
+                    return k * Block;
+                }
+            }
+            return -1;
+        }
+    }
+
+    public long ZeroUnwritten(long offset, long length)
+    {
+        // Through Write, so zeroes are volatile until a sync and a crash may drop or tear them.
+        var zero = new byte[Block];
+        long zeroed = 0;
+        for (var o = offset; o < offset + length; o += Block)
+        {
+            if (FirstUnwritten(o, Block) >= 0)
+            {
+                Write(o, zero);
+                zeroed += Block;
+                lock (_lock)
+                {
+                    ZeroedBlocks++;
+                }
+            }
+        }
+        return zeroed;
     }
 
     public void Sync()
@@ -253,6 +299,7 @@ public sealed class FaultStorage : IPoolStorage
             for (var k = offset / Block; k < (offset + length) / Block; k++)
             {
                 _durable.Remove(k);
+                _written.Remove(k);
             }
         }
     }

@@ -19,8 +19,10 @@ public class CrashPointTests
     public async Task Every_acknowledged_durable_write_survives_a_crash([Range(0, 19)] int batch)
     {
         var coverage = new Coverage();
+        var runs = 0;
         foreach (var seed in Seeds(0, batch))
         {
+            runs++;
             try
             {
                 await RunAsync(seed, coverage);
@@ -31,6 +33,7 @@ public class CrashPointTests
             }
         }
         TestContext.Out.WriteLine($"crash points {SeedsPerBatch}: {coverage}");
+        Assert.That(coverage.ZeroedFreeSegments, runs < 10 ? Is.GreaterThanOrEqualTo(0) : Is.GreaterThan(0), "some runs should zero free segments before the crash");
     }
 
     /// <summary>
@@ -82,9 +85,10 @@ public class CrashPointTests
         public int SnapshotsTaken;
         public int Recycled;
         public int InPlaceMismatched;
+        public int ZeroedFreeSegments;
 
         public override string ToString() =>
-            $"{FromCheckpoint} recovered from a checkpoint, {MultiSegmentReplay} replayed across segments, {TornOrDiscarded} discarded a torn/unsynced tail, {AfterCleaning} crashed after cleaning, {SnapshotsTaken} took snapshots, {Recycled} wrote into recycled holes, {InPlaceMismatched} replayed in-place records whose blocks were recycled again";
+            $"{FromCheckpoint} recovered from a checkpoint, {MultiSegmentReplay} replayed across segments, {TornOrDiscarded} discarded a torn/unsynced tail, {AfterCleaning} crashed after cleaning, {SnapshotsTaken} took snapshots, {Recycled} wrote into recycled holes, {InPlaceMismatched} replayed in-place records whose blocks were recycled again, {ZeroedFreeSegments} zeroed free segments ahead of the log";
     }
 
     private sealed record Vol(string Name, EngineVolume Volume, int Blocks);
@@ -186,6 +190,12 @@ public class CrashPointTests
                 // What the maintenance loop does near a full pool: hand the appender new holes.
                 inflight.Add(Swallow(storage, pool.CleanAsync()));
             }
+            else if (rng.Next(3) == 0)
+            {
+                // What the preparer does in the background: zero a free segment ahead of the log
+                // (a segment's worth of writes, so rare enough to leave room for other crash points).
+                inflight.Add(Swallow(storage, Task.Run(() => pool.Preparer!.PrepareOne())));
+            }
             else
             {
                 inflight.Add(Swallow(storage, pool.CleanPassAsync(pool.GetStats().Segments)));
@@ -209,6 +219,7 @@ public class CrashPointTests
             coverage.SnapshotsTaken += snapshots.Count > 0 ? 1 : 0;
             coverage.Recycled += recycled ? 1 : 0;
             coverage.InPlaceMismatched += r.InPlaceBlocksMismatched > 0 ? 1 : 0;
+            coverage.ZeroedFreeSegments += storage.ZeroedBlocks > 0 ? 1 : 0;
         }
         try
         {
