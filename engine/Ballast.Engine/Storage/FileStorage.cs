@@ -140,6 +140,9 @@ public sealed unsafe class FileStorage : IPoolStorage
     private readonly object _syncLock = new();
     private int _syncErrno;
 
+    /// <summary>fdatasync, returning 0 or the errno; tests replace it to fail a sync the way a lost writeback does.</summary>
+    internal Func<int, int> SyncCall { get; set; } = fd => Libc.FDataSync(fd) == 0 ? 0 : Marshal.GetLastPInvokeError();
+
     public void Sync()
     {
         lock (_syncLock)
@@ -148,9 +151,10 @@ public sealed unsafe class FileStorage : IPoolStorage
             {
                 throw new StorageException("fdatasync (an earlier one failed; the pool must be reopened)", _syncErrno);
             }
-            if (Libc.FDataSync(_fd) != 0)
+            var errno = SyncCall(_fd);
+            if (errno != 0)
             {
-                _syncErrno = Marshal.GetLastPInvokeError();
+                _syncErrno = errno;
                 throw new StorageException("fdatasync", _syncErrno);
             }
         }

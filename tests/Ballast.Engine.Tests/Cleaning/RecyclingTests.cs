@@ -128,6 +128,25 @@ public class RecyclingTests
     }
 
     [Test]
+    public async Task A_failed_sync_of_data_in_holes_fails_the_write_and_every_later_flush()
+    {
+        var storage = new FaultStorage();
+        var w = await StartAsync(storage);
+        await w.OverwriteUntilRecycledAsync(4, 200);
+        await w.Volume.FlushAsync();
+        var before = w.Pool.GetStats().RecycledBlocksWritten;
+        storage.FailSyncs = 1;
+        var e = Assert.ThrowsAsync<BlockVolumeException>(async () => await w.WriteAsync(77), "a write whose data in holes was not synced succeeded");
+        Assert.That(e!.Error, Is.EqualTo(BlockError.Io));
+        Assert.That(w.Pool.GetStats().RecycledBlocksWritten, Is.EqualTo(before), "the failed write was counted as written into holes");
+        // The device's next sync would succeed; the pool must not take that as durability.
+        var flush = Assert.ThrowsAsync<BlockVolumeException>(async () => await w.Volume.FlushAsync(), "a flush after the failed sync succeeded");
+        Assert.That(flush!.Error, Is.EqualTo(BlockError.Io));
+        Assert.That(w.Pool.GetStats().Poisoned, Is.True);
+        await w.Pool.AbandonAsync();
+    }
+
+    [Test]
     public async Task A_write_into_a_hole_whose_data_was_damaged_reads_as_a_checksum_error_not_as_older_data()
     {
         var storage = new FaultStorage();
