@@ -28,7 +28,9 @@ internal sealed class SegmentPreparer
     private readonly Func<int> _keepFree;
     private readonly Func<(long Bytes, long Syncs)> _logActivity;
     private readonly Action<PoolLogLevel, string> _report;
-    private readonly SemaphoreSlim _wake = new(0, int.MaxValue);
+    // At most one wake-up pending: allocations while it zeroes or waits must not pile up into
+    // as many empty passes over the segment table.
+    private readonly SemaphoreSlim _wake = new(0, 1);
     private long _zeroedBytes;
     private long _segmentsPrepared;
     private bool _stopped;
@@ -61,7 +63,20 @@ internal sealed class SegmentPreparer
     public long SegmentsPrepared => Interlocked.Read(ref _segmentsPrepared);
 
     /// <summary>A segment was taken from the free list: the window may need topping up.</summary>
-    public void Wake() => _wake.Release();
+    public void Wake()
+    {
+        try
+        {
+            if (_wake.CurrentCount == 0)
+            {
+                _wake.Release();
+            }
+        }
+        catch (SemaphoreFullException)
+        {
+            // Another allocation woke it first.
+        }
+    }
 
     /// <summary>
     /// Prepares one segment if the window is not full; returns the bytes zeroed, or -1 when there
