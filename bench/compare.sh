@@ -51,6 +51,16 @@ nbd_port=10819 qemu_port=10820 nbdkit_port=10821 iscsi_port=3262 tgt_port=3263 s
 iqn=iqn.2026-11.io.ballast:bench
 
 rm -rf "$dir"; mkdir -p "$dir"
+# The log sweeps the whole pool before the cleaner reuses space, so each pool file grows to its
+# full size: check the disk holds them beside the raw file rather than fail halfway (ENOSPC).
+need_gib=1
+if [[ " $sections " =~ " "(nbd|iscsi|restart)" " ]]; then need_gib=$((need_gib + size_gib * 3 + restart_gib * 2)); fi
+if [[ " $sections " == *" steady "* ]]; then need_gib=$((need_gib + (size_gib * 5 + 3) / 4)); fi
+free_gib=$(df --output=avail -B1G "$dir" | tail -1 | tr -d ' ')
+if (( free_gib < need_gib )); then
+  echo "these sections need about $need_gib GiB free under $dir; $free_gib GiB are (lower BENCH_SIZE_GIB or BENCH_RESTART_GIB)" >&2
+  exit 2
+fi
 pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
