@@ -195,7 +195,7 @@ public sealed partial class Pool
     }
 
     /// <summary>Writes wait for space, no segment is free above the reserve and no hole is left.</summary>
-    private bool OutOfSpace() => Appender.ParkedCount > 0 && Segments.FreeCount <= Appender.DataReserve && Appender.HolesRemaining == 0;
+    private bool OutOfSpace() => Appender.ParkedCount > 0 && Segments.FreeCount + Segments.PreparingCount <= Appender.DataReserve && Appender.HolesRemaining == 0;
 
     private async Task PrepareLoopAsync()
     {

@@ -38,10 +38,12 @@ public sealed partial class Pool : IAsyncDisposable
         Geometry = MapGeometry.For(layout);
         appender.SpaceLow += () => _maintenanceSignal.Release();
         appender.Appended += bytes => Interlocked.Add(ref _bytesSinceCheckpoint, bytes);
-        if (options.PrepareAheadBytes > 0)
+        if (options.PrepareAheadBytes > 0 && storage.BenefitsFromPreparing)
         {
             Preparer = new SegmentPreparer(storage, layout, segments, options.PrepareAheadBytes, options.PrepareBytesPerSecond,
-                () => Appender.DataReserve + 1, () => (Volatile.Read(ref Appender.DeviceBytes), Appender.Syncs), Report);
+                // Nothing is claimed once the log is poisoned (a failed device takes no more writes).
+                () => Appender.Poison != null ? int.MaxValue : Appender.DataReserve + 1,
+                () => (Volatile.Read(ref Appender.DeviceBytes), Appender.Syncs), Appender.SpaceFreed, Report);
             segments.Allocated = Preparer.Wake;
         }
     }

@@ -50,6 +50,13 @@ internal static partial class Libc
     [LibraryImport("libc", EntryPoint = "lseek", SetLastError = true)]
     public static partial long LSeek(int fd, long offset, int whence);
 
+    /// <summary>fstatfs(2) into a raw buffer: f_type, the filesystem's magic, is its first field (a long) on x86-64 and arm64.</summary>
+    [LibraryImport("libc", EntryPoint = "fstatfs", SetLastError = true)]
+    public static unsafe partial int FStatFs(int fd, byte* statfsBuffer);
+
+    public const long EXT4_SUPER_MAGIC = 0xEF53;
+    public const long XFS_SUPER_MAGIC = 0x58465342;
+
     [LibraryImport("libc", EntryPoint = "ftruncate", SetLastError = true)]
     public static partial int FTruncate(int fd, long length);
 

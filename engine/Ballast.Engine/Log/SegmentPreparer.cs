@@ -27,6 +27,7 @@ internal sealed class SegmentPreparer
     private readonly long _bytesPerSecond;
     private readonly Func<int> _keepFree;
     private readonly Func<(long Bytes, long Syncs)> _logActivity;
+    private readonly Action _spaceBack;
     private readonly Action<PoolLogLevel, string> _report;
     // At most one wake-up pending: allocations while it zeroes or waits must not pile up into
     // as many empty passes over the segment table.
@@ -44,14 +45,16 @@ internal sealed class SegmentPreparer
     internal const double SyncsPerMiBWorthIt = 4;
 
     public SegmentPreparer(IPoolStorage storage, PoolLayout layout, SegmentTable segments, long aheadBytes, long bytesPerSecond,
-        Func<int> keepFree, Func<(long Bytes, long Syncs)> logActivity, Action<PoolLogLevel, string> report)
+        Func<int> keepFree, Func<(long Bytes, long Syncs)> logActivity, Action spaceBack, Action<PoolLogLevel, string> report)
     {
         _logActivity = logActivity;
+        _spaceBack = spaceBack;
         _storage = storage;
         _layout = layout;
         _segments = segments;
         _window = (int)Math.Clamp(aheadBytes / layout.SegmentSize, 1, layout.SegmentCount);
-        _bytesPerSecond = bytesPerSecond;
+        // 0 or less: no limit.
+        _bytesPerSecond = bytesPerSecond > 0 ? bytesPerSecond : long.MaxValue;
         _keepFree = keepFree;
         _report = report;
     }
@@ -112,6 +115,8 @@ internal sealed class SegmentPreparer
         finally
         {
             _segments.EndPreparing(seg, ok);
+            // The claim hid a free segment: writes that parked for space meanwhile may go on.
+            _spaceBack();
         }
     }
 

@@ -41,6 +41,9 @@ public sealed class SegmentTable : Maps.IDisplacedSink
     public int Count => _entries.Length;
     public int FreeCount { get; private set; }
 
+    /// <summary>Free segments claimed by the preparer (not in <see cref="FreeCount"/> until it is done).</summary>
+    public int PreparingCount { get; private set; }
+
     public sealed class Entry
     {
         public SegmentState State;
@@ -185,6 +188,7 @@ public sealed class SegmentTable : Maps.IDisplacedSink
             }
             _entries[pick].Preparing = true;
             FreeCount--;
+            PreparingCount++;
             return pick;
         }
     }
@@ -195,9 +199,11 @@ public sealed class SegmentTable : Maps.IDisplacedSink
         lock (_lock)
         {
             var e = _entries[segment];
+            System.Diagnostics.Debug.Assert(e.State == SegmentState.Free && e.Preparing, "only a claimed free segment ends preparing");
             e.Preparing = false;
             e.Prepared = prepared;
             FreeCount++;
+            PreparingCount--;
         }
     }
 

@@ -178,6 +178,15 @@ public sealed unsafe class FileStorage : IPoolStorage
     // Cleared when the filesystem or device has no FALLOC_FL_WRITE_ZEROES; zeroes are written then.
     private bool _writeZeroesOffload = true;
 
+    public bool BenefitsFromPreparing => IsDirect && FileSystemMagic() is Libc.EXT4_SUPER_MAGIC or Libc.XFS_SUPER_MAGIC;
+
+    private long FileSystemMagic()
+    {
+        // struct statfs is 120 bytes on 64-bit Linux; room to spare.
+        var buf = stackalloc byte[256];
+        return Libc.FStatFs(_fd, buf) == 0 ? *(long*)buf : 0;
+    }
+
     public long FirstUnwritten(long offset, long length)
     {
         // SEEK_HOLE reports unwritten extents as holes on ext4 and xfs (iomap); filesystems

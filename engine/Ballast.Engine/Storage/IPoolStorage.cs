@@ -28,6 +28,14 @@ public interface IPoolStorage : IDisposable
     void Allocate(long offset, long length);
 
     /// <summary>
+    /// Writes into never-written space cost a journal commit on the next sync here (ext4, xfs
+    /// with O_DIRECT), so zeroing free space ahead of the log pays. Not for block devices,
+    /// copy-on-write filesystems (nothing to convert) or the page cache (zeroes would wait dirty
+    /// for the log's next sync).
+    /// </summary>
+    bool BenefitsFromPreparing { get; }
+
+    /// <summary>
     /// Offset of the first byte in the range whose space was never written (a hole, or a
     /// fallocated extent the filesystem still marks unwritten), or -1 when all of it was.
     /// </summary>

@@ -216,20 +216,39 @@ public sealed class FaultStorage : IPoolStorage
         }
     }
 
+    public bool BenefitsFromPreparing => true;
+
+    /// <summary>
+    /// Preparation overwrites the whole range with garbage, used blocks too: stronger than the
+    /// real thing (which only writes where nothing was), to check that a free segment holds
+    /// nothing recovery or a reader still needs.
+    /// </summary>
+    public bool ScribbleWhenZeroing { get; set; }
+
+    /// <summary>Blocks that had been written before and were scribbled over by preparation.</summary>
+    public long ScribbledUsedBlocks { get; private set; }
+
     public long ZeroUnwritten(long offset, long length)
     {
         // Through Write, so zeroes are volatile until a sync and a crash may drop or tear them.
         var zero = new byte[Block];
+        var garbage = new byte[Block];
         long zeroed = 0;
         for (var o = offset; o < offset + length; o += Block)
         {
-            if (FirstUnwritten(o, Block) >= 0)
+            var unwritten = FirstUnwritten(o, Block) >= 0;
+            if (unwritten || ScribbleWhenZeroing)
             {
-                Write(o, zero);
+                if (ScribbleWhenZeroing)
+                {
+                    Random.Shared.NextBytes(garbage);
+                }
+                Write(o, ScribbleWhenZeroing ? garbage : zero);
                 zeroed += Block;
                 lock (_lock)
                 {
                     ZeroedBlocks++;
+                    ScribbledUsedBlocks += unwritten ? 0 : 1;
                 }
             }
         }
