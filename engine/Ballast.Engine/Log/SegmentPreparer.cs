@@ -33,7 +33,6 @@ internal sealed class SegmentPreparer
     // as many empty passes over the segment table.
     private readonly SemaphoreSlim _wake = new(0, 1);
     private long _zeroedBytes;
-    private long _segmentsPrepared;
     private bool _stopped;
 
     private static readonly TimeSpan SampleEvery = TimeSpan.FromMilliseconds(50);
@@ -61,9 +60,6 @@ internal sealed class SegmentPreparer
 
     /// <summary>Bytes of zeroes written (or offloaded to the device) so far.</summary>
     public long ZeroedBytes => Interlocked.Read(ref _zeroedBytes);
-
-    /// <summary>Segments checked or zeroed so far.</summary>
-    public long SegmentsPrepared => Interlocked.Read(ref _segmentsPrepared);
 
     /// <summary>A segment was taken from the free list: the window may need topping up.</summary>
     public void Wake()
@@ -102,7 +98,6 @@ internal sealed class SegmentPreparer
         {
             var zeroed = _storage.ZeroUnwritten(_layout.SegmentOffset(seg), _layout.SegmentSize);
             Interlocked.Add(ref _zeroedBytes, zeroed);
-            Interlocked.Increment(ref _segmentsPrepared);
             ok = true;
             return zeroed;
         }
