@@ -35,7 +35,7 @@ public sealed partial class Pool
 
     public PoolStats GetStats()
     {
-        int log = 0, cp = 0;
+        int log = 0, cp = 0, prepared = 0;
         long live = 0, used = 0;
         var dataBlocks = Layout.DataBlocksPerSegment;
         for (var i = 0; i < Segments.Count; i++)
@@ -50,6 +50,9 @@ public sealed partial class Pool
                     break;
                 case SegmentState.Checkpoint:
                     cp++;
+                    break;
+                case SegmentState.Free:
+                    prepared += e.Prepared && !e.Preparing ? 1 : 0;
                     break;
             }
         }
@@ -81,7 +84,7 @@ public sealed partial class Pool
             WritesWaitedForSpace = Volatile.Read(ref Appender.Parks),
             RecycledBlocksWritten = Volatile.Read(ref Appender.RecycledBlocks),
             PreparedBytesZeroed = Preparer?.ZeroedBytes ?? 0,
-            PreparedFreeSegments = Segments.PreparedFreeCount(),
+            PreparedFreeSegments = prepared,
             Volumes = _catalog.Count,
             Poisoned = Appender.Poison != null,
         };

@@ -207,20 +207,6 @@ public sealed class SegmentTable : Maps.IDisplacedSink
         }
     }
 
-    /// <summary>Free segments known to be prepared.</summary>
-    public int PreparedFreeCount()
-    {
-        lock (_lock)
-        {
-            var n = 0;
-            foreach (var e in _entries)
-            {
-                n += e.State == SegmentState.Free && e.Prepared && !e.Preparing ? 1 : 0;
-            }
-            return n;
-        }
-    }
-
     /// <summary>A zeroed CRC array for a segment: a spare one cleared, or a new one.</summary>
     private uint[] TakeCrcs()
     {

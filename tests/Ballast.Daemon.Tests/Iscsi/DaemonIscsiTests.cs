@@ -1,4 +1,3 @@
-using System.Globalization;
 using System.Net;
 using System.Net.Sockets;
 using System.Text.Json;
@@ -49,11 +48,11 @@ public class DaemonIscsiTests
         new Random(7).NextBytes(bytes);
         await File.WriteAllBytesAsync(image, bytes);
         var qemuImg = Tool.Require("qemu-img", "qemu-utils");
-        var before = await MetricAsync(d, "ballast_volume_write_bytes_total", "disk");
+        var before = await d.MetricAsync("ballast_volume_write_bytes_total", "disk");
         await Tool.RunOkAsync(qemuImg, ["convert", "-n", "-f", "raw", "-O", "raw", image, d.IscsiUrl("disk")], Limit);
         await Tool.RunOkAsync(qemuImg, ["compare", "-f", "raw", "-F", "raw", image, d.IscsiUrl("disk")], Limit);
         await Tool.RunOkAsync(qemuImg, ["compare", "-f", "raw", "-F", "raw", image, $"nbd://127.0.0.1:{d.Port}/disk"], Limit);
-        Assert.That(await MetricAsync(d, "ballast_volume_write_bytes_total", "disk") - before, Is.EqualTo(32L << 20), "iSCSI writes land in the volume's own counters");
+        Assert.That(await d.MetricAsync("ballast_volume_write_bytes_total", "disk") - before, Is.EqualTo(32L << 20), "iSCSI writes land in the volume's own counters");
         Assert.That(await d.StopAsync(), Is.Zero, d.Output);
     }
 
@@ -172,14 +171,5 @@ public class DaemonIscsiTests
         var protocols = doc.RootElement.GetProperty("exports").EnumerateArray().Select(e => e.GetProperty("protocol").GetString()).ToList();
         Assert.That(protocols, Is.EqualTo(new[] { "nbd" }));
         Assert.That(await d.StopAsync(), Is.Zero);
-    }
-
-    internal static async Task<long> MetricAsync(DaemonProcess d, string name, string volume)
-    {
-        var r = await Tool.RunOkAsync("curl", ["-s", "--unix-socket", d.ApiSocket, "http://ballastd/metrics"], Limit);
-        var prefix = $"{name}{{volume=\"{volume}\"}} ";
-        var line = r.Stdout.Split('\n').FirstOrDefault(l => l.StartsWith(prefix, StringComparison.Ordinal));
-        Assert.That(line, Is.Not.Null, $"no {prefix} in /metrics");
-        return long.Parse(line![prefix.Length..], CultureInfo.InvariantCulture);
     }
 }

@@ -2,6 +2,7 @@ using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.Net;
 using System.Net.Sockets;
+using Ballast.TestSupport;
 using Ballast.TestSupport.Interop;
 
 namespace Ballast.Daemon.Tests.Process;
@@ -39,6 +40,16 @@ public sealed class DaemonProcess : IAsyncDisposable
 
     /// <summary>The control API socket (in the data directory unless the test chose one).</summary>
     public string ApiSocket { get; private init; } = "";
+
+    /// <summary>One value from the daemon's /metrics text: a pool-wide series, or a volume's.</summary>
+    public async Task<double> MetricAsync(string name, string? volume = null)
+    {
+        var r = await Tool.RunOkAsync("curl", ["-s", "--unix-socket", ApiSocket, "http://ballastd/metrics"], TimeSpan.FromSeconds(30));
+        var prefix = volume == null ? $"{name} " : $"{name}{{volume=\"{volume}\"}} ";
+        var line = r.Stdout.Split('\n').FirstOrDefault(l => l.StartsWith(prefix, StringComparison.Ordinal));
+        Assert.That(line, Is.Not.Null, $"no {prefix} in /metrics");
+        return double.Parse(line![prefix.Length..], System.Globalization.CultureInfo.InvariantCulture);
+    }
     public int Pid => _process.Id;
     public IEnumerable<string> Lines => _lines;
     public string Output => string.Join('\n', _lines);

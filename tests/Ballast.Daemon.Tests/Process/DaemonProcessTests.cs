@@ -175,12 +175,12 @@ public class DaemonProcessTests
         await using (var d = await DaemonProcess.StartReadyAsync(DataDir, ["--volume", "demo:64MiB", "--pool-size", "1GiB", "--pool-prepare-ahead", "32MiB"]))
         {
             double prepared = 0;
-            for (var i = 0; i < 100 && (prepared = await PoolMetric(d, "ballast_pool_prepared_free_segments")) < 8; i++)
+            for (var i = 0; i < 100 && (prepared = await d.MetricAsync("ballast_pool_prepared_free_segments")) < 8; i++)
             {
                 await Task.Delay(100);
             }
             Assert.That(prepared, Is.EqualTo(8), "32 MiB of 4 MiB segments should be kept prepared");
-            Assert.That(await PoolMetric(d, "ballast_pool_prepared_bytes_total"), Is.InRange(32L << 20, 40L << 20));
+            Assert.That(await d.MetricAsync("ballast_pool_prepared_bytes_total"), Is.InRange(32L << 20, 40L << 20));
             var allocated = await AllocatedBytesAsync(Path.Combine(DataDir, "pool.dat"));
             Assert.That(allocated, Is.InRange(32L << 20, 128L << 20), "the pool file should hold the window and little more");
         }
@@ -188,7 +188,7 @@ public class DaemonProcessTests
         await using (var d = await DaemonProcess.StartReadyAsync(DataDir, ["--volume", "demo:64MiB", "--pool-size", "1GiB", "--pool-prepare-ahead", "0"]))
         {
             await Task.Delay(1000);
-            Assert.That(await PoolMetric(d, "ballast_pool_prepared_bytes_total"), Is.Zero, "--pool-prepare-ahead 0 should turn zeroing off");
+            Assert.That(await d.MetricAsync("ballast_pool_prepared_bytes_total"), Is.Zero, "--pool-prepare-ahead 0 should turn zeroing off");
         }
     }
 
@@ -197,14 +197,5 @@ public class DaemonProcessTests
         var r = await Tool.RunOkAsync("stat", ["--format=%b %B", path], TimeSpan.FromSeconds(10));
         var parts = r.Stdout.Trim().Split(' ');
         return long.Parse(parts[0]) * long.Parse(parts[1]);
-    }
-
-    /// <summary>An unlabelled value from /metrics.</summary>
-    private static async Task<double> PoolMetric(DaemonProcess d, string name)
-    {
-        var r = await Tool.RunOkAsync("curl", ["-s", "--unix-socket", d.ApiSocket, "http://ballastd/metrics"], TimeSpan.FromSeconds(30));
-        var line = r.Stdout.Split('\n').FirstOrDefault(l => l.StartsWith(name + " ", StringComparison.Ordinal));
-        Assert.That(line, Is.Not.Null, $"no {name} in /metrics");
-        return double.Parse(line![(name.Length + 1)..], System.Globalization.CultureInfo.InvariantCulture);
     }
 }

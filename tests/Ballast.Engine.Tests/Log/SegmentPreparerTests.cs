@@ -158,7 +158,7 @@ public class SegmentPreparerTests
         Assert.That(pool.Preparer!.PrepareOne(), Is.EqualTo(-1));
         Assert.That(pool.Preparer.PrepareOne(), Is.EqualTo(-1), "preparation went on after the filesystem was full");
         Assert.That(logged, Has.Some.Contains("stopped preparing free segments"));
-        Assert.That(pool.Segments.PreparedFreeCount(), Is.Zero);
+        Assert.That(pool.GetStats().PreparedFreeSegments, Is.Zero);
 
         var v = await pool.CreateVolumeAsync("v", 4 << 20);
         var data = TestPools.Pattern(3, 2 * Seg);
