@@ -28,34 +28,58 @@ public static class CompletionBatch
         return true;
     }
 
-    /// <summary>Opens a batch on this thread until the returned scope is disposed.</summary>
-    internal static Scope Begin()
+    /// <summary>True while a batch is open on this thread.</summary>
+    public static bool IsOpen => t_open;
+
+    /// <summary>
+    /// Opens a batch on this thread until the returned scope is disposed; inside a batch that is
+    /// already open it does nothing (the outer one ends it). A batch must end before its thread
+    /// is given up (an await that suspends): its listeners are per thread.
+    /// </summary>
+    public static Scope Begin() => new(TryOpen());
+
+    /// <summary>Opens a batch on this thread; false (nothing done) if one is already open.</summary>
+    public static bool TryOpen()
     {
-        Open();
-        return default;
+        if (t_open)
+        {
+            return false;
+        }
+        t_open = true;
+        return true;
     }
 
     internal static void Open() => t_open = true;
 
-    internal static void Close()
+    /// <summary>Ends the batch open on this thread (if any) and tells its listeners.</summary>
+    public static void Close()
     {
         t_open = false;
         var listeners = t_listeners;
-        if (listeners == null)
+        if (listeners == null || listeners.Count == 0)
         {
             return;
         }
         // The batch is closed first: what a listener's continuation completes now wakes at once.
+        // A listener may open and close a batch of its own: take the list out while calling them.
+        t_listeners = null;
         for (var i = 0; i < listeners.Count; i++)
         {
             listeners[i].OnBatchCompleted();
         }
         listeners.Clear();
+        t_listeners ??= listeners;
     }
 
     /// <summary>Closes the batch <see cref="Begin"/> opened, also when completing threw.</summary>
-    internal readonly ref struct Scope
+    public readonly ref struct Scope(bool owner)
     {
-        public void Dispose() => Close();
+        public void Dispose()
+        {
+            if (owner)
+            {
+                Close();
+            }
+        }
     }
 }

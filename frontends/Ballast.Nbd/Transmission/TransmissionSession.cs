@@ -39,6 +39,10 @@ internal sealed partial class TransmissionSession : ICompletionBatchListener
     private bool _receiveDone;
     // Replies are queued and the sender is woken when the engine's batch of completions ends.
     private bool _wakeDeferred;
+    // The receive loop holds a batch open on its thread while it starts requests it already
+    // received, and ends it before every wait: what they queue (replies completed at once,
+    // records forwarded to replicas) leaves in one send from this thread, with no hand-off.
+    private bool _batch;
 
     private byte[] _recv = [];
     private int _recvStart;
@@ -94,6 +98,27 @@ internal sealed partial class TransmissionSession : ICompletionBatchListener
 
     private async Task ReceiveLoopAsync(CancellationToken stop)
     {
+        try
+        {
+            await ReceiveRequestsAsync(stop).ConfigureAwait(false);
+        }
+        finally
+        {
+            EndBatch();
+        }
+    }
+
+    private void EndBatch()
+    {
+        if (_batch)
+        {
+            _batch = false;
+            CompletionBatch.Close();
+        }
+    }
+
+    private async Task ReceiveRequestsAsync(CancellationToken stop)
+    {
         while (true)
         {
             if (!await FillAsync(HeaderSize, stop).ConfigureAwait(false))
@@ -101,6 +126,7 @@ internal sealed partial class TransmissionSession : ICompletionBatchListener
                 // The client closed between requests (a hard disconnect, but a common one).
                 return;
             }
+            _batch |= CompletionBatch.TryOpen();
             var h = _recv.AsSpan(_recvStart, HeaderSize);
             if (BinaryPrimitives.ReadUInt32BigEndian(h) != NbdMagic.Request)
             {
@@ -164,6 +190,7 @@ internal sealed partial class TransmissionSession : ICompletionBatchListener
         }
         while (_recvEnd - _recvStart < count)
         {
+            EndBatch();
             var n = await _stream.ReadAsync(_recv.AsMemory(_recvEnd), ct).ConfigureAwait(false);
             if (n == 0)
             {
@@ -187,6 +214,7 @@ internal sealed partial class TransmissionSession : ICompletionBatchListener
         _recvStart += have;
         if (have < target.Length)
         {
+            EndBatch();
             await _stream.ReadExactlyAsync(target[have..], ct).ConfigureAwait(false);
         }
     }
@@ -210,6 +238,7 @@ internal sealed partial class TransmissionSession : ICompletionBatchListener
                 }
             }
             // Every slot is busy: stop reading until a reply frees one (backpressure on the client).
+            EndBatch();
             await _slotFreed.WaitAsync().ConfigureAwait(false);
         }
     }

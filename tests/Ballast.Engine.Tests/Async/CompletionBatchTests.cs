@@ -34,6 +34,50 @@ public class CompletionBatchTests
     }
 
     [Test]
+    public void A_batch_begun_inside_an_open_one_leaves_the_ending_to_the_outer_one()
+    {
+        var a = new Listener();
+        using (CompletionBatch.Begin())
+        {
+            using (CompletionBatch.Begin())
+            {
+                Assert.That(CompletionBatch.TryOpen(), Is.False, "a batch is open");
+                Assert.That(CompletionBatch.TryDefer(a), Is.True);
+            }
+            Assert.That(CompletionBatch.IsOpen, Is.True, "the inner scope did not end the outer batch");
+            Assert.That(a.Calls, Is.Zero);
+        }
+        Assert.That((CompletionBatch.IsOpen, a.Calls), Is.EqualTo((false, 1)));
+    }
+
+    [Test]
+    public void A_listener_that_runs_a_batch_of_its_own_does_not_disturb_the_others()
+    {
+        var b = new Listener();
+        var inner = new Listener();
+        var a = new Nested(inner);
+        CompletionBatch.Open();
+        Assert.That(CompletionBatch.TryDefer(a) && CompletionBatch.TryDefer(b), Is.True);
+        CompletionBatch.Close();
+        Assert.That((a.Calls, inner.Calls, b.Calls), Is.EqualTo((1, 1, 1)));
+        Assert.That(CompletionBatch.TryDefer(b), Is.False);
+    }
+
+    private sealed class Nested(Listener inner) : ICompletionBatchListener
+    {
+        public int Calls;
+
+        public void OnBatchCompleted()
+        {
+            Calls++;
+            using (CompletionBatch.Begin())
+            {
+                CompletionBatch.TryDefer(inner);
+            }
+        }
+    }
+
+    [Test]
     public async Task Inline_write_completions_in_one_log_batch_are_all_done_before_the_batch_closes()
     {
         // 32 inline writes in flight: each continuation defers to the batch the appender is

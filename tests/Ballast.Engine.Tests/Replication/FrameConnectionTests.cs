@@ -2,6 +2,7 @@ using System.Buffers;
 using System.Net;
 using System.Net.Sockets;
 using System.Threading.Channels;
+using Ballast.Engine.Async;
 using Ballast.Engine.Replication.Transport;
 using Ballast.Engine.Replication.Wire;
 
@@ -20,19 +21,106 @@ public class FrameConnectionTests
 
     private static async Task<(Socket Client, FrameConnection Server, Channel<(FrameHeader, byte[])> Received)> ConnectAsync(CancellationToken ct)
     {
+        var received = Channel.CreateUnbounded<(FrameHeader, byte[])>();
+        var (client, conn) = await ConnectAsync((_, h, payload) =>
+        {
+            received.Writer.TryWrite((h, payload.AsSpan(0, h.Length).ToArray()));
+            ArrayPool<byte>.Shared.Return(payload);
+            return ValueTask.CompletedTask;
+        }, ct);
+        return (client, conn, received);
+    }
+
+    private static async Task<(Socket Client, FrameConnection Server)> ConnectAsync(Func<FrameConnection, FrameHeader, byte[], ValueTask> onFrame, CancellationToken ct)
+    {
         using var listener = new TcpListener(IPAddress.Loopback, 0);
         listener.Start();
         var client = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
         await client.ConnectAsync(listener.LocalEndpoint, ct);
         var conn = new FrameConnection(await listener.AcceptSocketAsync(ct));
-        var received = Channel.CreateUnbounded<(FrameHeader, byte[])>();
-        conn.Start((h, payload) =>
+        conn.Start((h, payload) => onFrame(conn, h, payload));
+        return (client, conn);
+    }
+
+    /// <summary>Reads one whole frame from a plain socket; its id.</summary>
+    private static async Task<ulong> ReadFrameIdAsync(Socket s, CancellationToken ct)
+    {
+        var header = new byte[FrameHeader.Size];
+        for (var at = 0; at < header.Length;)
         {
-            received.Writer.TryWrite((h, payload.AsSpan(0, h.Length).ToArray()));
-            ArrayPool<byte>.Shared.Return(payload);
-            return ValueTask.CompletedTask;
+            var n = await s.ReceiveAsync(header.AsMemory(at), ct);
+            Assert.That(n, Is.Positive, "the connection closed");
+            at += n;
+        }
+        Assert.That(FrameHeader.TryRead(header, out var h, out var problem), Is.True, problem);
+        var body = new byte[h.Length];
+        for (var at = 0; at < body.Length;)
+        {
+            at += await s.ReceiveAsync(body.AsMemory(at), ct);
+        }
+        return h.Id;
+    }
+
+    [Test]
+    [CancelAfter(30_000)]
+    public async Task A_frame_queued_inside_a_batch_leaves_when_the_batch_ends(CancellationToken ct)
+    {
+        var (client, conn, _) = await ConnectAsync(ct);
+        using var _c = client;
+        await using var _d = conn;
+        // A thread of its own: the batch is per thread and must not span an await.
+        var (sent, availableInBatch) = (false, -1);
+        var sentInBatch = new Thread(() =>
+        {
+            using (CompletionBatch.Begin())
+            {
+                sent = conn.Send(new OutFrame { Type = FrameType.Ping, Id = 7 });
+                // Long enough for a drain scheduled on the thread pool to have written it.
+                Thread.Sleep(300);
+                availableInBatch = client.Available;
+            }
         });
-        return (client, conn, received);
+        sentInBatch.Start();
+        sentInBatch.Join();
+        Assert.That((sent, availableInBatch), Is.EqualTo((true, 0)), "nothing leaves before the batch ends");
+        Assert.That(await ReadFrameIdAsync(client, ct), Is.EqualTo(7UL));
+        // Outside a batch a frame leaves on its own.
+        Assert.That(conn.Send(new OutFrame { Type = FrameType.Ping, Id = 8 }), Is.True);
+        Assert.That(await ReadFrameIdAsync(client, ct), Is.EqualTo(8UL));
+    }
+
+    [Test]
+    [CancelAfter(30_000)]
+    public async Task Frames_received_together_are_handled_in_one_batch_that_ends_before_the_loop_waits(CancellationToken ct)
+    {
+        // Frame 1's handler answers (deferred to the loop's batch) and then waits for the client
+        // to have that answer: it arrives only if the loop ends its batch before awaiting the handler.
+        var openFor = new List<(ulong, bool)>();
+        var answered = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var (client, conn) = await ConnectAsync(async (c, h, payload) =>
+        {
+            ArrayPool<byte>.Shared.Return(payload);
+            lock (openFor)
+            {
+                openFor.Add((h.Id, CompletionBatch.IsOpen));
+            }
+            c.Send(new OutFrame { Type = FrameType.Ping | FrameType.ResponseBit, Id = h.Id });
+            if (h.Id == 1)
+            {
+                await answered.Task;
+            }
+        }, ct);
+        using var _c = client;
+        await using var _d = conn;
+        await client.SendAsync(Frame(1, [1]).Concat(Frame(2, [2])).Concat(Frame(3, [3])).ToArray(), ct);
+        Assert.That(await ReadFrameIdAsync(client, ct), Is.EqualTo(1UL));
+        answered.SetResult();
+        Assert.That(await ReadFrameIdAsync(client, ct), Is.EqualTo(2UL));
+        Assert.That(await ReadFrameIdAsync(client, ct), Is.EqualTo(3UL));
+        lock (openFor)
+        {
+            Assert.That(openFor, Is.EqualTo(new[] { (1UL, true), (2UL, true), (3UL, true) }), "each handler ran inside the loop's batch");
+        }
     }
 
     [Test]

@@ -1,4 +1,5 @@
 using System.Threading.Tasks.Sources;
+using Ballast.Engine.Async;
 using Ballast.Engine.Replication.Wire;
 using Ballast.Engine.Volumes;
 
@@ -8,9 +9,11 @@ namespace Ballast.Engine.Replication.Primary;
 /// One forwarded record (or flush) waiting for the in-sync replicas, pooled so the write path
 /// allocates nothing. A guard count held during sending avoids finishing before every replica
 /// was asked. It completes with an error when fewer than the minimum of copies acknowledged.
-/// The last answer arrives on a link's receive loop, which must not run the writer's
-/// continuation: the write is finished from the thread pool, with this object as the work item
-/// (the value-task core's own asynchronous mode allocated a work item per write).
+/// The last answer arrives on a link's receive loop. Inside the batch that loop holds open
+/// while it handles what one read brought, the writer's continuation runs there: what it
+/// completes (a frontend's reply) waits for the batch's end, so the loop only hands out results.
+/// Anywhere else (a link failing) the write is finished from the thread pool, with this object
+/// as the work item (the value-task core's own asynchronous mode allocated a work item per write).
 /// </summary>
 internal sealed class ReplicaWrite : IValueTaskSource, IResponseSink, IThreadPoolWorkItem
 {
@@ -68,9 +71,9 @@ internal sealed class ReplicaWrite : IValueTaskSource, IResponseSink, IThreadPoo
             _error = new BlockVolumeException(BlockError.Fenced,
                 $"volume {_owner.Name}: only {copies} of the {_owner.MinReplicas} required copies took the write; refusing to acknowledge it");
         }
-        if (sendingThread)
+        if (sendingThread || CompletionBatch.IsOpen)
         {
-            // Nobody awaits yet (the value task has not been handed out): no continuation to run.
+            // Sending: nobody awaits yet (the value task has not been handed out).
             Finish();
         }
         else

@@ -1,5 +1,6 @@
 using System.Buffers;
 using System.Net.Sockets;
+using Ballast.Engine.Async;
 using Ballast.Engine.Replication.Wire;
 
 namespace Ballast.Engine.Replication.Transport;
@@ -21,15 +22,18 @@ public struct OutFrame
 
 /// <summary>
 /// A TCP connection carrying replication frames both ways. Senders queue frames without
-/// blocking (the primary queues under the appender's lock, so queue order is LSN order); the
-/// first frame queued to an idle connection schedules a drain on the thread pool, which
-/// computes CRCs and writes everything queued, gathering small frames, until the queue is
-/// empty. (The connection is its own work item: waking a send loop through a semaphore
-/// allocated a task, a node and a cancellation promise each time it had gone idle.) One receive
-/// loop checks each frame (limits, CRC) and hands it to the owner with a pooled buffer the
-/// owner returns.
+/// blocking (the primary queues under the appender's lock, so queue order is LSN order). The
+/// first frame queued to an idle connection starts a drain, which computes CRCs and writes
+/// everything queued, gathering small frames, until the queue is empty. Queued inside a
+/// <see cref="CompletionBatch"/> (the appender completing records, a receive loop handling what
+/// one read brought), the drain runs on that thread when the batch ends, until the socket is
+/// full: each thread-pool hop costs a wake-up on the write's path. Otherwise it is scheduled on
+/// the thread pool, with the connection as its own work item (waking a send loop through a
+/// semaphore allocated a task, a node and a cancellation promise each time it had gone idle).
+/// One receive loop checks each frame (limits, CRC) and hands it to the owner with a pooled
+/// buffer the owner returns; it keeps a batch open while it handles frames already received.
 /// </summary>
-public sealed class FrameConnection : IAsyncDisposable, IThreadPoolWorkItem
+public sealed class FrameConnection : IAsyncDisposable, IThreadPoolWorkItem, ICompletionBatchListener
 {
     private const int SendBufferSize = 256 * 1024;
     private const int CopyLimit = 16 * 1024;
@@ -45,6 +49,8 @@ public sealed class FrameConnection : IAsyncDisposable, IThreadPoolWorkItem
     private string? _closeReason;
     // Under _lock: a drain is scheduled or running. Volatile for DisposeAsync's wait.
     private volatile bool _draining;
+    // Under _lock: a drain starts when the batch open on some thread ends.
+    private bool _deferred;
 
     public FrameConnection(Socket socket)
     {
@@ -82,8 +88,13 @@ public sealed class FrameConnection : IAsyncDisposable, IThreadPoolWorkItem
                 return false;
             }
             _queue.Add(frame);
-            if (_draining)
+            if (_draining || _deferred)
             {
+                return true;
+            }
+            if (CompletionBatch.TryDefer(this))
+            {
+                _deferred = true;
                 return true;
             }
             _draining = true;
@@ -93,6 +104,21 @@ public sealed class FrameConnection : IAsyncDisposable, IThreadPoolWorkItem
     }
 
     void IThreadPoolWorkItem.Execute() => _ = DrainAsync();
+
+    /// <summary>The batch a send was deferred to ended: drain on this thread (a running drain takes the queue as it is).</summary>
+    public void OnBatchCompleted()
+    {
+        lock (_lock)
+        {
+            _deferred = false;
+            if (_draining)
+            {
+                return;
+            }
+            _draining = true;
+        }
+        _ = DrainAsync();
+    }
 
     /// <summary>Writes what is queued until the queue is empty; suspends (and allocates) only while the socket is full.</summary>
     private async ValueTask DrainAsync()
@@ -182,6 +208,8 @@ public sealed class FrameConnection : IAsyncDisposable, IThreadPoolWorkItem
         var header = new byte[FrameHeader.Size];
         var buffer = new byte[ReceiveBufferSize];
         int start = 0, end = 0;
+        // True while this loop holds a batch open on its thread: it ends before every wait.
+        var batch = false;
         try
         {
             while (!_closed.IsCancellationRequested)
@@ -198,6 +226,7 @@ public sealed class FrameConnection : IAsyncDisposable, IThreadPoolWorkItem
                         end -= start;
                         start = 0;
                     }
+                    EndBatch(ref batch);
                     var n = await _stream.ReadAsync(buffer.AsMemory(end), _closed.Token).ConfigureAwait(false);
                     if (n == 0)
                     {
@@ -205,6 +234,7 @@ public sealed class FrameConnection : IAsyncDisposable, IThreadPoolWorkItem
                     }
                     end += n;
                 }
+                batch |= CompletionBatch.TryOpen();
                 buffer.AsSpan(start, FrameHeader.Size).CopyTo(header);
                 start += FrameHeader.Size;
                 if (!FrameHeader.TryRead(header, out var h, out var problem))
@@ -220,7 +250,9 @@ public sealed class FrameConnection : IAsyncDisposable, IThreadPoolWorkItem
                     start += buffered;
                     if (buffered < h.Length)
                     {
+                        EndBatch(ref batch);
                         await _stream.ReadExactlyAsync(payload.AsMemory(buffered, h.Length - buffered), _closed.Token).ConfigureAwait(false);
+                        batch |= CompletionBatch.TryOpen();
                     }
                     if (!FrameHeader.CheckCrc(header, payload.AsSpan(0, h.Length), h.Crc))
                     {
@@ -234,12 +266,30 @@ public sealed class FrameConnection : IAsyncDisposable, IThreadPoolWorkItem
                     ArrayPool<byte>.Shared.Return(payload);
                     throw;
                 }
-                await onFrame(h, payload).ConfigureAwait(false);
+                var handled = onFrame(h, payload);
+                if (!handled.IsCompleted)
+                {
+                    EndBatch(ref batch);
+                }
+                await handled.ConfigureAwait(false);
             }
         }
         catch (Exception e) when (e is IOException or SocketException or ObjectDisposedException or OperationCanceledException or EndOfStreamException)
         {
             Close(e is EndOfStreamException ? "the peer closed the connection" : $"receive failed: {e.Message}");
+        }
+        finally
+        {
+            EndBatch(ref batch);
+        }
+    }
+
+    private static void EndBatch(ref bool batch)
+    {
+        if (batch)
+        {
+            batch = false;
+            CompletionBatch.Close();
         }
     }
 
