@@ -11,7 +11,9 @@ namespace Ballast.Engine.Replication.Primary;
 /// <summary>Receives one response; <paramref name="tag"/> is what the sender registered with the request.</summary>
 internal interface IResponseSink
 {
-    void OnResponse(ReplicationStatus status, ReadOnlySpan<byte> body, int tag);
+    /// <param name="received">Called from the link's receive loop, inside the batch it holds open
+    /// (not from a failing link or a send that could not be made).</param>
+    void OnResponse(ReplicationStatus status, ReadOnlySpan<byte> body, int tag, bool received);
 }
 
 /// <summary>
@@ -210,7 +212,7 @@ internal sealed class PeerLink : IAsyncDisposable
             }
             var body = payload.AsSpan(0, h.Length);
             var status = body.Length >= 4 ? (ReplicationStatus)BinaryPrimitives.ReadUInt32LittleEndian(body) : ReplicationStatus.Invalid;
-            p.Sink.OnResponse(status, body.Length >= 4 ? body[4..] : default, p.Tag);
+            p.Sink.OnResponse(status, body.Length >= 4 ? body[4..] : default, p.Tag, received: true);
             return default;
         }
         finally
@@ -236,7 +238,7 @@ internal sealed class PeerLink : IAsyncDisposable
         var msg = Encoding.UTF8.GetBytes(reason);
         foreach (var p in failed)
         {
-            p.Sink.OnResponse(ReplicationStatus.Io, msg, p.Tag);
+            p.Sink.OnResponse(ReplicationStatus.Io, msg, p.Tag, received: false);
         }
         _log?.Invoke(PoolLogLevel.Warning, $"replication: link to node {_peer.Id} lost: {reason}");
         Down?.Invoke(this, reason);
@@ -262,14 +264,14 @@ internal sealed class PeerLink : IAsyncDisposable
 
         public Task<(ReplicationStatus, byte[])> Task => _tcs.Task;
 
-        public void OnResponse(ReplicationStatus status, ReadOnlySpan<byte> body, int tag) => _tcs.TrySetResult((status, body.ToArray()));
+        public void OnResponse(ReplicationStatus status, ReadOnlySpan<byte> body, int tag, bool received) => _tcs.TrySetResult((status, body.ToArray()));
     }
 
     private sealed class NullSink : IResponseSink
     {
         public static readonly NullSink Instance = new();
 
-        public void OnResponse(ReplicationStatus status, ReadOnlySpan<byte> body, int tag)
+        public void OnResponse(ReplicationStatus status, ReadOnlySpan<byte> body, int tag, bool received)
         {
         }
     }

@@ -12,7 +12,7 @@ namespace Ballast.Engine.Replication.Primary;
 /// The last answer arrives on a link's receive loop. Inside the batch that loop holds open
 /// while it handles what one read brought, the writer's continuation runs there: what it
 /// completes (a frontend's reply) waits for the batch's end, so the loop only hands out results.
-/// Anywhere else (a link failing) the write is finished from the thread pool, with this object
+/// Otherwise (a link failing) the write is finished from the thread pool, with this object
 /// as the work item (the value-task core's own asynchronous mode allocated a work item per write).
 /// </summary>
 internal sealed class ReplicaWrite : IValueTaskSource, IResponseSink, IThreadPoolWorkItem
@@ -40,9 +40,9 @@ internal sealed class ReplicaWrite : IValueTaskSource, IResponseSink, IThreadPoo
     public void Expect() => Interlocked.Increment(ref _remaining);
 
     /// <summary>Sending is over: drops the guard.</summary>
-    public void Armed() => Done(sendingThread: true);
+    public void Armed() => Done(sendingThread: true, inline: false);
 
-    public void OnResponse(ReplicationStatus status, ReadOnlySpan<byte> body, int tag)
+    public void OnResponse(ReplicationStatus status, ReadOnlySpan<byte> body, int tag, bool received)
     {
         if (status != ReplicationStatus.Ok)
         {
@@ -52,10 +52,12 @@ internal sealed class ReplicaWrite : IValueTaskSource, IResponseSink, IThreadPoo
         {
             Interlocked.Increment(ref _acked);
         }
-        Done(sendingThread: false);
+        // Only the receive loop's batch: a failing link answers from wherever it noticed (a
+        // connection closing under a lock, say), where the writer's continuation must not run.
+        Done(sendingThread: false, inline: received && CompletionBatch.IsOpen);
     }
 
-    private void Done(bool sendingThread)
+    private void Done(bool sendingThread, bool inline)
     {
         if (Interlocked.Decrement(ref _remaining) != 0)
         {
@@ -71,7 +73,7 @@ internal sealed class ReplicaWrite : IValueTaskSource, IResponseSink, IThreadPoo
             _error = new BlockVolumeException(BlockError.Fenced,
                 $"volume {_owner.Name}: only {copies} of the {_owner.MinReplicas} required copies took the write; refusing to acknowledge it");
         }
-        if (sendingThread || CompletionBatch.IsOpen)
+        if (sendingThread || inline)
         {
             // Sending: nobody awaits yet (the value task has not been handed out).
             Finish();

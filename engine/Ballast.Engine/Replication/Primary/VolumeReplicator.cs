@@ -85,7 +85,7 @@ internal sealed class VolumeReplicator : IRecordForwarder
             w.Expect();
             if (!t.Link.Send(frame, w, tag))
             {
-                w.OnResponse(ReplicationStatus.Io, "link down"u8, tag);
+                w.OnResponse(ReplicationStatus.Io, "link down"u8, tag, received: false);
             }
         }
         w.Armed();
@@ -109,7 +109,7 @@ internal sealed class VolumeReplicator : IRecordForwarder
             w.Expect();
             if (!t.Link.Send(new OutFrame { Type = FrameType.Flush, Volume = t.Handle }, w, i))
             {
-                w.OnResponse(ReplicationStatus.Io, "link down"u8, i);
+                w.OnResponse(ReplicationStatus.Io, "link down"u8, i, received: false);
             }
         }
         w.Armed();

@@ -51,6 +51,8 @@ public sealed class FrameConnection : IAsyncDisposable, IThreadPoolWorkItem, ICo
     private volatile bool _draining;
     // Under _lock: a drain starts when the batch open on some thread ends.
     private bool _deferred;
+    // Under _lock: no more frames are queued or written; Closed fires just after it is set.
+    private bool _closing;
 
     public FrameConnection(Socket socket)
     {
@@ -83,7 +85,7 @@ public sealed class FrameConnection : IAsyncDisposable, IThreadPoolWorkItem, ICo
     {
         lock (_lock)
         {
-            if (_closed.IsCancellationRequested)
+            if (_closing)
             {
                 return false;
             }
@@ -129,7 +131,7 @@ public sealed class FrameConnection : IAsyncDisposable, IThreadPoolWorkItem, ICo
             {
                 lock (_lock)
                 {
-                    if (_queue.Count == 0 || _closed.IsCancellationRequested)
+                    if (_queue.Count == 0 || _closing)
                     {
                         _queue.Clear();
                         _draining = false;
@@ -298,12 +300,21 @@ public sealed class FrameConnection : IAsyncDisposable, IThreadPoolWorkItem, ICo
     {
         lock (_lock)
         {
-            if (_closed.IsCancellationRequested)
+            if (_closing)
             {
                 return;
             }
+            _closing = true;
             _closeReason = reason;
+        }
+        // Outside the lock: cancelling runs whatever waits on Closed, which may send on other connections.
+        try
+        {
             _closed.Cancel();
+        }
+        catch (ObjectDisposedException)
+        {
+            // DisposeAsync on another thread got there first (it saw _closing and went on).
         }
         try
         {
