@@ -34,6 +34,14 @@ internal sealed class ReplicaSession(FrameConnection connection, ReplicationNode
                 return;
             }
             var body = payload.AsMemory(0, h.Length);
+            if (h.Type is FrameType.Open or FrameType.ResyncBegin or FrameType.ResyncEnd or FrameType.Changed
+                or FrameType.SetEpoch or FrameType.Checksums or FrameType.Control)
+            {
+                // These write the catalog (with fsyncs) or walk a volume. The receive loop runs on
+                // the runtime's socket thread, which serves other connections (NBD clients too):
+                // go to the thread pool. The loop waits for this frame, so order still holds.
+                await Task.Yield();
+            }
             switch (h.Type)
             {
                 case FrameType.Hello:
