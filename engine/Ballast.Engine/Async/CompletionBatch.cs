@@ -62,13 +62,26 @@ public static class CompletionBatch
         }
         // The batch is closed first: what a listener's continuation completes now wakes at once.
         // A listener may open and close a batch of its own: take the list out while calling them.
+        // Every listener is told even if one throws: one left out would wait for ever.
         t_listeners = null;
+        Exception? failure = null;
         for (var i = 0; i < listeners.Count; i++)
         {
-            listeners[i].OnBatchCompleted();
+            try
+            {
+                listeners[i].OnBatchCompleted();
+            }
+            catch (Exception e)
+            {
+                failure ??= e;
+            }
         }
         listeners.Clear();
         t_listeners ??= listeners;
+        if (failure != null)
+        {
+            System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(failure);
+        }
     }
 
     /// <summary>Closes the batch <see cref="Begin"/> opened, also when completing threw.</summary>

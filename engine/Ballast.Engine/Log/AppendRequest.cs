@@ -50,6 +50,7 @@ internal sealed class AppendRequest : IValueTaskSource
     /// <summary>Runs the submitter's continuation on the thread that completes the request (see WriteFlags.CompleteInline).</summary>
     public bool CompleteInline
     {
+        get => !_core.RunContinuationsAsynchronously;
         set => _core.RunContinuationsAsynchronously = !value;
     }
 

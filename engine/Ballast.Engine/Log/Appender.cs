@@ -255,7 +255,7 @@ internal sealed class Appender : IDisposable
                 {
                     // Forwarded here, under the queue lock, so replicas see records in LSN order.
                     r.ReplicaWait = f.Forward(new Replication.ReplicatedRecord(r.Desc.Kind, r.Desc.Lsn, r.Desc.Epoch, r.Desc.Lba, r.Desc.BlockCount,
-                        (r.Desc.Flags & RecordFlags.Fua) != 0), r.Payload);
+                        (r.Desc.Flags & RecordFlags.Fua) != 0), r.Payload, r.CompleteInline);
                 }
             }
             _queue.Add(r);

@@ -13,12 +13,13 @@ public interface IRecordForwarder
     /// Queues the record for every replica that should get it. The returned task completes when
     /// every in-sync replica has appended it (or was dropped from the in-sync set), and fails when
     /// fewer than the volume's minimum of copies remain. <paramref name="payload"/> stays valid
-    /// until then.
+    /// until then. With <paramref name="completeInline"/> the writer's continuation may run on the
+    /// thread that receives the last answer (it must be short and never block).
     /// </summary>
-    ValueTask Forward(in ReplicatedRecord record, ReadOnlyMemory<byte> payload);
+    ValueTask Forward(in ReplicatedRecord record, ReadOnlyMemory<byte> payload, bool completeInline);
 
     /// <summary>Completes when everything forwarded before it is durable on every in-sync replica.</summary>
-    ValueTask FlushAsync(CancellationToken ct);
+    ValueTask FlushAsync(bool completeInline, CancellationToken ct);
 }
 
 /// <summary>What a replica needs to append a record exactly as the primary did.</summary>

@@ -383,7 +383,7 @@ public sealed partial class EngineVolume : IBlockVolume
         try
         {
             // Replicas flush in parallel: the FLUSH follows every record already forwarded to them.
-            var replicas = _state.Forwarder is { } f ? f.FlushAsync(cancellationToken) : default;
+            var replicas = _state.Forwarder is { } f ? f.FlushAsync(inline, cancellationToken) : default;
             await appender.SubmitAsync(r).ConfigureAwait(false);
             await replicas.ConfigureAwait(false);
         }

@@ -170,6 +170,8 @@ internal sealed partial class TransmissionSession : ICompletionBatchListener
                     throw;
                 }
             }
+            // Waiting for a slot or a payload ended the batch, maybe on another thread: open one here.
+            _batch |= CompletionBatch.TryOpen();
             Dispatch(slot);
         }
     }

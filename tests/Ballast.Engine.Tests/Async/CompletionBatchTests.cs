@@ -63,6 +63,24 @@ public class CompletionBatchTests
         Assert.That(CompletionBatch.TryDefer(b), Is.False);
     }
 
+    [Test]
+    public void A_listener_that_throws_does_not_keep_the_others_from_being_told()
+    {
+        var before = new Listener();
+        var after = new Listener();
+        CompletionBatch.Open();
+        CompletionBatch.TryDefer(before);
+        CompletionBatch.TryDefer(new Throwing());
+        CompletionBatch.TryDefer(after);
+        Assert.Throws<InvalidOperationException>(CompletionBatch.Close);
+        Assert.That((before.Calls, after.Calls, CompletionBatch.IsOpen), Is.EqualTo((1, 1, false)));
+    }
+
+    private sealed class Throwing : ICompletionBatchListener
+    {
+        public void OnBatchCompleted() => throw new InvalidOperationException("listener failed");
+    }
+
     private sealed class Nested(Listener inner) : ICompletionBatchListener
     {
         public int Calls;

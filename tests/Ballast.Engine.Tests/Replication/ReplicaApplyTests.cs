@@ -44,7 +44,7 @@ public class ReplicaApplyTests
         public TaskCompletionSource Gate = new(TaskCreationOptions.RunContinuationsAsynchronously);
         public int Flushes;
 
-        public ValueTask Forward(in ReplicatedRecord record, ReadOnlyMemory<byte> payload)
+        public ValueTask Forward(in ReplicatedRecord record, ReadOnlyMemory<byte> payload, bool completeInline)
         {
             lock (Records)
             {
@@ -53,7 +53,7 @@ public class ReplicaApplyTests
             return new ValueTask(Gate.Task);
         }
 
-        public ValueTask FlushAsync(CancellationToken ct)
+        public ValueTask FlushAsync(bool completeInline, CancellationToken ct)
         {
             Interlocked.Increment(ref Flushes);
             return default;

@@ -88,7 +88,8 @@ internal sealed class PeerLink : IAsyncDisposable
                     Volatile.Write(ref _connection, conn);
                     Generation++;
                 }
-                var (status, _) = await CallAsync(new OutFrame { Type = FrameType.Hello, Body = hello }).ConfigureAwait(false);
+                // Bounded: nothing else fails the hello if the connection drops before it is answered.
+                var (status, _) = await CallAsync(new OutFrame { Type = FrameType.Hello, Body = hello }).WaitAsync(_timeout, conn.Closed).ConfigureAwait(false);
                 if (status != ReplicationStatus.Ok)
                 {
                     throw new IOException($"peer refused hello: {status}");
@@ -98,7 +99,7 @@ internal sealed class PeerLink : IAsyncDisposable
                 Up?.Invoke(this);
                 await WatchAsync(conn).ConfigureAwait(false);
             }
-            catch (Exception e) when (e is SocketException or IOException or OperationCanceledException or ObjectDisposedException)
+            catch (Exception e) when (e is SocketException or IOException or OperationCanceledException or ObjectDisposedException or TimeoutException)
             {
                 if (_stop.IsCancellationRequested)
                 {

@@ -9,10 +9,11 @@ namespace Ballast.Engine.Replication.Primary;
 /// One forwarded record (or flush) waiting for the in-sync replicas, pooled so the write path
 /// allocates nothing. A guard count held during sending avoids finishing before every replica
 /// was asked. It completes with an error when fewer than the minimum of copies acknowledged.
-/// The last answer arrives on a link's receive loop. Inside the batch that loop holds open
-/// while it handles what one read brought, the writer's continuation runs there: what it
-/// completes (a frontend's reply) waits for the batch's end, so the loop only hands out results.
-/// Otherwise (a link failing) the write is finished from the thread pool, with this object
+/// The last answer arrives on a link's receive loop. For a writer that asked to complete inline
+/// (short continuations that never block, like a frontend's reply), the continuation runs there,
+/// inside the batch that loop holds open while it handles what one read brought: what it
+/// completes waits for the batch's end, so the loop only hands out results. Otherwise (other
+/// writers, a link failing) the write is finished from the thread pool, with this object
 /// as the work item (the value-task core's own asynchronous mode allocated a work item per write).
 /// </summary>
 internal sealed class ReplicaWrite : IValueTaskSource, IResponseSink, IThreadPoolWorkItem
@@ -22,16 +23,18 @@ internal sealed class ReplicaWrite : IValueTaskSource, IResponseSink, IThreadPoo
     private VolumeReplicator _owner = null!;
     private int _remaining;
     private int _acked;
+    private bool _completeInline;
 
     /// <summary>Tag bit: the replica is resyncing; its acknowledgement is not one of the copies.</summary>
     public const int NotCounted = 1 << 16;
 
     public short Version => _core.Version;
 
-    public void Reset(VolumeReplicator owner)
+    public void Reset(VolumeReplicator owner, bool completeInline)
     {
         _core.Reset();
         _owner = owner;
+        _completeInline = completeInline;
         _remaining = 1;
         _acked = 0;
     }
@@ -54,7 +57,7 @@ internal sealed class ReplicaWrite : IValueTaskSource, IResponseSink, IThreadPoo
         }
         // Only the receive loop's batch: a failing link answers from wherever it noticed (a
         // connection closing under a lock, say), where the writer's continuation must not run.
-        Done(sendingThread: false, inline: received && CompletionBatch.IsOpen);
+        Done(sendingThread: false, inline: received && _completeInline && CompletionBatch.IsOpen);
     }
 
     private void Done(bool sendingThread, bool inline)

@@ -61,13 +61,13 @@ internal sealed class VolumeReplicator : IRecordForwarder
 
     // ---- the write path (called under the appender's queue lock: only queueing here) ----
 
-    public ValueTask Forward(in ReplicatedRecord record, ReadOnlyMemory<byte> payload)
+    public ValueTask Forward(in ReplicatedRecord record, ReadOnlyMemory<byte> payload, bool completeInline)
     {
         if (_fenced)
         {
             return ValueTask.FromException(FencedError());
         }
-        var w = Rent();
+        var w = Rent(completeInline);
         var type = record.Kind switch { RecordKind.Data => FrameType.Write, RecordKind.Zero => FrameType.Zero, _ => FrameType.Trim };
         var rh = new RecordHeader { Lsn = record.Lsn, Epoch = record.Epoch, Lba = record.Lba, Blocks = record.BlockCount, Flags = record.Fua ? RecordHeader.Fua : 0 };
         for (var i = 0; i < Targets.Count; i++)
@@ -92,13 +92,13 @@ internal sealed class VolumeReplicator : IRecordForwarder
         return new ValueTask(w, w.Version);
     }
 
-    public ValueTask FlushAsync(CancellationToken ct)
+    public ValueTask FlushAsync(bool completeInline, CancellationToken ct)
     {
         if (_fenced)
         {
             return ValueTask.FromException(FencedError());
         }
-        var w = Rent();
+        var w = Rent(completeInline);
         for (var i = 0; i < Targets.Count; i++)
         {
             var t = Targets[i];
@@ -116,7 +116,7 @@ internal sealed class VolumeReplicator : IRecordForwarder
         return new ValueTask(w, w.Version);
     }
 
-    private ReplicaWrite Rent()
+    private ReplicaWrite Rent(bool completeInline)
     {
         ReplicaWrite? w = null;
         lock (_pool)
@@ -127,7 +127,7 @@ internal sealed class VolumeReplicator : IRecordForwarder
             }
         }
         w ??= new ReplicaWrite();
-        w.Reset(this);
+        w.Reset(this, completeInline);
         return w;
     }
 

@@ -182,11 +182,17 @@ public sealed class FrameConnection : IAsyncDisposable, IThreadPoolWorkItem, ICo
             // Whatever the failure, the connection closes: a drain that stopped without closing
             // would leave frames (and the buffers they point at) queued for ever.
             _sending.Clear();
-            Close($"send failed: {e.Message}");
-            lock (_lock)
+            try
             {
-                _queue.Clear();
-                _draining = false;
+                Close($"send failed: {e.Message}");
+            }
+            finally
+            {
+                lock (_lock)
+                {
+                    _queue.Clear();
+                    _draining = false;
+                }
             }
         }
     }
@@ -276,8 +282,10 @@ public sealed class FrameConnection : IAsyncDisposable, IThreadPoolWorkItem, ICo
                 await handled.ConfigureAwait(false);
             }
         }
-        catch (Exception e) when (e is IOException or SocketException or ObjectDisposedException or OperationCanceledException or EndOfStreamException)
+        catch (Exception e)
         {
+            // Any failure, a handler's or an inline continuation's included, closes the
+            // connection: a loop that ended quietly would leave the link open and deaf.
             Close(e is EndOfStreamException ? "the peer closed the connection" : $"receive failed: {e.Message}");
         }
         finally
@@ -329,6 +337,8 @@ public sealed class FrameConnection : IAsyncDisposable, IThreadPoolWorkItem, ICo
     public async ValueTask DisposeAsync()
     {
         Close("closed");
+        // A Close racing on another thread may not have cancelled yet: Closed fires before disposal.
+        _closed.Cancel();
         // A drain stops at its next write or queue check once the socket is closed.
         for (var i = 0; i < 500 && _draining; i++)
         {
