@@ -49,8 +49,6 @@ public static class CompletionBatch
         return true;
     }
 
-    internal static void Open() => t_open = true;
-
     /// <summary>Ends the batch open on this thread (if any) and tells its listeners.</summary>
     public static void Close()
     {

@@ -42,8 +42,8 @@ internal sealed class ReplicaWrite : IValueTaskSource, IResponseSink, IThreadPoo
     /// <summary>One more replica was sent the request.</summary>
     public void Expect() => Interlocked.Increment(ref _remaining);
 
-    /// <summary>Sending is over: drops the guard.</summary>
-    public void Armed() => Done(sendingThread: true, inline: false);
+    /// <summary>Sending is over: drops the guard. If that was the last count, nobody awaits yet (the value task is not handed out): finish here.</summary>
+    public void Armed() => Done(finishHere: true);
 
     public void OnResponse(ReplicationStatus status, ReadOnlySpan<byte> body, int tag, bool received)
     {
@@ -57,10 +57,10 @@ internal sealed class ReplicaWrite : IValueTaskSource, IResponseSink, IThreadPoo
         }
         // Only the receive loop's batch: a failing link answers from wherever it noticed (a
         // connection closing under a lock, say), where the writer's continuation must not run.
-        Done(sendingThread: false, inline: received && _completeInline && CompletionBatch.IsOpen);
+        Done(finishHere: received && _completeInline && CompletionBatch.IsOpen);
     }
 
-    private void Done(bool sendingThread, bool inline)
+    private void Done(bool finishHere)
     {
         if (Interlocked.Decrement(ref _remaining) != 0)
         {
@@ -76,9 +76,8 @@ internal sealed class ReplicaWrite : IValueTaskSource, IResponseSink, IThreadPoo
             _error = new BlockVolumeException(BlockError.Fenced,
                 $"volume {_owner.Name}: only {copies} of the {_owner.MinReplicas} required copies took the write; refusing to acknowledge it");
         }
-        if (sendingThread || inline)
+        if (finishHere)
         {
-            // Sending: nobody awaits yet (the value task has not been handed out).
             Finish();
         }
         else
