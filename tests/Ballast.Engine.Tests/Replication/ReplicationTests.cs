@@ -1,4 +1,5 @@
 using System.Net.Sockets;
+using Ballast.Engine.Async;
 using Ballast.Engine.Replication;
 using Ballast.Engine.Replication.Cluster;
 using Ballast.Engine.Tests.FaultInjection;
@@ -128,6 +129,36 @@ public class ReplicationTests
                 Assert.That(n.Replication.IsServable("db"), Is.False, "a replica does not serve clients");
             }
             Assert.That(await nodes[0].Replication.VerifyAsync("db"), Is.Empty);
+        }
+        finally
+        {
+            foreach (var n in nodes)
+            {
+                await n.DisposeAsync();
+            }
+        }
+    }
+
+    [Test]
+    public async Task Only_writers_that_asked_to_complete_inline_continue_inside_the_batch_that_finished_them()
+    {
+        // A writer's continuation inside a batch runs on the link's receive loop (or the
+        // appender); one that did not ask for that (read-modify-write, slow iSCSI paths) must
+        // continue on the thread pool instead.
+        var nodes = await StartNodesAsync(2);
+        try
+        {
+            var v = await nodes[0].Replication.CreateAsync("db", 8 << 20, 4096, replicas: 2, minReplicas: 2);
+            var data = Pattern(1, 4096);
+            int plainInBatch = 0, inlineInBatch = 0;
+            for (var i = 0; i < 200; i++)
+            {
+                await v.WriteAsync(i * 4096L, data, WriteFlags.None).ConfigureAwait(false);
+                plainInBatch += CompletionBatch.IsOpen ? 1 : 0;
+                await v.WriteAsync(i * 4096L, data, WriteFlags.CompleteInline).ConfigureAwait(false);
+                inlineInBatch += CompletionBatch.IsOpen ? 1 : 0;
+            }
+            Assert.That((plainInBatch, inlineInBatch), Is.EqualTo((0, 200)));
         }
         finally
         {
