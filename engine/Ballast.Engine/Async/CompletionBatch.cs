@@ -49,6 +49,19 @@ public static class CompletionBatch
         return true;
     }
 
+    /// <summary>
+    /// Ends the batch a loop opened with <see cref="TryOpen"/>, if <paramref name="opened"/> says
+    /// it did, and clears the flag: loops that hold a batch across iterations end it before each wait.
+    /// </summary>
+    public static void End(ref bool opened)
+    {
+        if (opened)
+        {
+            opened = false;
+            Close();
+        }
+    }
+
     /// <summary>Ends the batch open on this thread (if any) and tells its listeners.</summary>
     public static void Close()
     {

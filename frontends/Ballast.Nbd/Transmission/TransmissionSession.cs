@@ -104,16 +104,7 @@ internal sealed partial class TransmissionSession : ICompletionBatchListener
         }
         finally
         {
-            EndBatch();
-        }
-    }
-
-    private void EndBatch()
-    {
-        if (_batch)
-        {
-            _batch = false;
-            CompletionBatch.Close();
+            CompletionBatch.End(ref _batch);
         }
     }
 
@@ -192,7 +183,7 @@ internal sealed partial class TransmissionSession : ICompletionBatchListener
         }
         while (_recvEnd - _recvStart < count)
         {
-            EndBatch();
+            CompletionBatch.End(ref _batch);
             var n = await _stream.ReadAsync(_recv.AsMemory(_recvEnd), ct).ConfigureAwait(false);
             if (n == 0)
             {
@@ -216,7 +207,7 @@ internal sealed partial class TransmissionSession : ICompletionBatchListener
         _recvStart += have;
         if (have < target.Length)
         {
-            EndBatch();
+            CompletionBatch.End(ref _batch);
             await _stream.ReadExactlyAsync(target[have..], ct).ConfigureAwait(false);
         }
     }
@@ -240,7 +231,7 @@ internal sealed partial class TransmissionSession : ICompletionBatchListener
                 }
             }
             // Every slot is busy: stop reading until a reply frees one (backpressure on the client).
-            EndBatch();
+            CompletionBatch.End(ref _batch);
             await _slotFreed.WaitAsync().ConfigureAwait(false);
         }
     }

@@ -45,19 +45,11 @@ public class FrameConnectionTests
     /// <summary>Reads one whole frame from a plain socket; its id.</summary>
     private static async Task<ulong> ReadFrameIdAsync(Socket s, CancellationToken ct)
     {
+        await using var stream = new NetworkStream(s, ownsSocket: false);
         var header = new byte[FrameHeader.Size];
-        for (var at = 0; at < header.Length;)
-        {
-            var n = await s.ReceiveAsync(header.AsMemory(at), ct);
-            Assert.That(n, Is.Positive, "the connection closed");
-            at += n;
-        }
+        await stream.ReadExactlyAsync(header, ct);
         Assert.That(FrameHeader.TryRead(header, out var h, out var problem), Is.True, problem);
-        var body = new byte[h.Length];
-        for (var at = 0; at < body.Length;)
-        {
-            at += await s.ReceiveAsync(body.AsMemory(at), ct);
-        }
+        await stream.ReadExactlyAsync(new byte[h.Length], ct);
         return h.Id;
     }
 

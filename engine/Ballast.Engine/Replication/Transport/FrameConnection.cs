@@ -234,7 +234,7 @@ public sealed class FrameConnection : IAsyncDisposable, IThreadPoolWorkItem, ICo
                         end -= start;
                         start = 0;
                     }
-                    EndBatch(ref batch);
+                    CompletionBatch.End(ref batch);
                     var n = await _stream.ReadAsync(buffer.AsMemory(end), _closed.Token).ConfigureAwait(false);
                     if (n == 0)
                     {
@@ -258,7 +258,7 @@ public sealed class FrameConnection : IAsyncDisposable, IThreadPoolWorkItem, ICo
                     start += buffered;
                     if (buffered < h.Length)
                     {
-                        EndBatch(ref batch);
+                        CompletionBatch.End(ref batch);
                         await _stream.ReadExactlyAsync(payload.AsMemory(buffered, h.Length - buffered), _closed.Token).ConfigureAwait(false);
                         batch |= CompletionBatch.TryOpen();
                     }
@@ -277,7 +277,7 @@ public sealed class FrameConnection : IAsyncDisposable, IThreadPoolWorkItem, ICo
                 var handled = onFrame(h, payload);
                 if (!handled.IsCompleted)
                 {
-                    EndBatch(ref batch);
+                    CompletionBatch.End(ref batch);
                 }
                 await handled.ConfigureAwait(false);
             }
@@ -290,16 +290,7 @@ public sealed class FrameConnection : IAsyncDisposable, IThreadPoolWorkItem, ICo
         }
         finally
         {
-            EndBatch(ref batch);
-        }
-    }
-
-    private static void EndBatch(ref bool batch)
-    {
-        if (batch)
-        {
-            batch = false;
-            CompletionBatch.Close();
+            CompletionBatch.End(ref batch);
         }
     }
 
