@@ -74,6 +74,7 @@ public sealed partial class Pool
             CleanerBytesMoved = Appender.RelocatedBlocks << PoolLayout.BlockShift,
             WriteAmplification = client == 0 ? 0 : (double)device / client,
             Batches = Appender.Batches,
+            InlineBatches = Volatile.Read(ref Appender.InlineWrites),
             Syncs = Appender.Syncs,
             Checkpoints = _checkpoints,
             LastCheckpointBytes = _lastCheckpointBytes,

@@ -231,6 +231,7 @@ public sealed partial class Pool : IAsyncDisposable
         _superblock.Update(s => s.CleanShutdown = false);
         UpdateReserve(1);
         Appender.SpaceWait = _options.BackgroundMaintenance ? _options.SpaceWaitTimeout : TimeSpan.Zero;
+        Appender.InlineMaxBytes = _options.InlineWriteMaxBytes;
         Appender.Start();
         if (_options.BackgroundMaintenance)
         {

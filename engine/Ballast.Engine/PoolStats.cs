@@ -20,6 +20,8 @@ public sealed record PoolStats
     /// <summary>Device bytes written per client byte (log headers, cleaner copies and checkpoints included).</summary>
     public double WriteAmplification { get; init; }
     public long Batches { get; init; }
+    /// <summary>Batches written by a client's own thread (a lone write that found the log idle).</summary>
+    public long InlineBatches { get; init; }
     public long Syncs { get; init; }
     public long Checkpoints { get; init; }
     public long LastCheckpointBytes { get; init; }

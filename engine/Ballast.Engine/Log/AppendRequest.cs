@@ -44,6 +44,8 @@ internal sealed class AppendRequest : IValueTaskSource
     public ValueTask ReplicaWait;
     /// <summary>Blocks of this data record still to write after the part in the current batch (split at a segment end).</summary>
     public int SplitRemaining;
+    /// <summary>The submitter has nothing else in flight (WriteFlags.Alone): it may write the record itself when the log is idle.</summary>
+    public bool Alone;
 
     public short Version => _core.Version;
 
@@ -69,6 +71,7 @@ internal sealed class AppendRequest : IValueTaskSource
         State = null;
         ParkedAt = 0;
         SplitRemaining = 0;
+        Alone = false;
         ExplicitLsn = 0;
         ReplicaWait = default;
     }

@@ -14,6 +14,11 @@ namespace Ballast.Engine.Log;
 /// After a failed fdatasync the pool is poisoned: what reached the disk is unknown, so writes
 /// fail until the pool is reopened and recovery establishes the truth (the lesson of fsyncgate).
 /// A failed pwrite only fails its batch: the next batch is written at the same offset.
+///
+/// A small client write whose submitter has nothing else in flight (queue depth 1), and that
+/// finds the log idle, is written by its own thread (<see cref="InlineMaxBytes"/>): waking the
+/// appender thread costs more than the write. Deeper queues keep the appender thread, which
+/// batches. <see cref="_busy"/> makes one thread at a time the log's writer.
 /// </summary>
 internal sealed class Appender : IDisposable
 {
@@ -47,6 +52,9 @@ internal sealed class Appender : IDisposable
     private bool _headReserved;
     private readonly Syncer _syncer;
     private bool _stopping;
+    // Someone is writing the log: the appender thread or a submitter writing its own request.
+    private bool _busy;
+    private readonly List<AppendRequest> _inlineWork = [];
     private ulong _batchSeq;
     private Exception? _poison;
     private volatile bool _refuseWrites;
@@ -84,6 +92,15 @@ internal sealed class Appender : IDisposable
     public ulong Seq { get; private set; }
     public int Offset { get; private set; }
     public ulong LastSeq { get; set; }
+
+    /// <summary>
+    /// Largest client data record a submitter writes itself when the appender is idle (0: never).
+    /// It blocks the submitting thread for one device write, so it stays small.
+    /// </summary>
+    public int InlineMaxBytes { get; set; }
+
+    /// <summary>Records written by their submitter's thread (diagnostics).</summary>
+    public long InlineWrites;
 
     /// <summary>Free segments that data writes may not take: kept for trims, metadata, the cleaner and checkpoints.</summary>
     public volatile int DataReserve = 2;
@@ -132,7 +149,7 @@ internal sealed class Appender : IDisposable
         }
     }
 
-    /// <summary>Raised on the appender thread when free segments run low or a write is waiting for space.</summary>
+    /// <summary>Raised by the log's writer (appender thread or inline submitter) when free segments run low or a write is waiting for space.</summary>
     public event Action? SpaceLow;
 
     /// <summary>Segments were freed: retry parked writes.</summary>
@@ -161,7 +178,7 @@ internal sealed class Appender : IDisposable
     /// <summary>Raised after each batch with the number of bytes it put on the device.</summary>
     public event Action<long>? Appended;
 
-    // Statistics, updated on the appender thread only.
+    // Statistics, updated only by the log's writer (the appender thread or an inline submitter, see _busy).
     public long DeviceBytes;
     public long ClientDataBlocks;
     public long RelocatedBlocks;
@@ -258,13 +275,55 @@ internal sealed class Appender : IDisposable
                         (r.Desc.Flags & RecordFlags.Fua) != 0), r.Payload, r.CompleteInline);
                 }
             }
-            _queue.Add(r);
-            if (_queue.Count == 1)
+            if (!CanWriteInline(r))
+            {
+                _queue.Add(r);
+                if (_queue.Count == 1)
+                {
+                    Monitor.Pulse(_lock);
+                }
+                return new ValueTask(r, r.Version);
+            }
+            _busy = true;
+        }
+        WriteInline(r);
+        return new ValueTask(r, r.Version);
+    }
+
+    /// <summary>Under the lock: the log is idle, nothing is queued or parked, and r is a small plain client write whose submitter has nothing else in flight.</summary>
+    private bool CanWriteInline(AppendRequest r) =>
+        !_busy && _queue.Count == 0 && _parked.Count == 0 && _failParked == null
+        && r.Alone && r.Op == AppendOp.Record && r.Desc.Kind == RecordKind.Data && r.Volume != null
+        && (r.Desc.Flags & (RecordFlags.Relocated | RecordFlags.IfNewer | RecordFlags.InPlace)) == 0
+        && (long)r.Desc.BlockCount << PoolLayout.BlockShift <= InlineMaxBytes;
+
+    /// <summary>Writes one request on the submitter's thread, holding <see cref="_busy"/> as the appender thread would.</summary>
+    private void WriteInline(AppendRequest r)
+    {
+        var busyFrom = System.Diagnostics.Stopwatch.GetTimestamp();
+        _inlineWork.Add(r);
+        _parking = false;
+        try
+        {
+            Process(_inlineWork);
+        }
+        catch (Exception e)
+        {
+            Interlocked.CompareExchange(ref _poison, e, null);
+            TryFail(r, new BlockVolumeException(BlockError.Io, $"internal error in the log appender: {e.Message}", e));
+        }
+        _inlineWork.Clear();
+        InlineWrites++;
+        BusyTicks += System.Diagnostics.Stopwatch.GetTimestamp() - busyFrom;
+        lock (_lock)
+        {
+            _busy = false;
+            // Whatever arrived meanwhile (or was parked) is the appender thread's now.
+            if (_queue.Count > 0 || _parked.Count > 0 || _stopping)
             {
                 Monitor.Pulse(_lock);
             }
         }
-        return new ValueTask(r, r.Version);
     }
 
     /// <summary>Raises a volume's last-issued LSN (never lowers it), under the queue lock that issues LSNs.</summary>
@@ -320,8 +379,14 @@ internal sealed class Appender : IDisposable
             string? failParked;
             lock (_lock)
             {
-                while (_queue.Count == 0 && !(_parked.Count > 0 && (_spaceFreed || _failParked != null || ParkExpired())))
+                while (_busy || _queue.Count == 0 && !(_parked.Count > 0 && (_spaceFreed || _failParked != null || ParkExpired())))
                 {
+                    if (_busy)
+                    {
+                        // A submitter is writing its own request; it pulses when done.
+                        Monitor.Wait(_lock);
+                        continue;
+                    }
                     if (_stopping)
                     {
                         if (_parked.Count == 0)
@@ -341,6 +406,7 @@ internal sealed class Appender : IDisposable
                     }
                 }
                 (_queue, _taken) = (_taken, _queue);
+                _busy = true;
                 _spaceFreed = false;
                 failParked = _failParked;
                 _failParked = null;
@@ -371,6 +437,10 @@ internal sealed class Appender : IDisposable
             }
             _work.Clear();
             BusyTicks += System.Diagnostics.Stopwatch.GetTimestamp() - busyFrom;
+            lock (_lock)
+            {
+                _busy = false;
+            }
         }
     }
 

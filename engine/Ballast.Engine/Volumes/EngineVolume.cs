@@ -276,6 +276,7 @@ public sealed partial class EngineVolume : IBlockVolume
         var appender = _pool.Appender;
         var r = RentRecord(kind, lba, blocks, payload, (flags & WriteFlags.Fua) != 0 ? RecordFlags.Fua : RecordFlags.None);
         r.CompleteInline = (flags & WriteFlags.CompleteInline) != 0;
+        r.Alone = (flags & WriteFlags.Alone) != 0;
         ValueTask replicas;
         Exception? local = null;
         try

@@ -74,6 +74,13 @@ public enum WriteFlags
     /// saves a thread hand-off per I/O. Callers that go on to do real work must not set it.
     /// </summary>
     CompleteInline = 2,
+    /// <summary>
+    /// The caller has nothing else in flight (a connection at queue depth 1): if the log is idle,
+    /// a small write may be written on the calling thread, saving the wake-up of the engine's
+    /// writer. The call then blocks for one device write. Callers with more requests to start
+    /// must not set it: they would start them only after the write, and lose the batching.
+    /// </summary>
+    Alone = 4,
 }
 
 public enum AllocationState : byte

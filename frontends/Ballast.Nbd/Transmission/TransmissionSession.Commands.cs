@@ -104,6 +104,9 @@ internal sealed partial class TransmissionSession
         return true;
     }
 
+    /// <summary>On the receive loop: this is the only request in flight and no other has begun to arrive.</summary>
+    private bool IsAlone() => Volatile.Read(ref _inFlight) == 1 && _recvEnd == _recvStart;
+
     [AsyncMethodBuilder(typeof(PooledValueTaskBuilder))]
     private async ValueTask ExecuteAsync(RequestSlot s)
     {
@@ -134,7 +137,9 @@ internal sealed partial class TransmissionSession
                     break;
                 case NbdCommand.Write:
                     // What follows the write only queues the reply: it may run on the engine's thread.
-                    await _volume.WriteAsync(offset, s.Buffer.AsMemory(0, length), WriteFlags.CompleteInline | (fua ? WriteFlags.Fua : WriteFlags.None)).ConfigureAwait(false);
+                    // Alone: at queue depth 1 the receive loop may write it itself (nothing else to start).
+                    await _volume.WriteAsync(offset, s.Buffer.AsMemory(0, length), WriteFlags.CompleteInline
+                        | (fua ? WriteFlags.Fua : WriteFlags.None) | (IsAlone() ? WriteFlags.Alone : WriteFlags.None)).ConfigureAwait(false);
                     Interlocked.Add(ref BytesWritten, length);
                     break;
                 case NbdCommand.Flush:

@@ -174,9 +174,13 @@ public sealed class FaultStorage : IPoolStorage
         }
     }
 
+    /// <summary>Called at the start of every write, outside the lock (tests hold the log's writer here).</summary>
+    public Action<long>? BeforeWrite { get; set; }
+
     public void Write(long offset, ReadOnlySpan<byte> buffer)
     {
         CheckAligned(offset, buffer.Length);
+        BeforeWrite?.Invoke(offset);
         lock (_lock)
         {
             Tick();

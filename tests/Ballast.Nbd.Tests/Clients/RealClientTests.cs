@@ -152,6 +152,28 @@ public class RealClientTests
         Assert.That(job.GetProperty("read").GetProperty("io_bytes").GetInt64(), Is.EqualTo(3 * (16L << 20)), "every block verified");
     }
 
+    [Test]
+    public async Task Fio_writes_alone_on_the_receive_loop_at_queue_depth_1_and_through_the_log_writer_at_depth_32()
+    {
+        // At queue depth 1 the receive loop writes each request itself (WriteFlags.Alone); with
+        // 32 in flight it must leave them to the appender thread, which batches them.
+        var fio = Tool.Require("fio", "fio");
+        async Task<long> InlineBatchesDuring(int depth, int writes)
+        {
+            var before = _server.Pool.GetStats().InlineBatches;
+            var r = await Tool.RunOkAsync(fio, [
+                "--name=depth", "--ioengine=nbd", $"--uri={_server.Uri("v1")}", "--rw=randwrite", "--bs=4k", $"--iodepth={depth}",
+                "--size=16M", $"--number_ios={writes}", "--verify=crc32c", "--verify_fatal=1", "--do_verify=1", "--output-format=json"], Limit);
+            using var doc = JsonDocument.Parse(r.Stdout[r.Stdout.IndexOf('{')..]);
+            Assert.That(doc.RootElement.GetProperty("jobs")[0].GetProperty("error").GetInt32(), Is.Zero);
+            return _server.Pool.GetStats().InlineBatches - before;
+        }
+        var alone = await InlineBatchesDuring(1, 400);
+        var deep = await InlineBatchesDuring(32, 4000);
+        Assert.That(alone, Is.GreaterThanOrEqualTo(300), "writes at queue depth 1 written on the receive loop");
+        Assert.That(deep, Is.LessThan(400), "writes at queue depth 32 written on the receive loop");
+    }
+
     private Task<Tool.Result> NbdshAsync(string script) =>
         Tool.RunAsync("/usr/bin/python3", ["-m", "nbd", "-c", script.Replace("PORT", _server.Port.ToString(System.Globalization.CultureInfo.InvariantCulture))], Limit);
 

@@ -1,0 +1,124 @@
+using Ballast.Engine.Tests.FaultInjection;
+using Ballast.Engine.Volumes;
+
+namespace Ballast.Engine.Tests.Log;
+
+/// <summary>
+/// A small client write whose caller has nothing else in flight (WriteFlags.Alone) and that
+/// finds the log idle is written by its own thread; anything else, and anything arriving while
+/// that write is on the device, goes through the appender thread.
+/// Log order must stay LSN order across the hand-over, or replay would resurrect old data.
+/// </summary>
+public class InlineWriteTests
+{
+    [Test]
+    public async Task A_small_write_to_an_idle_log_completes_before_the_call_returns()
+    {
+        var storage = new FaultStorage();
+        await using var pool = await TestPools.OpenAsync(storage);
+        var v = await pool.CreateVolumeAsync("v", 8 << 20);
+        var data = TestPools.Pattern(1, 16 << 10);
+        var before = pool.Appender.InlineWrites;
+        for (var i = 0; i < 20; i++)
+        {
+            var write = v.WriteAsync(i * (16L << 10), data, WriteFlags.Alone);
+            Assert.That(write.IsCompleted, Is.True, $"write {i} was left to the appender thread");
+            await write;
+        }
+        Assert.That(pool.Appender.InlineWrites - before, Is.EqualTo(20));
+        var back = new byte[data.Length];
+        await v.ReadAsync(19 * (16L << 10), back);
+        Assert.That(back, Is.EqualTo(data));
+    }
+
+    [Test]
+    public async Task A_write_not_alone_goes_through_the_appender_thread()
+    {
+        var storage = new FaultStorage();
+        await using var pool = await TestPools.OpenAsync(storage);
+        var v = await pool.CreateVolumeAsync("v", 8 << 20);
+        var data = TestPools.Pattern(1, 4096);
+        var before = pool.Appender.InlineWrites;
+        for (var i = 0; i < 20; i++)
+        {
+            await v.WriteAsync(i * 4096L, data, WriteFlags.CompleteInline);
+        }
+        Assert.That(pool.Appender.InlineWrites, Is.EqualTo(before));
+    }
+
+    [Test]
+    public async Task A_write_larger_than_the_limit_goes_through_the_appender_thread()
+    {
+        var storage = new FaultStorage();
+        await using var pool = await TestPools.OpenAsync(storage);
+        var v = await pool.CreateVolumeAsync("v", 8 << 20);
+        var data = TestPools.Pattern(2, (64 << 10) + 4096);
+        var before = pool.Appender.InlineWrites;
+        var threads = new HashSet<string?>();
+        for (var i = 0; i < 40; i++)
+        {
+            // A write may finish before its caller awaits it (then the caller goes on on its own thread): try several.
+            threads.Add(await Task.Run(async () =>
+            {
+                await v.WriteAsync(0, data, WriteFlags.CompleteInline | WriteFlags.Alone);
+                return Thread.CurrentThread.Name;
+            }));
+        }
+        Assert.That(threads, Does.Contain("ballast-appender"));
+        Assert.That(pool.Appender.InlineWrites, Is.EqualTo(before));
+    }
+
+    [Test]
+    public async Task Writes_arriving_while_an_inline_write_is_on_the_device_queue_and_keep_their_order()
+    {
+        var storage = new FaultStorage();
+        var pool = await TestPools.OpenAsync(storage);
+        var v = await pool.CreateVolumeAsync("v", 8 << 20);
+        var first = TestPools.Pattern(3, 4096);
+        var second = TestPools.Pattern(4, 4096);
+        using var entered = new ManualResetEventSlim();
+        using var release = new ManualResetEventSlim();
+        var holdThread = -1;
+        storage.BeforeWrite = _ =>
+        {
+            if (Environment.CurrentManagedThreadId == Volatile.Read(ref holdThread))
+            {
+                entered.Set();
+                release.Wait(TimeSpan.FromSeconds(10));
+            }
+        };
+        var before = pool.Appender.InlineWrites;
+        // The first write holds the log on its own thread (inside its device write)...
+        var firstDone = Task.Factory.StartNew(() =>
+        {
+            Volatile.Write(ref holdThread, Environment.CurrentManagedThreadId);
+            v.WriteAsync(0, first, WriteFlags.Alone).AsTask().Wait();
+            return Thread.CurrentThread.ManagedThreadId;
+        }, TaskCreationOptions.LongRunning);
+        Assert.That(entered.Wait(TimeSpan.FromSeconds(10)), Is.True, "the first write did not reach the device on its own thread");
+        // ...so the second, to the same block, is queued for the appender thread.
+        var secondThread = Task.Run(async () =>
+        {
+            await v.WriteAsync(0, second, WriteFlags.CompleteInline | WriteFlags.Alone);
+            return Thread.CurrentThread.Name;
+        });
+        await Task.Delay(100);
+        Assert.That(secondThread.IsCompleted, Is.False, "the second write finished while the log was held by the first");
+        release.Set();
+        await firstDone;
+        Assert.That(await secondThread, Is.EqualTo("ballast-appender"));
+        Assert.That(pool.Appender.InlineWrites - before, Is.EqualTo(1));
+        storage.BeforeWrite = null;
+        var back = new byte[4096];
+        await v.ReadAsync(0, back);
+        Assert.That(back, Is.EqualTo(second), "the earlier write won");
+        await v.FlushAsync();
+
+        var image = storage.CleanImage();
+        await pool.AbandonAsync();
+        await using var reopened = await Pool.OpenAsync(TestPools.Options(image));
+        Assert.That(reopened.TryOpenVolume("v", out var again), Is.True);
+        await again!.ReadAsync(0, back);
+        Assert.That(back, Is.EqualTo(second), "after replay the earlier write won");
+    }
+}
