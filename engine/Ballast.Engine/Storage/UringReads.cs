@@ -10,7 +10,10 @@ namespace Ballast.Engine.Storage;
 /// one completion thread waits for any number of them at once and completes them (inline for
 /// callers that ask, as one <see cref="CompletionBatch"/>). With a blocking pread per thread a
 /// read cost a wake-up of an I/O thread, a sleep in the kernel and another wake-up; here 32 reads
-/// in flight cost one wake-up per batch of completions. Absent io_uring (old kernel, a seccomp
+/// in flight cost one wake-up per batch of completions. A read asked for inside a
+/// <see cref="CompletionBatch"/> (the NBD receive loop starting the requests one socket read
+/// brought) is only put in the ring; the kernel hears of all of them in one io_uring_enter when
+/// the batch ends. Absent io_uring (old kernel, a seccomp
 /// filter that refuses it) <see cref="TryCreate"/> says why and the caller keeps its threads.
 /// </summary>
 internal sealed unsafe class UringReads : IDisposable
@@ -36,6 +39,10 @@ internal sealed unsafe class UringReads : IDisposable
     private readonly Thread _reaper;
     private readonly Action<long, Memory<byte>> _finishShort;
     private int _inFlight;
+    // Reads in the submission ring the kernel has not been told about yet (deferred to a batch's
+    // end), oldest first; -1 stands for the stop request.
+    private readonly List<int> _queued = [];
+    private readonly SubmitAtBatchEnd _submitAtBatchEnd;
     private bool _stopping;
     private bool _broken;
     private bool _releaseOnExit;
@@ -57,6 +64,7 @@ internal sealed unsafe class UringReads : IDisposable
         _cqMask = *(uint*)(r + *(uint*)(p + IoUring.CqRingMask));
         _cqes = r + *(uint*)(p + IoUring.CqCqes);
         _finishShort = finishShort;
+        _submitAtBatchEnd = new SubmitAtBatchEnd(this);
         // One slot fewer than the ring: the stop request always has room.
         _ops = new ReadOp[depth - 1];
         _free = new Stack<int>(_ops.Length);
@@ -121,13 +129,20 @@ internal sealed unsafe class UringReads : IDisposable
             _inFlight++;
             // If this throws the ring is broken: the slot and its pin are left as they are, since
             // the kernel may still see the entry.
-            Submit(IoUring.OpRead, offset, (ulong)op.Address, (uint)buffer.Length, (ulong)op.Index);
+            Queue(IoUring.OpRead, offset, (ulong)op.Address, (uint)buffer.Length, (ulong)op.Index);
+            // Only callers that promise a short continuation (inline) are deferred: they do not
+            // block on the read inside their batch, which would wait for ever. Each deferral is
+            // registered with its own thread's batch, so no read waits for another thread's.
+            if (!(completeInline && CompletionBatch.TryDefer(_submitAtBatchEnd)))
+            {
+                SubmitQueued();
+            }
             return new ValueTask(op, op.Version);
         }
     }
 
-    /// <summary>Puts one request in the submission ring and hands it to the kernel. Caller holds the lock.</summary>
-    private void Submit(byte opcode, long offset, ulong address, uint length, ulong tag)
+    /// <summary>Puts one request in the submission ring; <see cref="SubmitQueued"/> hands it to the kernel. Caller holds the lock.</summary>
+    private void Queue(byte opcode, long offset, ulong address, uint length, ulong tag)
     {
         var tail = *_sqTail;
         var index = tail & _sqMask;
@@ -143,20 +158,39 @@ internal sealed unsafe class UringReads : IDisposable
         // The kernel reads the entry after it sees the new tail (x86 keeps stores in order; the
         // volatile write keeps the compiler from moving it).
         Volatile.Write(ref *_sqTail, tail + 1);
-        while (true)
+        _queued.Add(tag == StopTag ? -1 : (int)tag);
+    }
+
+    /// <summary>Hands every queued entry to the kernel. Caller holds the lock.</summary>
+    private void SubmitQueued()
+    {
+        while (_queued.Count > 0)
         {
-            var n = IoUring.Enter(_ringFd, 1, 0, 0);
+            var n = IoUring.Enter(_ringFd, (uint)_queued.Count, 0, 0);
             if (n >= 0)
             {
-                return;
+                // The kernel takes the oldest entries first; what it did not take is entered again.
+                _queued.RemoveRange(0, Math.Min(n, _queued.Count));
+                continue;
             }
             var errno = Marshal.GetLastPInvokeError();
             if (errno is not (Libc.EINTR or Libc.EAGAIN or Libc.EBUSY))
             {
-                // A bad descriptor or argument: a bug, not a condition to wait out. The entry
-                // may stay in the ring, so the ring takes no more reads (callers fall back).
+                // A bad descriptor or argument: a bug, not a condition to wait out. The entries
+                // may stay in the ring, so the ring takes no more reads (callers fall back), and
+                // the reads not handed over fail now: their slots and pins stay as they are, and
+                // a late completion of one is ignored.
                 _broken = true;
-                throw new StorageException("io_uring_enter (submit)", errno);
+                var error = new StorageException("io_uring_enter (submit)", errno);
+                foreach (var index in _queued)
+                {
+                    if (index >= 0)
+                    {
+                        _ops[index].Abandon(error);
+                    }
+                }
+                _queued.Clear();
+                throw error;
             }
             // Interrupted, or the kernel is short of memory (EAGAIN) or completions (EBUSY; the
             // in-flight bound should prevent it): the entry is still in the ring; try again.
@@ -248,7 +282,8 @@ internal sealed unsafe class UringReads : IDisposable
             _stopping = true;
             if (!_broken)
             {
-                Submit(IoUring.OpNop, 0, 0, 0, StopTag);
+                Queue(IoUring.OpNop, 0, 0, 0, StopTag);
+                SubmitQueued();
             }
         }
         if (Thread.CurrentThread == _reaper)
@@ -273,6 +308,25 @@ internal sealed unsafe class UringReads : IDisposable
         Libc.Close(_ringFd);
     }
 
+    /// <summary>Told when a batch that deferred reads ends: submits them (and any other thread's, harmlessly early).</summary>
+    private sealed class SubmitAtBatchEnd(UringReads owner) : ICompletionBatchListener
+    {
+        public void OnBatchCompleted()
+        {
+            lock (owner._lock)
+            {
+                try
+                {
+                    owner.SubmitQueued();
+                }
+                catch (StorageException)
+                {
+                    // The reads it could not hand over have failed: their callers know.
+                }
+            }
+        }
+    }
+
     /// <summary>One read in flight: its buffer stays pinned until the kernel has finished with it.</summary>
     private sealed class ReadOp(UringReads owner, int index) : PooledRead
     {
@@ -288,8 +342,21 @@ internal sealed unsafe class UringReads : IDisposable
             Address = (nint)_pin.Pointer;
         }
 
+        private bool _abandoned;
+
+        /// <summary>Fails a read the kernel may or may not have seen (on the thread pool: the caller holds the ring's lock); the slot is never reused.</summary>
+        public void Abandon(Exception e)
+        {
+            _abandoned = true;
+            ThreadPool.UnsafeQueueUserWorkItem(_ => Fail(e), null);
+        }
+
         public void Finish(int result)
         {
+            if (_abandoned)
+            {
+                return;
+            }
             _pin.Dispose();
             _pin = default;
             try
@@ -310,6 +377,12 @@ internal sealed unsafe class UringReads : IDisposable
             }
         }
 
-        protected override void Recycle() => owner.Recycle(index);
+        protected override void Recycle()
+        {
+            if (!_abandoned)
+            {
+                owner.Recycle(index);
+            }
+        }
     }
 }

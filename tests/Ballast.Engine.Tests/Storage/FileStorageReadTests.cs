@@ -84,6 +84,50 @@ public class FileStorageReadTests
     }
 
     [Test]
+    public void An_inline_read_asked_for_inside_a_batch_reaches_the_kernel_when_the_batch_ends()
+    {
+        using var s = FileStorage.Open(_path, 0, readThreads: 2, useIoUring: true);
+        Assert.That(s.ReadPath, Does.StartWith("io_uring"));
+        using var deferred = new AlignedBuffer(Block);
+        using var plain = new AlignedBuffer(Block);
+        var expect = new byte[Block];
+        // Synchronous, polling for completion: an await could go on on the completion thread
+        // (inline reads finish there), and blocking that thread would stop every read.
+        static bool Done(ValueTask read)
+        {
+            var clock = System.Diagnostics.Stopwatch.StartNew();
+            while (!read.IsCompleted && clock.Elapsed < TimeSpan.FromSeconds(10))
+            {
+                Thread.Sleep(5);
+            }
+            return read.IsCompleted;
+        }
+
+        var opened = Ballast.Engine.Async.CompletionBatch.TryOpen();
+        Assert.That(opened, Is.True);
+        var read = s.ReadAsync(3L * Block, deferred.Memory, completeInline: true);
+        // The batch is still open on this thread: the read sits in the ring, unseen by the kernel.
+        Thread.Sleep(300);
+        var doneInsideBatch = read.IsCompleted;
+        Ballast.Engine.Async.CompletionBatch.End(ref opened);
+        Assert.That(doneInsideBatch, Is.False, "the read was handed to the kernel before its batch ended");
+        Assert.That(Done(read), Is.True, "the read did not complete after its batch ended");
+        read.GetAwaiter().GetResult();
+        Stamp(expect, 3);
+        Assert.That(deferred.Span.SequenceEqual(expect), "deferred read");
+
+        // A caller that did not promise a short continuation is never deferred: it may block on the read.
+        opened = Ballast.Engine.Async.CompletionBatch.TryOpen();
+        var plainRead = s.ReadAsync(5L * Block, plain.Memory, completeInline: false);
+        var plainDoneInsideBatch = Done(plainRead);
+        Ballast.Engine.Async.CompletionBatch.End(ref opened);
+        Assert.That(plainDoneInsideBatch, Is.True, "a plain read waited for the batch");
+        plainRead.GetAwaiter().GetResult();
+        Stamp(expect, 5);
+        Assert.That(plain.Span.SequenceEqual(expect), "plain read");
+    }
+
+    [Test]
     public async Task A_read_past_the_end_of_the_file_reads_zeroes_after_the_data([Values] bool ioUring)
     {
         using var s = FileStorage.Open(_path, 0, readThreads: 2, useIoUring: ioUring);
