@@ -290,10 +290,15 @@ internal sealed class Appender : IDisposable
         return new ValueTask(r, r.Version);
     }
 
-    /// <summary>Under the lock: the log is idle, nothing is queued or parked, and r is a small plain client write whose submitter has nothing else in flight.</summary>
+    /// <summary>
+    /// Under the lock: the log is idle, nothing is queued or parked, and r is a small plain client
+    /// write whose submitter has nothing else in flight. Not for a replicated volume: the record
+    /// forwarded to the replicas leaves when the submitter's batch ends, so writing it here first
+    /// would put the local write before the round trip instead of beside it (+30 µs measured).
+    /// </summary>
     private bool CanWriteInline(AppendRequest r) =>
         !_busy && _queue.Count == 0 && _parked.Count == 0 && _failParked == null
-        && r.Alone && r.Op == AppendOp.Record && r.Desc.Kind == RecordKind.Data && r.Volume != null
+        && r.Alone && r.Op == AppendOp.Record && r.Desc.Kind == RecordKind.Data && r.Volume is { Forwarder: null }
         && (r.Desc.Flags & (RecordFlags.Relocated | RecordFlags.IfNewer | RecordFlags.InPlace)) == 0
         && (long)r.Desc.BlockCount << PoolLayout.BlockShift <= InlineMaxBytes;
 

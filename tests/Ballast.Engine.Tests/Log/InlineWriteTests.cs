@@ -47,6 +47,39 @@ public class InlineWriteTests
     }
 
     [Test]
+    public async Task A_write_to_a_replicated_volume_goes_through_the_appender_thread()
+    {
+        // Its forwarded record leaves when the caller's batch ends: a local write on the caller's
+        // thread would come first and add its time to the replicas' round trip.
+        var storage = new FaultStorage();
+        await using var pool = await TestPools.OpenAsync(storage);
+        var v = (EngineVolume)await pool.CreateVolumeAsync("v", 8 << 20);
+        var forwarder = new CountingForwarder();
+        v.AttachForwarder(forwarder);
+        var data = TestPools.Pattern(1, 4096);
+        var before = pool.Appender.InlineWrites;
+        for (var i = 0; i < 20; i++)
+        {
+            await v.WriteAsync(i * 4096L, data, WriteFlags.Alone);
+        }
+        Assert.That(forwarder.Forwarded, Is.EqualTo(20));
+        Assert.That(pool.Appender.InlineWrites, Is.EqualTo(before));
+    }
+
+    private sealed class CountingForwarder : Ballast.Engine.Replication.IRecordForwarder
+    {
+        public int Forwarded;
+
+        public ValueTask Forward(in Ballast.Engine.Replication.ReplicatedRecord record, ReadOnlyMemory<byte> payload, bool completeInline)
+        {
+            Forwarded++;
+            return ValueTask.CompletedTask;
+        }
+
+        public ValueTask FlushAsync(bool completeInline, CancellationToken ct) => ValueTask.CompletedTask;
+    }
+
+    [Test]
     public async Task A_write_larger_than_the_limit_goes_through_the_appender_thread()
     {
         var storage = new FaultStorage();
