@@ -133,7 +133,7 @@ internal static class ReadWriteCommands
         ValueTask write;
         try
         {
-            write = lu.Volume.WriteAsync(offset, t.Buffer.AsMemory(0, bytes), flags | WriteFlags.CompleteInline);
+            write = lu.Volume.WriteAsync(offset, t.Buffer.AsMemory(0, bytes), flags | WriteFlags.CompleteInline | (t.Alone ? WriteFlags.Alone : WriteFlags.None));
         }
         catch
         {

@@ -49,6 +49,9 @@ internal sealed partial class ScsiTask
     /// <summary>Set by ABORT TASK / resets: the response is not sent.</summary>
     public volatile bool Aborted;
 
+    /// <summary>The only command in flight on its connection, and nothing more received: a write may be written on the receive loop (WriteFlags.Alone).</summary>
+    public bool Alone;
+
     public byte Opcode => Cdb[0];
 
     public LogicalUnit Lu => Nexus!.Lu;
@@ -131,6 +134,7 @@ internal sealed partial class ScsiTask
         Status = ScsiStatus.Good;
         SenseLength = 0;
         Aborted = false;
+        Alone = false;
         HeldRangeLock = -1;
         GoodOnSuccess = false;
         DataInOnSuccess = -1;

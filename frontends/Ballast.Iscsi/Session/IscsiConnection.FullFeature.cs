@@ -230,6 +230,11 @@ internal sealed partial class IscsiConnection
         }
         if (t.DataOutLength == total)
         {
+            // All its data came with the command: alone if nothing else is in flight or arriving.
+            lock (_tasks)
+            {
+                t.Alone = _tasks.Count == 1 && !_reader.HasBuffered;
+            }
             t.Start();
             return;
         }

@@ -93,4 +93,30 @@ public class InitiatorToolsTests
         await v.ReadAsync(17 << 20, check);
         Assert.That(check, Is.EqualTo(data.AsSpan(17 << 20, 1 << 20).ToArray()));
     }
+
+    [Test]
+    public async Task Qemu_img_writes_alone_on_the_receive_loop_at_depth_1_and_through_the_log_writer_at_depth_32()
+    {
+        // With one command in flight the receive loop writes it itself (WriteFlags.Alone); with
+        // 32 it must leave them to the appender thread, which batches them.
+        var qemuImg = Tools.Require("qemu-img", "qemu-utils qemu-block-extra");
+        await using var f = await TargetFixture.StartAsync();
+        await f.Pool.CreateVolumeAsync("alone", 32L << 20, 4096);
+        async Task<long> InlineBatchesDuring(int depth, int count, int pattern)
+        {
+            var before = f.Pool.GetStats().InlineBatches;
+            var r = await Tools.RunAsync(qemuImg, ["bench", "-w", "-f", "raw", "-t", "none", "-d", $"{depth}", "-c", $"{count}",
+                "-s", "4096", "-S", "4096", $"--pattern={pattern}", f.Url("alone")], TimeSpan.FromMinutes(2));
+            Assert.That(r.ExitCode, Is.Zero, r.ToString());
+            return f.Pool.GetStats().InlineBatches - before;
+        }
+        var alone = await InlineBatchesDuring(1, 400, 0x5a);
+        var deep = await InlineBatchesDuring(32, 4000, 0x3c);
+        Assert.That(alone, Is.GreaterThanOrEqualTo(300), "writes at depth 1 written on the receive loop");
+        Assert.That(deep, Is.LessThan(400), "writes at depth 32 written on the receive loop");
+        var v = f.Pool.Find("alone")!;
+        var back = new byte[4096];
+        await v.ReadAsync(4000L * 4096 - 4096, back);
+        Assert.That(back, Is.All.EqualTo((byte)0x3c), "the last block qemu wrote");
+    }
 }
