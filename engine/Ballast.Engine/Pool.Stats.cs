@@ -74,7 +74,7 @@ public sealed partial class Pool
             CleanerBytesMoved = Appender.RelocatedBlocks << PoolLayout.BlockShift,
             WriteAmplification = client == 0 ? 0 : (double)device / client,
             Batches = Appender.Batches,
-            InlineBatches = Volatile.Read(ref Appender.InlineWrites),
+            InlineBatches = Volatile.Read(ref Appender.InlineBatches),
             Syncs = Appender.Syncs,
             Checkpoints = _checkpoints,
             LastCheckpointBytes = _lastCheckpointBytes,

@@ -99,8 +99,8 @@ internal sealed class Appender : IDisposable
     /// </summary>
     public int InlineMaxBytes { get; set; }
 
-    /// <summary>Records written by their submitter's thread (diagnostics).</summary>
-    public long InlineWrites;
+    /// <summary>Batches written by a submitter's thread (diagnostics).</summary>
+    public long InlineBatches;
 
     /// <summary>Free segments that data writes may not take: kept for trims, metadata, the cleaner and checkpoints.</summary>
     public volatile int DataReserve = 2;
@@ -194,7 +194,7 @@ internal sealed class Appender : IDisposable
     public long SegmentsOpenedForClients;
     public long BusyTicks;
 
-    /// <summary>Writes that had to wait for the cleaner (no segment free above the reserve). Appender thread only.</summary>
+    /// <summary>Writes that had to wait for the cleaner (no segment free above the reserve). Written by the log's writer only.</summary>
     public long Parks;
     public long Syncs => _syncer.Syncs;
     public long SyncTicks => _syncer.SyncTicks;
@@ -299,13 +299,20 @@ internal sealed class Appender : IDisposable
     private bool CanWriteInline(AppendRequest r) =>
         !_busy && _queue.Count == 0 && _parked.Count == 0 && _failParked == null
         && r.Alone && r.Op == AppendOp.Record && r.Desc.Kind == RecordKind.Data && r.Volume is { Forwarder: null }
-        && (r.Desc.Flags & (RecordFlags.Relocated | RecordFlags.IfNewer | RecordFlags.InPlace)) == 0
-        && (long)r.Desc.BlockCount << PoolLayout.BlockShift <= InlineMaxBytes;
+        && (r.Desc.Flags & (RecordFlags.Relocated | RecordFlags.IfNewer)) == 0
+        && (long)r.Desc.BlockCount << PoolLayout.BlockShift <= InlineMaxBytes
+        // Only a plain append into the open segment: near a full pool a write goes into recycled
+        // holes (with an fdatasync of its own), and opening the next segment means fallocate and
+        // header writes; neither belongs on a socket thread that other connections share. The
+        // writer's state is stable here: nobody holds _busy.
+        && !_headReserved && _segments.FreeCount > RecycleBelow
+        && (1 + r.Desc.BlockCount) << PoolLayout.BlockShift <= _layout.BatchLimit - Offset;
 
     /// <summary>Writes one request on the submitter's thread, holding <see cref="_busy"/> as the appender thread would.</summary>
     private void WriteInline(AppendRequest r)
     {
         var busyFrom = System.Diagnostics.Stopwatch.GetTimestamp();
+        var batchesBefore = Batches;
         _inlineWork.Add(r);
         _parking = false;
         try
@@ -318,7 +325,7 @@ internal sealed class Appender : IDisposable
             TryFail(r, new BlockVolumeException(BlockError.Io, $"internal error in the log appender: {e.Message}", e));
         }
         _inlineWork.Clear();
-        InlineWrites++;
+        InlineBatches += Batches - batchesBefore;
         BusyTicks += System.Diagnostics.Stopwatch.GetTimestamp() - busyFrom;
         lock (_lock)
         {
@@ -358,6 +365,18 @@ internal sealed class Appender : IDisposable
 
     /// <summary>From now on records fail (the pool is closing and its final checkpoint was captured).</summary>
     public void RefuseWrites() => _refuseWrites = true;
+
+    /// <summary>Nobody is writing the log and nothing waits for it (tests).</summary>
+    internal bool IsIdle
+    {
+        get
+        {
+            lock (_lock)
+            {
+                return !_busy && _queue.Count == 0 && _parked.Count == 0;
+            }
+        }
+    }
 
     public void Stop()
     {

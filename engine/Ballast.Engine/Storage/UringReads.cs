@@ -42,6 +42,7 @@ internal sealed unsafe class UringReads : IDisposable
     // Reads in the submission ring the kernel has not been told about yet (deferred to a batch's
     // end), oldest first; -1 stands for the stop request.
     private readonly List<int> _queued = [];
+    private int _queuedCount;
     private readonly SubmitAtBatchEnd _submitAtBatchEnd;
     private bool _stopping;
     private bool _broken;
@@ -159,21 +160,27 @@ internal sealed unsafe class UringReads : IDisposable
         // volatile write keeps the compiler from moving it).
         Volatile.Write(ref *_sqTail, tail + 1);
         _queued.Add(tag == StopTag ? -1 : (int)tag);
+        Volatile.Write(ref _queuedCount, _queued.Count);
     }
 
     /// <summary>Hands every queued entry to the kernel. Caller holds the lock.</summary>
     private void SubmitQueued()
     {
+        var idle = 0;
         while (_queued.Count > 0)
         {
             var n = IoUring.Enter(_ringFd, (uint)_queued.Count, 0, 0);
-            if (n >= 0)
+            if (n > 0)
             {
                 // The kernel takes the oldest entries first; what it did not take is entered again.
                 _queued.RemoveRange(0, Math.Min(n, _queued.Count));
+                Volatile.Write(ref _queuedCount, _queued.Count);
+                idle = 0;
                 continue;
             }
-            var errno = Marshal.GetLastPInvokeError();
+            // Nothing taken (it should not happen: the entries are there) counts as a failure
+            // after a while rather than spinning under the lock for ever.
+            var errno = n == 0 ? (++idle < 1000 ? Libc.EAGAIN : Libc.EIO) : Marshal.GetLastPInvokeError();
             if (errno is not (Libc.EINTR or Libc.EAGAIN or Libc.EBUSY))
             {
                 // A bad descriptor or argument: a bug, not a condition to wait out. The entries
@@ -190,6 +197,7 @@ internal sealed unsafe class UringReads : IDisposable
                     }
                 }
                 _queued.Clear();
+                Volatile.Write(ref _queuedCount, 0);
                 throw error;
             }
             // Interrupted, or the kernel is short of memory (EAGAIN) or completions (EBUSY; the
@@ -313,6 +321,12 @@ internal sealed unsafe class UringReads : IDisposable
     {
         public void OnBatchCompleted()
         {
+            // Every deferred read registers this; once the first call of a batch has submitted
+            // them all, the rest find nothing (a stale count only costs a look under the lock).
+            if (Volatile.Read(ref owner._queuedCount) == 0)
+            {
+                return;
+            }
             lock (owner._lock)
             {
                 try
@@ -338,22 +352,28 @@ internal sealed unsafe class UringReads : IDisposable
         public void Start(long offset, Memory<byte> buffer, bool completeInline)
         {
             Prepare(offset, buffer, completeInline);
+            _end = 0;
             _pin = buffer.Pin();
             Address = (nint)_pin.Pointer;
         }
 
+        // 0 in flight, 1 finished by its completion, 2 abandoned: whichever comes first completes it.
+        private int _end;
         private bool _abandoned;
 
         /// <summary>Fails a read the kernel may or may not have seen (on the thread pool: the caller holds the ring's lock); the slot is never reused.</summary>
         public void Abandon(Exception e)
         {
             _abandoned = true;
-            ThreadPool.UnsafeQueueUserWorkItem(_ => Fail(e), null);
+            if (Interlocked.CompareExchange(ref _end, 2, 0) == 0)
+            {
+                ThreadPool.UnsafeQueueUserWorkItem(_ => Fail(e), null);
+            }
         }
 
         public void Finish(int result)
         {
-            if (_abandoned)
+            if (Interlocked.CompareExchange(ref _end, 1, 0) != 0)
             {
                 return;
             }

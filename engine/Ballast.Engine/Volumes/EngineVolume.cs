@@ -212,7 +212,8 @@ public sealed partial class EngineVolume : IBlockVolume
             await _state.Gate.EnterExclusiveAsync(cancellationToken).ConfigureAwait(false);
             try
             {
-                await ReadModifyWriteAsync(offset, source, flags & ~WriteFlags.CompleteInline).ConfigureAwait(false);
+                // Its write follows reads that finish elsewhere: neither inline nor alone by then.
+                await ReadModifyWriteAsync(offset, source, flags & ~(WriteFlags.CompleteInline | WriteFlags.Alone)).ConfigureAwait(false);
             }
             finally
             {

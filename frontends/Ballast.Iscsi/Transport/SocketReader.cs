@@ -20,8 +20,8 @@ internal sealed class SocketReader
         _buffer = GC.AllocateUninitializedArray<byte>(bufferSize, pinned: true);
     }
 
-    /// <summary>True while received bytes wait in the buffer (the next PDU has begun to arrive).</summary>
-    public bool HasBuffered => _end > _start;
+    /// <summary>True while received bytes wait here or in the kernel (the next PDU has begun to arrive).</summary>
+    public bool HasBuffered => _end > _start || _socket.Available > 0;
 
     /// <summary>Bytes received from the peer so far (any read counts as activity).</summary>
     public long LastActivity { get; private set; } = Environment.TickCount64;

@@ -104,8 +104,12 @@ internal sealed partial class TransmissionSession
         return true;
     }
 
-    /// <summary>On the receive loop: this is the only request in flight and no other has begun to arrive.</summary>
-    private bool IsAlone() => Volatile.Read(ref _inFlight) == 1 && _recvEnd == _recvStart;
+    /// <summary>
+    /// On the receive loop: this is the only request in flight and no other has begun to arrive,
+    /// in our buffer or the kernel's. A client with more to send must not wait behind a device
+    /// write on this loop: measured, a busy fio at depth 32 otherwise had half its writes go alone.
+    /// </summary>
+    private bool IsAlone() => Volatile.Read(ref _inFlight) == 1 && _recvEnd == _recvStart && _socket is { Available: 0 };
 
     [AsyncMethodBuilder(typeof(PooledValueTaskBuilder))]
     private async ValueTask ExecuteAsync(RequestSlot s)

@@ -24,6 +24,8 @@ internal sealed partial class TransmissionSession : ICompletionBatchListener
     private readonly NegotiatedExport _export;
     private readonly IBlockVolume _volume;
     private readonly Stream _stream;
+    // Null under TLS (its stream hides the socket): such a connection never writes alone.
+    private readonly System.Net.Sockets.Socket? _socket;
     private readonly NbdServerOptions _options;
     private readonly ILogger _log;
     private readonly string _peer;
@@ -53,6 +55,7 @@ internal sealed partial class TransmissionSession : ICompletionBatchListener
         _export = export;
         _volume = export.Volume;
         _stream = export.Stream;
+        _socket = (export.Stream as System.Net.Sockets.NetworkStream)?.Socket;
         _options = options;
         _log = log;
         _peer = peer;

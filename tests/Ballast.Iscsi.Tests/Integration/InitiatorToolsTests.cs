@@ -112,8 +112,10 @@ public class InitiatorToolsTests
         }
         var alone = await InlineBatchesDuring(1, 400, 0x5a);
         var deep = await InlineBatchesDuring(32, 4000, 0x3c);
-        Assert.That(alone, Is.GreaterThanOrEqualTo(300), "writes at depth 1 written on the receive loop");
-        Assert.That(deep, Is.LessThan(400), "writes at depth 32 written on the receive loop");
+        // Loose bounds (a segment change sends a few to the appender): never writing alone gives
+        // 0 at depth 1, always writing alone gives all 4000 at depth 32.
+        Assert.That(alone, Is.GreaterThanOrEqualTo(200), $"of 400 writes at depth 1, {alone} were written on the receive loop (at depth 32: {deep} of 4000)");
+        Assert.That(deep, Is.LessThan(1000), $"of 4000 writes at depth 32, {deep} were written on the receive loop (at depth 1: {alone} of 400)");
         var v = f.Pool.Find("alone")!;
         var back = new byte[4096];
         await v.ReadAsync(4000L * 4096 - 4096, back);

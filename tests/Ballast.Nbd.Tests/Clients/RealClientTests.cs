@@ -170,8 +170,10 @@ public class RealClientTests
         }
         var alone = await InlineBatchesDuring(1, 400);
         var deep = await InlineBatchesDuring(32, 4000);
-        Assert.That(alone, Is.GreaterThanOrEqualTo(300), "writes at queue depth 1 written on the receive loop");
-        Assert.That(deep, Is.LessThan(400), "writes at queue depth 32 written on the receive loop");
+        // Loose bounds (a checkpoint or a segment change sends a few to the appender): never
+        // writing alone gives 0 at depth 1, always writing alone gives all 4000 at depth 32.
+        Assert.That(alone, Is.GreaterThanOrEqualTo(200), $"of 400 writes at depth 1, {alone} were written on the receive loop (at depth 32: {deep} of 4000)");
+        Assert.That(deep, Is.LessThan(1000), $"of 4000 writes at depth 32, {deep} were written on the receive loop (at depth 1: {alone} of 400)");
     }
 
     private Task<Tool.Result> NbdshAsync(string script) =>
