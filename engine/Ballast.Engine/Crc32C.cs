@@ -14,7 +14,6 @@ public static class Crc32C
 {
     private const int Lane = 1024;
     private const int Stride = 4 * Lane;
-    private const int LaneWords = Lane / sizeof(ulong);
 
     // Multiplies a raw CRC register by x^(8*Lane) mod P: four 256-entry tables, one per byte.
     private static readonly uint[] ShiftByLane = BuildShiftTable();
@@ -59,7 +58,8 @@ public static class Crc32C
         return t[(byte)crc] ^ t[256 + (byte)(crc >> 8)] ^ t[512 + (byte)(crc >> 16)] ^ t[768 + (crc >> 24)];
     }
 
-    private static uint UpdateSerial(uint crc, ReadOnlySpan<byte> data)
+    /// <summary>One crc32 chain, as <see cref="Update"/> does for what is shorter than its stride (raw register, like Update).</summary>
+    internal static uint UpdateSerial(uint crc, ReadOnlySpan<byte> data)
     {
         ref var p = ref System.Runtime.InteropServices.MemoryMarshal.GetReference(data);
         var i = 0;
