@@ -17,14 +17,21 @@ public static class CompletionBatch
     [ThreadStatic] private static List<ICompletionBatchListener>? t_listeners;
     [ThreadStatic] private static bool t_open;
 
-    /// <summary>True if a batch is open on this thread: <paramref name="listener"/> is called when it ends.</summary>
+    /// <summary>
+    /// True if a batch is open on this thread: <paramref name="listener"/> is called when it ends,
+    /// once however often it was deferred to this batch.
+    /// </summary>
     public static bool TryDefer(ICompletionBatchListener listener)
     {
         if (!t_open)
         {
             return false;
         }
-        (t_listeners ??= []).Add(listener);
+        var listeners = t_listeners ??= [];
+        if (!listeners.Contains(listener))
+        {
+            listeners.Add(listener);
+        }
         return true;
     }
 

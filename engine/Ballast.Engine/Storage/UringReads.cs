@@ -42,7 +42,6 @@ internal sealed unsafe class UringReads : IDisposable
     // Reads in the submission ring the kernel has not been told about yet (deferred to a batch's
     // end), oldest first; -1 stands for the stop request.
     private readonly List<int> _queued = [];
-    private int _queuedCount;
     private readonly SubmitAtBatchEnd _submitAtBatchEnd;
     private bool _stopping;
     private bool _broken;
@@ -160,7 +159,6 @@ internal sealed unsafe class UringReads : IDisposable
         // volatile write keeps the compiler from moving it).
         Volatile.Write(ref *_sqTail, tail + 1);
         _queued.Add(tag == StopTag ? -1 : (int)tag);
-        Volatile.Write(ref _queuedCount, _queued.Count);
     }
 
     /// <summary>Hands every queued entry to the kernel. Caller holds the lock.</summary>
@@ -174,7 +172,6 @@ internal sealed unsafe class UringReads : IDisposable
             {
                 // The kernel takes the oldest entries first; what it did not take is entered again.
                 _queued.RemoveRange(0, Math.Min(n, _queued.Count));
-                Volatile.Write(ref _queuedCount, _queued.Count);
                 idle = 0;
                 continue;
             }
@@ -197,7 +194,6 @@ internal sealed unsafe class UringReads : IDisposable
                     }
                 }
                 _queued.Clear();
-                Volatile.Write(ref _queuedCount, 0);
                 throw error;
             }
             // Interrupted, or the kernel is short of memory (EAGAIN) or completions (EBUSY; the
@@ -321,12 +317,6 @@ internal sealed unsafe class UringReads : IDisposable
     {
         public void OnBatchCompleted()
         {
-            // Every deferred read registers this; once the first call of a batch has submitted
-            // them all, the rest find nothing (a stale count only costs a look under the lock).
-            if (Volatile.Read(ref owner._queuedCount) == 0)
-            {
-                return;
-            }
             lock (owner._lock)
             {
                 try
@@ -359,12 +349,10 @@ internal sealed unsafe class UringReads : IDisposable
 
         // 0 in flight, 1 finished by its completion, 2 abandoned: whichever comes first completes it.
         private int _end;
-        private bool _abandoned;
 
         /// <summary>Fails a read the kernel may or may not have seen (on the thread pool: the caller holds the ring's lock); the slot is never reused.</summary>
         public void Abandon(Exception e)
         {
-            _abandoned = true;
             if (Interlocked.CompareExchange(ref _end, 2, 0) == 0)
             {
                 ThreadPool.UnsafeQueueUserWorkItem(_ => Fail(e), null);
@@ -399,7 +387,8 @@ internal sealed unsafe class UringReads : IDisposable
 
         protected override void Recycle()
         {
-            if (!_abandoned)
+            // An abandoned read's entry may still be in the kernel's hands: its slot stays out.
+            if (Volatile.Read(ref _end) != 2)
             {
                 owner.Recycle(index);
             }

@@ -34,6 +34,20 @@ public class CompletionBatchTests
     }
 
     [Test]
+    public void A_listener_deferred_several_times_to_one_batch_is_told_once()
+    {
+        var a = new Listener();
+        using (CompletionBatch.Begin())
+        {
+            for (var i = 0; i < 3; i++)
+            {
+                Assert.That(CompletionBatch.TryDefer(a), Is.True);
+            }
+        }
+        Assert.That(a.Calls, Is.EqualTo(1));
+    }
+
+    [Test]
     public void A_batch_begun_inside_an_open_one_leaves_the_ending_to_the_outer_one()
     {
         var a = new Listener();
