@@ -48,10 +48,8 @@ attach=bench/tools/nbd_attach.py
 iscsi_flag=()
 if "${ballastd[@]}" --help | grep -q -- --iscsi-listen; then iscsi_flag=(--iscsi-listen "127.0.0.1:3262"); fi
 nbd_port=10819 qemu_port=10820 nbdkit_port=10821 iscsi_port=3262 tgt_port=3263 steady_port=10822
-# A server left over from an earlier run would answer in place of the one started here.
-for port in $nbd_port $qemu_port $nbdkit_port $iscsi_port $tgt_port $steady_port; do
-  if ss -Hltn "sport = :$port" | grep -q .; then echo "port $port is in use (a server left from an earlier run?): stop it first" >&2; exit 2; fi
-done
+. bench/lib.sh
+refuse_ports_in_use $nbd_port $qemu_port $nbdkit_port $iscsi_port $tgt_port $steady_port
 iqn=iqn.2026-11.io.ballast:bench
 
 rm -rf "$dir"; mkdir -p "$dir"

@@ -38,10 +38,8 @@ cleanup() {
 trap cleanup EXIT
 
 nodes=(--node a=127.0.0.1:17110 --node b=127.0.0.1:17111)
-# A node left over from an earlier run would answer in place of the ones started here.
-for port in 17110 17111 10811 10812; do
-  if ss -Hltn "sport = :$port" | grep -q .; then echo "port $port is in use (a ballastd left from an earlier run?): stop it first" >&2; exit 2; fi
-done
+. bench/lib.sh
+refuse_ports_in_use 17110 17111 10811 10812
 start_node() { # name repl-port nbd-port
   "${ballastd[@]}" --data-dir "$dir/$1" --pool-size $((size_gib * 3))GiB --node-id "$1" --replication-listen "127.0.0.1:$2" \
     "${nodes[@]}" --nbd-listen "127.0.0.1:$3" --iscsi-listen off --api-socket "$dir/$1/api.sock" --resync-rate "$resync_rate" \

@@ -13,9 +13,8 @@ a=$(realpath "$1"); b=$(realpath "$2")
 cd "$(dirname "$0")/../.."
 dir=${BENCH_DIR:-$PWD/bench/out/ab}
 port=${PORT:-10898}
-if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-  echo "port $port is in use: is another ballastd running?" >&2; exit 1
-fi
+. bench/lib.sh
+refuse_ports_in_use "$port"
 run() { # tree env
   rm -rf "$dir"; mkdir -p "$dir"
   env ${2:-AB=1} dotnet "$1/daemon/Ballast.Daemon/bin/Release/net10.0/ballastd.dll" --data-dir "$dir/b" --pool-size 12GiB \
