@@ -41,13 +41,7 @@ public class InlineWriteTests
         var storage = new FaultStorage();
         await using var pool = await TestPools.OpenAsync(storage);
         var v = await pool.CreateVolumeAsync("v", 8 << 20);
-        var data = TestPools.Pattern(1, 4096);
-        var before = pool.Appender.InlineBatches;
-        for (var i = 0; i < 20; i++)
-        {
-            await v.WriteAsync(i * 4096L, data, WriteFlags.CompleteInline);
-        }
-        Assert.That(pool.Appender.InlineBatches, Is.EqualTo(before));
+        Assert.That(await InlineBatchesDuringAsync(pool, v, 20, 4096, WriteFlags.CompleteInline), Is.Zero);
     }
 
     [Test]
@@ -60,14 +54,8 @@ public class InlineWriteTests
         var v = (EngineVolume)await pool.CreateVolumeAsync("v", 8 << 20);
         var forwarder = new CountingForwarder();
         v.AttachForwarder(forwarder);
-        var data = TestPools.Pattern(1, 4096);
-        var before = pool.Appender.InlineBatches;
-        for (var i = 0; i < 20; i++)
-        {
-            await v.WriteAsync(i * 4096L, data, WriteFlags.Alone);
-        }
+        Assert.That(await InlineBatchesDuringAsync(pool, v, 20, 4096, WriteFlags.Alone), Is.Zero);
         Assert.That(forwarder.Forwarded, Is.EqualTo(20));
-        Assert.That(pool.Appender.InlineBatches, Is.EqualTo(before));
     }
 
     private sealed class CountingForwarder : Ballast.Engine.Replication.IRecordForwarder
@@ -91,14 +79,7 @@ public class InlineWriteTests
         await using var pool = await TestPools.OpenAsync(storage);
         var v = await pool.CreateVolumeAsync("v", 8 << 20);
         pool.Appender.RecycleBelow = int.MaxValue;
-        Assert.That(SpinWait.SpinUntil(() => pool.Appender.IsIdle, 5000), Is.True);
-        var before = pool.Appender.InlineBatches;
-        var data = TestPools.Pattern(1, 4096);
-        for (var i = 0; i < 10; i++)
-        {
-            await v.WriteAsync(i * 4096L, data, WriteFlags.Alone);
-        }
-        Assert.That(pool.Appender.InlineBatches, Is.EqualTo(before));
+        Assert.That(await InlineBatchesDuringAsync(pool, v, 10, 4096, WriteFlags.Alone), Is.Zero);
     }
 
     [Test]
@@ -107,14 +88,24 @@ public class InlineWriteTests
         var storage = new FaultStorage();
         await using var pool = await TestPools.OpenAsync(storage);
         var v = await pool.CreateVolumeAsync("v", 8 << 20);
-        var data = TestPools.Pattern(2, (64 << 10) + 4096);
+        Assert.That(await InlineBatchesDuringAsync(pool, v, 10, (64 << 10) + 4096, WriteFlags.CompleteInline | WriteFlags.Alone), Is.Zero);
+    }
+
+    /// <summary>
+    /// Waits for an idle log (the volume's creation may still hold the appender thread), then
+    /// writes <paramref name="writes"/> blocks of <paramref name="size"/> bytes one after the
+    /// other; returns the batches written on this thread meanwhile.
+    /// </summary>
+    private static async Task<long> InlineBatchesDuringAsync(Pool pool, IBlockVolume v, int writes, int size, WriteFlags flags)
+    {
         Assert.That(SpinWait.SpinUntil(() => pool.Appender.IsIdle, 5000), Is.True);
+        var data = TestPools.Pattern(size, size);
         var before = pool.Appender.InlineBatches;
-        for (var i = 0; i < 10; i++)
+        for (var i = 0; i < writes; i++)
         {
-            await v.WriteAsync(i * (long)data.Length, data, WriteFlags.CompleteInline | WriteFlags.Alone);
+            await v.WriteAsync(i * (long)size, data, flags);
         }
-        Assert.That(pool.Appender.InlineBatches, Is.EqualTo(before));
+        return pool.Appender.InlineBatches - before;
     }
 
     [Test]
