@@ -150,15 +150,21 @@ public class ReplicationTests
         {
             var v = await nodes[0].Replication.CreateAsync("db", 8 << 20, 4096, replicas: 2, minReplicas: 2);
             var data = Pattern(1, 4096);
-            int plainInBatch = 0, inlineInBatch = 0;
+            int plainInBatch = 0, inlineInBatch = 0, inlineAwaited = 0;
             for (var i = 0; i < 200; i++)
             {
                 await v.WriteAsync(i * 4096L, data, WriteFlags.None).ConfigureAwait(false);
                 plainInBatch += CompletionBatch.IsOpen ? 1 : 0;
-                await v.WriteAsync(i * 4096L, data, WriteFlags.CompleteInline).ConfigureAwait(false);
-                inlineInBatch += CompletionBatch.IsOpen ? 1 : 0;
+                // A write that finished before it was awaited goes on on this thread, in no batch
+                // (seen in 1 to 6 of 200 writes): only the others say where completions run.
+                var write = v.WriteAsync(i * 4096L, data, WriteFlags.CompleteInline);
+                var awaited = !write.IsCompleted;
+                await write.ConfigureAwait(false);
+                inlineAwaited += awaited ? 1 : 0;
+                inlineInBatch += awaited && CompletionBatch.IsOpen ? 1 : 0;
             }
-            Assert.That((plainInBatch, inlineInBatch), Is.EqualTo((0, 200)));
+            Assert.That(inlineAwaited, Is.GreaterThanOrEqualTo(150), "most inline writes were still in flight when awaited");
+            Assert.That((plainInBatch, inlineInBatch), Is.EqualTo((0, inlineAwaited)));
         }
         finally
         {
