@@ -73,6 +73,10 @@ public sealed class MetricsSnapshot(PoolService pool, ExportCatalog exports, Rep
         Add("ballast_pool_batches_total", "counter", "Group-commit batches written.", s.Batches);
         Add("ballast_pool_inline_batches_total", "counter", "Batches written on a client's own thread: a write alone on its connection that found the log idle.", s.InlineBatches);
         Add("ballast_pool_syncs_total", "counter", "fdatasync calls.", s.Syncs);
+        var times = pool.Pool.AppenderTimes;
+        Add("ballast_pool_appender_busy_seconds_total", "counter", "Time the log appender spent building and writing batches (near the elapsed time: the log is the bottleneck).", times.Busy.TotalSeconds);
+        Add("ballast_pool_log_write_seconds_total", "counter", "Time spent in the device writes of log batches.", times.Write.TotalSeconds);
+        Add("ballast_pool_sync_seconds_total", "counter", "Time spent in fdatasync.", times.Sync.TotalSeconds);
         Add("ballast_pool_checkpoints_total", "counter", "Checkpoints written.", s.Checkpoints);
         Add("ballast_pool_healthy", "gauge", "1 while the pool accepts writes (0 after a device error).", s.Poisoned ? 0 : 1);
         Add("ballast_cleaner_passes_total", "counter", "Cleaner passes.", s.CleanerPasses);

@@ -241,6 +241,12 @@ public class CliEndToEndTests
         Assert.That(await Metric("ballast_volume_flushes_total", "metered"), Is.EqualTo(1));
         Assert.That(await Metric("ballast_volume_request_duration_seconds_count", "metered", "op", "write"), Is.EqualTo(100), "every write lands in the histogram");
         Assert.That(await Metric("ballast_pool_capacity_bytes", null), Is.EqualTo(2L << 30));
+        // The log's writer time: 100 writes took some, the writes are part of it, and the flush synced.
+        var busy = await Metric("ballast_pool_appender_busy_seconds_total", null);
+        var writing = await Metric("ballast_pool_log_write_seconds_total", null);
+        Assert.That(busy, Is.GreaterThan(0).And.LessThan(60));
+        Assert.That(writing, Is.GreaterThan(0).And.LessThanOrEqualTo(busy));
+        Assert.That(await Metric("ballast_pool_sync_seconds_total", null), Is.GreaterThan(0));
         var text = await Tool.RunOkAsync("curl", ["-s", "--unix-socket", _daemon.ApiSocket, "http://ballastd/metrics"], Limit);
         Assert.That(text.Stdout, Does.Contain("# TYPE ballast_volume_request_duration_seconds histogram"));
         Assert.That(text.Stdout, Does.Contain("ballast_volume_request_duration_seconds_bucket{volume=\"metered\",op=\"write\",le=\"+Inf\"} 100"));
