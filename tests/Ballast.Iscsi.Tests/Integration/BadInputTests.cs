@@ -1,3 +1,4 @@
+using System.Buffers.Binary;
 using System.Net;
 using System.Net.Sockets;
 using System.Text;
@@ -341,6 +342,119 @@ public class BadInputTests
         await using var late = await ConnectAsync(f.Port);
         Assert.That(await late.LoginAsync(TargetFixture.Iqn("busy"), "iqn.2026-11.test:late"), Is.Zero, "a new initiator logs in afterwards");
         Assert.That(f.Logs.All, Does.Contain("did not log in within").And.Contain("connections are open"));
+    }
+
+    /// <summary>
+    /// Logged-in sessions send random PDUs: any opcode, random header fields, SCSI commands
+    /// with random CDBs, data segments cut short or longer than negotiated. Every answer is a
+    /// PDU a target may send; the sessions end; the volume, the canary and the pool go on.
+    /// </summary>
+    [Test]
+    public async Task Random_pdus_after_login_get_target_pdus_or_a_close()
+    {
+        var rng = new Random(20261125);
+        var answers = 0;
+        var closedByTarget = 0;
+        var sessionsBefore = _f.Target.Sessions.Count;
+        var errorsBefore = _f.Logs.Lines.Count(l => l.StartsWith("Error:"));
+        for (var round = 0; round < 150; round++)
+        {
+            await using var c = await LoggedInAsync();
+            var whole = true;
+            try
+            {
+                for (var n = rng.Next(1, 10); n > 0 && whole; n--)
+                {
+                    whole = await SendRandomPduAsync(c, rng);
+                }
+            }
+            catch (IOException)
+            {
+                // The target closed while we were sending: allowed after a bad PDU.
+            }
+            // Read until the target closes or falls quiet (it waits for data we never send).
+            while (await c.ReadAsync(TimeSpan.FromMilliseconds(whole ? 300 : 150)) is { } pdu)
+            {
+                var op = pdu.Header[0] & 0x3f;
+                Assert.That(op, Is.AnyOf(0x20, 0x21, 0x22, 0x24, 0x25, 0x26, 0x31, 0x32, 0x3f), $"round {round}: opcode 0x{op:x2} is one a target sends in full feature phase");
+                answers++;
+            }
+            closedByTarget += await c.ClosedByTargetAsync(TimeSpan.FromMilliseconds(1)) ? 1 : 0;
+        }
+        TestContext.Progress.WriteLine($"150 rounds: {answers} PDUs from the target, {closedByTarget} connections it closed");
+        Assert.That(answers, Is.GreaterThan(150), "the target answered the random PDUs");
+        Assert.That(closedByTarget, Is.GreaterThan(0), "some were bad enough to close the connection");
+        // Bad input is a warning at most: an error line means an exception nobody expected.
+        var errors = _f.Logs.Lines.Where(l => l.StartsWith("Error:")).Skip(errorsBefore).ToList();
+        Assert.That(errors, Is.Empty);
+
+        await using (var after = await LoggedInAsync())
+        {
+            await AssertStillServesAsync(after);
+            var r = await after.CommandAsync(Read10(0, 8), readLength: 4096);
+            Assert.That(r!.Status, Is.Zero, "the volume still reads");
+        }
+        Assert.That(_f.Pool.GetStats().Poisoned, Is.False);
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(10);
+        while (_f.Target.Sessions.Count > sessionsBefore && DateTime.UtcNow < deadline)
+        {
+            await Task.Delay(50);
+        }
+        Assert.That(_f.Target.Sessions, Has.Count.EqualTo(sessionsBefore), "every fuzzed session ended");
+    }
+
+    private static readonly byte[] FuzzOpcodes = [0x00, 0x01, 0x01, 0x01, 0x01, 0x02, 0x04, 0x05, 0x05, 0x06, 0x10];
+    private static readonly byte[] FuzzCdbOpcodes = [0x00, 0x03, 0x12, 0x1a, 0x25, 0x28, 0x28, 0x2a, 0x2a, 0x35, 0x42, 0x5a, 0x88, 0x89, 0x8a, 0x91, 0x93, 0x9e, 0xa0, 0xa3];
+
+    /// <summary>Sends one random PDU; false when it was sent cut short (the stream is mid-PDU).</summary>
+    private static async Task<bool> SendRandomPduAsync(RawInitiator c, Random rng)
+    {
+        var op = rng.Next(12) == 0 ? (byte)rng.Next(0x40) : FuzzOpcodes[rng.Next(FuzzOpcodes.Length)];
+        var dataLength = rng.Next(10) switch
+        {
+            < 5 => 0,
+            < 9 => rng.Next(1, 8192),
+            _ => rng.Next(1 << 24),
+        };
+        var h = Header((byte)(op | (rng.Next(2) == 0 ? 0x40 : 0)), (byte)rng.Next(256), dataLength);
+        rng.NextBytes(h.AsSpan(8, 40));
+        if (rng.Next(4) > 0)
+        {
+            h[1] |= 0x80;
+            h.AsSpan(8, 8).Clear();
+        }
+        if (op == 0x01)
+        {
+            // A SCSI command: a plausible CDB most of the time, in range of the 64 MiB volume.
+            var cdb = h.AsSpan(32, 16);
+            cdb[0] = rng.Next(8) == 0 ? (byte)rng.Next(256) : FuzzCdbOpcodes[rng.Next(FuzzCdbOpcodes.Length)];
+            if (rng.Next(2) == 0)
+            {
+                cdb[1..].Clear();
+                BinaryPrimitives.WriteUInt32BigEndian(cdb[2..], (uint)rng.Next(1 << 17));
+                cdb[8] = (byte)rng.Next(1, 64);
+            }
+            Put32(h, 16, c.NextItt());
+            Put32(h, 20, rng.Next(3) == 0 ? (uint)rng.Next() : (uint)rng.Next(1 << 16));
+        }
+        if (rng.Next(5) > 0)
+        {
+            Put32(h, 24, c.CmdSn++);
+            Put32(h, 28, c.ExpStatSn);
+        }
+        h[4] = rng.Next(10) == 0 ? (byte)rng.Next(256) : (byte)0;
+        var whole = dataLength <= 8192 && h[4] == 0;
+        var data = new byte[whole ? dataLength : rng.Next(8192)];
+        rng.NextBytes(data);
+        if (whole)
+        {
+            await c.SendAsync(h, data);
+        }
+        else
+        {
+            await c.SendRawAsync([.. h, .. data]);
+        }
+        return whole;
     }
 
     private static bool IsClosed(Socket s)
