@@ -15,6 +15,9 @@ public interface ICompletionBatchListener
 public static class CompletionBatch
 {
     [ThreadStatic] private static List<ICompletionBatchListener>? t_listeners;
+    // A listener that opens and closes a batch of its own (the appender writing what a receive
+    // loop queued) needs a second list while the first is being walked: kept, not allocated each time.
+    [ThreadStatic] private static List<ICompletionBatchListener>? t_spare;
     [ThreadStatic] private static bool t_open;
 
     /// <summary>
@@ -27,7 +30,13 @@ public static class CompletionBatch
         {
             return false;
         }
-        var listeners = t_listeners ??= [];
+        var listeners = t_listeners;
+        if (listeners == null)
+        {
+            listeners = t_spare ?? [];
+            t_spare = null;
+            t_listeners = listeners;
+        }
         if (!listeners.Contains(listener))
         {
             listeners.Add(listener);
@@ -95,7 +104,14 @@ public static class CompletionBatch
             }
         }
         listeners.Clear();
-        t_listeners ??= listeners;
+        if (t_listeners == null)
+        {
+            t_listeners = listeners;
+        }
+        else
+        {
+            t_spare = listeners;
+        }
         if (failure != null)
         {
             System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(failure);

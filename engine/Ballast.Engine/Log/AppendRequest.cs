@@ -46,6 +46,12 @@ internal sealed class AppendRequest : IValueTaskSource
     public int SplitRemaining;
     /// <summary>The submitter has nothing else in flight (WriteFlags.Alone): it may write the record itself when the log is idle.</summary>
     public bool Alone;
+    /// <summary>
+    /// Submitted inside a completion batch by a loop that submits several records at once (a
+    /// replica's receive loop): the log's writer is woken when that batch ends, and if the log is
+    /// idle then, the loop writes what it queued itself, as one batch.
+    /// </summary>
+    public bool DrainAtBatchEnd;
 
     public short Version => _core.Version;
 
@@ -72,6 +78,7 @@ internal sealed class AppendRequest : IValueTaskSource
         ParkedAt = 0;
         SplitRemaining = 0;
         Alone = false;
+        DrainAtBatchEnd = false;
         ExplicitLsn = 0;
         ReplicaWait = default;
     }

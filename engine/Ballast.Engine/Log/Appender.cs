@@ -18,7 +18,10 @@ namespace Ballast.Engine.Log;
 /// A small client write whose submitter has nothing else in flight (queue depth 1), and that
 /// finds the log idle, is written by its own thread (<see cref="InlineMaxBytes"/>): waking the
 /// appender thread costs more than the write. Deeper queues keep the appender thread, which
-/// batches. <see cref="_busy"/> makes one thread at a time the log's writer.
+/// batches. A replica's receive loop queues the records of one socket read without waking the
+/// appender and writes them itself when it has handled that read, if the log is idle then
+/// (<see cref="AppendRequest.DrainAtBatchEnd"/>). <see cref="_busy"/> makes one thread at a
+/// time the log's writer.
 /// </summary>
 internal sealed class Appender : IDisposable
 {
@@ -54,7 +57,11 @@ internal sealed class Appender : IDisposable
     private bool _stopping;
     // Someone is writing the log: the appender thread or a submitter writing its own request.
     private bool _busy;
-    private readonly List<AppendRequest> _inlineWork = [];
+    private List<AppendRequest> _inlineWork = [];
+    // Under _lock: queued DrainAtBatchEnd records wait for the end of their submitter's batch
+    // (see DrainDeferred); anyone else queueing meanwhile wakes the appender thread.
+    private bool _drainDeferred;
+    private readonly DrainKick _drainKick;
     private ulong _batchSeq;
     private Exception? _poison;
     private volatile bool _refuseWrites;
@@ -84,6 +91,7 @@ internal sealed class Appender : IDisposable
         Offset = position.Offset;
         LastSeq = position.Seq;
         _thread = new Thread(Run) { IsBackground = true, Name = "ballast-appender" };
+        _drainKick = new DrainKick(this);
         _syncer = new Syncer(storage);
     }
 
@@ -278,7 +286,13 @@ internal sealed class Appender : IDisposable
             if (!CanWriteInline(r))
             {
                 _queue.Add(r);
-                if (_queue.Count == 1)
+                if (r.DrainAtBatchEnd && !_busy && Async.CompletionBatch.TryDefer(_drainKick))
+                {
+                    // Woken (or written here) when the submitter's batch ends, with the records
+                    // it queues after this one: one wake-up, or none, for all of them.
+                    _drainDeferred = true;
+                }
+                else if (_queue.Count == 1 || _drainDeferred)
                 {
                     Monitor.Pulse(_lock);
                 }
@@ -308,12 +322,83 @@ internal sealed class Appender : IDisposable
         && !_headReserved && _segments.FreeCount > RecycleBelow
         && (1 + r.Desc.BlockCount) << PoolLayout.BlockShift <= _layout.BatchLimit - Offset;
 
-    /// <summary>Writes one request on the submitter's thread, holding <see cref="_busy"/> as the appender thread would.</summary>
-    private void WriteInline(AppendRequest r)
+    /// <summary>
+    /// The batch that deferred the wake-up of queued <see cref="AppendRequest.DrainAtBatchEnd"/>
+    /// records ended, on the submitter's thread: writes the queue here if the log is idle and the
+    /// work is a plain append that fits the open segment, else wakes the appender thread.
+    /// </summary>
+    private void DrainDeferred()
+    {
+        lock (_lock)
+        {
+            if (!_drainDeferred)
+            {
+                return;
+            }
+            _drainDeferred = false;
+            if (_busy || _queue.Count == 0)
+            {
+                // The writer takes the queue when it finishes.
+                return;
+            }
+            if (!CanDrainInline())
+            {
+                Monitor.Pulse(_lock);
+                return;
+            }
+            (_queue, _inlineWork) = (_inlineWork, _queue);
+            _busy = true;
+        }
+        WriteInline(null);
+    }
+
+    /// <summary>
+    /// Under the lock, the log idle: the queue holds only flushes and plain data, zero and trim
+    /// records that fit one batch in the open segment. Like <see cref="CanWriteInline"/>, nothing that opens a
+    /// segment or writes into recycled holes runs on a socket thread.
+    /// </summary>
+    private bool CanDrainInline()
+    {
+        if (_stopping || _parked.Count > 0 || _failParked != null || _headReserved || _segments.FreeCount <= RecycleBelow)
+        {
+            return false;
+        }
+        long blocks = 0;
+        foreach (var q in _queue)
+        {
+            if (q.Op == AppendOp.Flush)
+            {
+                continue;
+            }
+            if (q.Op != AppendOp.Record || q.Desc.Kind is not (RecordKind.Data or RecordKind.Zero or RecordKind.Trim)
+                || (q.Desc.Flags & (RecordFlags.Relocated | RecordFlags.IfNewer)) != 0 || q.Inline != null)
+            {
+                return false;
+            }
+            blocks += q.Desc.Kind == RecordKind.Data ? q.Desc.BlockCount : 0;
+        }
+        // One header block per 64 descriptors is more than the batch format needs.
+        var headerBlocks = 1 + _queue.Count / 64;
+        return blocks <= MaxBatchBlocks && (blocks + headerBlocks) << PoolLayout.BlockShift <= _layout.BatchLimit - Offset;
+    }
+
+    private sealed class DrainKick(Appender appender) : Async.ICompletionBatchListener
+    {
+        public void OnBatchCompleted() => appender.DrainDeferred();
+    }
+
+    /// <summary>
+    /// Writes <paramref name="r"/>, or (null) the requests already moved into <see cref="_inlineWork"/>,
+    /// on the submitter's thread, holding <see cref="_busy"/> as the appender thread would.
+    /// </summary>
+    private void WriteInline(AppendRequest? r)
     {
         var busyFrom = System.Diagnostics.Stopwatch.GetTimestamp();
         var batchesBefore = Batches;
-        _inlineWork.Add(r);
+        if (r != null)
+        {
+            _inlineWork.Add(r);
+        }
         _parking = false;
         try
         {
@@ -322,7 +407,10 @@ internal sealed class Appender : IDisposable
         catch (Exception e)
         {
             Interlocked.CompareExchange(ref _poison, e, null);
-            TryFail(r, new BlockVolumeException(BlockError.Io, $"internal error in the log appender: {e.Message}", e));
+            foreach (var w in _inlineWork)
+            {
+                TryFail(w, new BlockVolumeException(BlockError.Io, $"internal error in the log appender: {e.Message}", e));
+            }
         }
         _inlineWork.Clear();
         InlineBatches += Batches - batchesBefore;

@@ -109,6 +109,9 @@ public sealed partial class EngineVolume
         var appender = _pool.Appender;
         var r = RentRecord(kind, lba, blocks, payload, flags);
         r.CompleteInline = completeInline;
+        // A replica's receive loop submits every record one read brought inside one completion
+        // batch: the log is written once for all of them when that batch ends.
+        r.DrainAtBatchEnd = explicitLsn > 0 && completeInline;
         r.Desc.Aux = dataLsn;
         r.ExplicitLsn = explicitLsn;
         try

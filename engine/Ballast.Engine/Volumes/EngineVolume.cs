@@ -369,17 +369,23 @@ public sealed partial class EngineVolume : IBlockVolume
         }
     }
 
-    public ValueTask FlushAsync(CancellationToken cancellationToken = default) => FlushAsync(inline: false, cancellationToken);
+    public ValueTask FlushAsync(CancellationToken cancellationToken = default) => FlushAsync(inline: false, drainAtBatchEnd: false, cancellationToken);
 
-    public ValueTask FlushInlineAsync() => FlushAsync(inline: true, default);
+    // Implements IBlockVolume's member, whose default (a plain FlushAsync) would complete every
+    // frontend's flush through the thread pool: keep the signature exactly.
+    public ValueTask FlushInlineAsync() => FlushAsync(inline: true, drainAtBatchEnd: false, default);
+
+    /// <summary>A replica's FLUSH, from a receive loop that holds a completion batch open (see <see cref="ApplyReplicatedAsync"/>).</summary>
+    internal ValueTask FlushInlineAtBatchEndAsync() => FlushAsync(inline: true, drainAtBatchEnd: true, default);
 
     [AsyncMethodBuilder(typeof(PooledValueTaskBuilder))]
-    private async ValueTask FlushAsync(bool inline, CancellationToken cancellationToken)
+    private async ValueTask FlushAsync(bool inline, bool drainAtBatchEnd, CancellationToken cancellationToken)
     {
         var appender = _pool.Appender;
         var r = appender.Rent();
         r.Op = AppendOp.Flush;
         r.CompleteInline = inline;
+        r.DrainAtBatchEnd = drainAtBatchEnd;
         var c = _state.Counters;
         var start = Begin(c);
         try

@@ -78,6 +78,33 @@ public class CompletionBatchTests
     }
 
     [Test]
+    public void Batches_run_by_listeners_allocate_nothing_once_warm()
+    {
+        // The appender writes what a receive loop queued inside that loop's batch end, and opens
+        // its own batch there: once per log batch on the replica's hot path.
+        var inner = new Listener();
+        var a = new Nested(inner);
+        var opened = 0;
+        void Round()
+        {
+            opened += CompletionBatch.TryOpen() ? 1 : 0;
+            CompletionBatch.TryDefer(a);
+            CompletionBatch.Close();
+        }
+        Round();
+        Round();
+        var before = GC.GetAllocatedBytesForCurrentThread();
+        for (var i = 0; i < 100; i++)
+        {
+            Round();
+        }
+        var allocated = GC.GetAllocatedBytesForCurrentThread() - before;
+        Assert.That(opened, Is.EqualTo(102));
+        Assert.That(allocated, Is.Zero);
+        Assert.That((a.Calls, inner.Calls), Is.EqualTo((102, 102)));
+    }
+
+    [Test]
     public void A_listener_that_throws_does_not_keep_the_others_from_being_told()
     {
         var before = new Listener();

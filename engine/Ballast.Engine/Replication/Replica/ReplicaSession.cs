@@ -66,7 +66,7 @@ internal sealed class ReplicaSession(FrameConnection connection, ReplicationNode
                     if (Volume(h) is { } fv)
                     {
                         // The answer is only queued: it may run on the engine's sync thread.
-                        Complete(h, fv.FlushInlineAsync(), null);
+                        Complete(h, fv.FlushInlineAtBatchEndAsync(), null);
                     }
                     break;
                 case FrameType.ResyncBegin:
