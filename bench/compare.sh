@@ -78,7 +78,7 @@ cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 start_ballastd() { # extra ballastd args...
   rm -f "$dir/api.sock"
   "${ballastd[@]}" --data-dir "$dir/ballast" --pool-size $((size_gib * 2 + restart_gib * 2))GiB --api-socket "$dir/api.sock" \
-    --nbd-listen "127.0.0.1:$nbd_port" "${iscsi_flag[@]}" --log-level warning "$@" >>"$dir/ballastd.log" 2>&1 &
+    --nbd-listen "127.0.0.1:$nbd_port" "${iscsi_flag[@]}" --log-level "${log_level:-warning}" "$@" >>"$dir/ballastd.log" 2>&1 &
   bpid=$!
   pids+=("$bpid")
 }
@@ -214,10 +214,11 @@ if [[ " $sections " == *" restart "* ]]; then
     --rw=randwrite --bs=4k --iodepth=32 --output-format=terse >/dev/null
   live=$(api /v1/status | python3 -c 'import json,sys; print(json.load(sys.stdin)["pool"]["live"] >> 20)')
   kill -9 "$bpid"; wait "$bpid" 2>/dev/null || true
-  start_ballastd
+  # At information level for the pool's recovery line (where the opening time went).
+  log_level=information start_ballastd
   ms=$(python3 "$attach" --wait 127.0.0.1 "$nbd_port" big 120)
   echo "restart: serving reads ${ms} ms after exec (pool: ${live} MiB live)"
-  grep -iE "recover|replay|checkpoint" "$dir/ballastd.log" | tail -3 || true
+  grep -o "opened in .*" "$dir/ballastd.log" | tail -1 || true
 fi
 
 if [[ " $sections " == *" density "* ]]; then

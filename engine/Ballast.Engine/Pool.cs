@@ -147,6 +147,7 @@ public sealed partial class Pool : IAsyncDisposable
         {
             segments.MarkUsed(s, SegmentState.Checkpoint, sb.Generation);
         }
+        var phase = Stopwatch.StartNew();
         if (sb.CheckpointLength > 0)
         {
             using var src = new CheckpointSource(storage, layout, sb);
@@ -157,7 +158,10 @@ public sealed partial class Pool : IAsyncDisposable
             }
             report.CheckpointBytes = sb.CheckpointLength;
             report.CheckpointExtents = loaded.Extents;
+            report.CheckpointTime = phase.Elapsed;
+            phase.Restart();
             LoadSummaries(storage, layout, segments, report, options.Log);
+            report.SummariesTime = phase.Elapsed;
         }
         var catalog = new VolumeCatalog(geometry, loaded?.NextVolumeId ?? 1);
         if (loaded != null)
@@ -167,11 +171,13 @@ public sealed partial class Pool : IAsyncDisposable
         var maxBatch = MaxBatch(options, layout);
         LogPosition end;
         ulong lastSeq;
+        phase.Restart();
         using (var replayer = new LogReplayer(storage, layout, segments, sb.PoolId, maxBatch))
         {
             var applier = new ReplayApplier(catalog, segments, options.Log);
             end = replayer.Replay(sb.ReplayStart, report, applier.Apply, out lastSeq);
         }
+        report.ReplayTime = phase.Elapsed;
         lastSeq = Math.Max(lastSeq, loaded?.LastSeq ?? 0);
         report.LogEnd = end;
         report.Volumes = catalog.Count;

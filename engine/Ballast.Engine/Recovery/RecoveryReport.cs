@@ -31,10 +31,16 @@ public sealed class RecoveryReport
     /// </summary>
     public int InPlaceBlocksMismatched { get; set; }
     public TimeSpan Duration { get; set; }
+    /// <summary>Where the opening time went: reading the checkpoint, loading the sealed segments' summaries, replaying the tail.</summary>
+    public TimeSpan CheckpointTime { get; set; }
+    public TimeSpan SummariesTime { get; set; }
+    public TimeSpan ReplayTime { get; set; }
 
     public override string ToString() => NewPool
         ? "new pool created"
-        : $"opened in {Duration.TotalMilliseconds:F0} ms: {Volumes} volumes, checkpoint {CheckpointBytes / 1024} KiB ({CheckpointExtents} extents), "
+        : $"opened in {Duration.TotalMilliseconds:F0} ms (checkpoint {CheckpointTime.TotalMilliseconds:F0} ms, "
+          + $"{SummariesLoaded + SummariesRebuilt} segment summaries {SummariesTime.TotalMilliseconds:F0} ms, replay {ReplayTime.TotalMilliseconds:F0} ms): "
+          + $"{Volumes} volumes, checkpoint {CheckpointBytes / 1024} KiB ({CheckpointExtents} extents), "
           + $"replayed {ReplayedBatches} batches / {ReplayedRecords} records / {ReplayedBytes / 1024} KiB from {ReplayStart}; "
           + $"log ends at {LogEnd} ({StopReason})"
           + (DiscardedBatches > 0 ? $"; discarded {DiscardedBatches} torn or unsynced batch(es) ({DiscardedBytes / 1024} KiB) from there on" : "")

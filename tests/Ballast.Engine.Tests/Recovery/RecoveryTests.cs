@@ -72,6 +72,12 @@ public class RecoveryTests
         TestContext.Out.WriteLine(reopened.Recovery);
         Assert.That(reopened.Recovery.CheckpointBytes, Is.GreaterThan(0));
         Assert.That(reopened.Recovery.ReplayedRecords, Is.EqualTo(1), "only the write after the checkpoint is replayed");
+        var r = reopened.Recovery;
+        // The phases are timed one after the other, inside the whole opening.
+        Assert.That(r.CheckpointTime, Is.GreaterThan(TimeSpan.Zero));
+        Assert.That(r.ReplayTime, Is.GreaterThan(TimeSpan.Zero));
+        Assert.That(r.CheckpointTime + r.SummariesTime + r.ReplayTime, Is.LessThanOrEqualTo(r.Duration));
+        Assert.That(r.ToString(), Does.Match(@"^opened in \d+ ms \(checkpoint \d+ ms, \d+ segment summaries \d+ ms, replay \d+ ms\): "));
         var rv = reopened.OpenVolume("v");
         for (var i = 0; i < 200; i += 37)
         {
