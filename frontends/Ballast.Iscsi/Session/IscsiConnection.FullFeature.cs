@@ -304,7 +304,7 @@ internal sealed partial class IscsiConnection
         b.NextDataSn = 0;
         var r2tSn = t.R2TSn++;
         t.OutstandingR2T++;
-        _out.Writer.TryWrite(new OutItem(OutKind.ReadyToTransfer, t, null, b.Ttt, r2tSn, b.Offset, b.Length));
+        _out.TryWrite(new OutItem(OutKind.ReadyToTransfer, t, null, b.Ttt, r2tSn, b.Offset, b.Length));
     }
 
     [AsyncMethodBuilder(typeof(Ballast.Engine.Async.PooledValueTaskBuilder))]

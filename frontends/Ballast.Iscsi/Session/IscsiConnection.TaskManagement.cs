@@ -151,7 +151,7 @@ internal sealed partial class IscsiConnection
             {
                 Interlocked.Decrement(ref _immediateInFlight);
             }
-            _out.Writer.TryWrite(new OutItem(OutKind.TaskResponse, t, null, 0, 0, 0, 0));
+            _out.TryWrite(new OutItem(OutKind.TaskResponse, t, null, 0, 0, 0, 0));
         }
         return true;
     }

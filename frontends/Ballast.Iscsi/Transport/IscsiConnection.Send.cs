@@ -20,10 +20,10 @@ internal sealed partial class IscsiConnection
 
     private async Task SendLoopAsync(CancellationToken ct)
     {
-        var reader = _out.Reader;
+        var reader = _out;
         try
         {
-            while (await reader.WaitToReadAsync(CancellationToken.None).ConfigureAwait(false))
+            while (await reader.WaitToReadAsync().ConfigureAwait(false))
             {
                 while (reader.TryRead(out var item))
                 {

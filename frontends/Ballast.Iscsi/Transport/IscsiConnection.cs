@@ -1,7 +1,6 @@
 using System.Net;
 using System.Net.Sockets;
 using System.Runtime.CompilerServices;
-using System.Threading.Channels;
 using Ballast.Iscsi.Negotiation;
 using Ballast.Iscsi.Pdu;
 using Ballast.Iscsi.Scsi;
@@ -35,7 +34,7 @@ internal sealed partial class IscsiConnection
     private readonly byte[] _digest = new byte[4];
     private readonly Dictionary<uint, ScsiTask> _tasks = [];
     private readonly Stack<ScsiTask> _pool = new();
-    private readonly Channel<OutItem> _out = Channel.CreateUnbounded<OutItem>(new UnboundedChannelOptions { SingleReader = true });
+    private readonly OutQueue _out = new();
     private readonly long _startedAt = Environment.TickCount64;
     private int _ahsLength;
     private uint _nextTtt = 1;
@@ -91,7 +90,7 @@ internal sealed partial class IscsiConnection
         finally
         {
             // Let the sender put what is queued (a logout response, a reject) on the wire first.
-            _out.Writer.TryComplete();
+            _out.TryComplete();
             await Task.WhenAny(sender, Task.Delay(TimeSpan.FromSeconds(2))).ConfigureAwait(false);
             await CloseAsync().ConfigureAwait(false);
             try
@@ -119,7 +118,7 @@ internal sealed partial class IscsiConnection
         catch (ObjectDisposedException)
         {
         }
-        _out.Writer.TryComplete();
+        _out.TryComplete();
         try
         {
             _socket.Shutdown(SocketShutdown.Both);
@@ -303,7 +302,7 @@ internal sealed partial class IscsiConnection
         {
             Interlocked.Decrement(ref _immediateInFlight);
         }
-        if (!_out.Writer.TryWrite(new OutItem(OutKind.TaskResponse, t, null, 0, 0, 0, 0)))
+        if (!_out.TryWrite(new OutItem(OutKind.TaskResponse, t, null, 0, 0, 0, 0)))
         {
             // Connection closed: nobody will send it; retire here.
             RetireTask(t);
@@ -333,7 +332,7 @@ internal sealed partial class IscsiConnection
     }
 
     /// <summary>Queues a control PDU; false if the connection is closing.</summary>
-    private bool Send(ControlPdu pdu) => _out.Writer.TryWrite(new OutItem(OutKind.Control, null, pdu, 0, 0, 0, 0));
+    private bool Send(ControlPdu pdu) => _out.TryWrite(new OutItem(OutKind.Control, null, pdu, 0, 0, 0, 0));
 
     private uint NextTtt()
     {

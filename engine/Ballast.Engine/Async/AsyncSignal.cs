@@ -1,12 +1,12 @@
 using System.Threading.Tasks.Sources;
 
-namespace Ballast.Nbd.Transmission;
+namespace Ballast.Engine.Async;
 
 /// <summary>
-/// An auto-reset event for one waiter and any number of setters, without allocation: the
-/// send loop waits on it for replies, the receive loop for a free request slot.
+/// An auto-reset event for one waiter and any number of setters, without allocation: a
+/// frontend's send loop waits on it for replies, NBD's receive loop for a free request slot.
 /// </summary>
-internal sealed class AsyncSignal : IValueTaskSource
+public sealed class AsyncSignal : IValueTaskSource
 {
     private const int Idle = 0, Signaled = 1, Waiting = 2;
     private ManualResetValueTaskSourceCore<bool> _core;
