@@ -311,16 +311,22 @@ internal sealed class Appender : IDisposable
     /// would put the local write before the round trip instead of beside it (+30 µs measured).
     /// </summary>
     private bool CanWriteInline(AppendRequest r) =>
-        !_busy && _queue.Count == 0 && _parked.Count == 0 && _failParked == null
+        !_busy && _queue.Count == 0
         && r.Alone && r.Op == AppendOp.Record && r.Desc.Kind == RecordKind.Data && r.Volume is { Forwarder: null }
         && (r.Desc.Flags & (RecordFlags.Relocated | RecordFlags.IfNewer)) == 0
         && (long)r.Desc.BlockCount << PoolLayout.BlockShift <= InlineMaxBytes
-        // Only a plain append into the open segment: near a full pool a write goes into recycled
-        // holes (with an fdatasync of its own), and opening the next segment means fallocate and
-        // header writes; neither belongs on a socket thread that other connections share. The
-        // writer's state is stable here: nobody holds _busy.
-        && !_headReserved && _segments.FreeCount > RecycleBelow
-        && (1 + r.Desc.BlockCount) << PoolLayout.BlockShift <= _layout.BatchLimit - Offset;
+        && PlainAppendFits(r.Desc.BlockCount + 1);
+
+    /// <summary>
+    /// Under the lock, nobody holding <see cref="_busy"/> (so the writer's state is stable): nothing
+    /// is parked, and <paramref name="blocks"/> (payload and header) go into the open segment as a
+    /// plain append. Near a full pool writes go into recycled holes (with an fdatasync of their
+    /// own), and opening the next segment means fallocate and header writes; neither belongs on a
+    /// socket thread that other connections share, so those are left to the appender thread.
+    /// </summary>
+    private bool PlainAppendFits(long blocks) =>
+        _parked.Count == 0 && _failParked == null && !_headReserved && _segments.FreeCount > RecycleBelow
+        && blocks << PoolLayout.BlockShift <= _layout.BatchLimit - Offset;
 
     /// <summary>
     /// The batch that deferred the wake-up of queued <see cref="AppendRequest.DrainAtBatchEnd"/>
@@ -354,12 +360,11 @@ internal sealed class Appender : IDisposable
 
     /// <summary>
     /// Under the lock, the log idle: the queue holds only flushes and plain data, zero and trim
-    /// records that fit one batch in the open segment. Like <see cref="CanWriteInline"/>, nothing that opens a
-    /// segment or writes into recycled holes runs on a socket thread.
+    /// records that fit one batch in the open segment (<see cref="PlainAppendFits"/>).
     /// </summary>
     private bool CanDrainInline()
     {
-        if (_stopping || _parked.Count > 0 || _failParked != null || _headReserved || _segments.FreeCount <= RecycleBelow)
+        if (_stopping)
         {
             return false;
         }
@@ -379,7 +384,7 @@ internal sealed class Appender : IDisposable
         }
         // One header block per 64 descriptors is more than the batch format needs.
         var headerBlocks = 1 + _queue.Count / 64;
-        return blocks <= MaxBatchBlocks && (blocks + headerBlocks) << PoolLayout.BlockShift <= _layout.BatchLimit - Offset;
+        return blocks <= MaxBatchBlocks && PlainAppendFits(blocks + headerBlocks);
     }
 
     private sealed class DrainKick(Appender appender) : Async.ICompletionBatchListener

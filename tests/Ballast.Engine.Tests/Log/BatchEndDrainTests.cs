@@ -17,6 +17,14 @@ public class BatchEndDrainTests
 {
     private static ReplicatedRecord Rec(long lsn, long lba, int blocks = 1) => new(RecordKind.Data, lsn, 0, lba, blocks, false);
 
+    /// <summary>Creates the volume, then waits until its creation no longer holds the log (an idle log is where draining starts).</summary>
+    private static async Task<EngineVolume> IdleVolumeAsync(Pool pool, string name)
+    {
+        var v = (EngineVolume)await pool.CreateVolumeAsync(name, 8 << 20);
+        Assert.That(SpinWait.SpinUntil(() => pool.Appender.IsIdle, 5000), Is.True);
+        return v;
+    }
+
     /// <summary>
     /// Runs <paramref name="submit"/> inside a completion batch on a thread of its own (a test's
     /// continuation may run inside the engine's batches), ends the batch, and returns what
@@ -44,8 +52,7 @@ public class BatchEndDrainTests
     {
         var storage = new FaultStorage();
         await using var pool = await TestPools.OpenAsync(storage);
-        var v = (EngineVolume)await pool.CreateVolumeAsync("v", 8 << 20);
-        Assert.That(SpinWait.SpinUntil(() => pool.Appender.IsIdle, 5000), Is.True);
+        var v = await IdleVolumeAsync(pool, "v");
         var inlineBefore = pool.Appender.InlineBatches;
         var batchesBefore = pool.Appender.Batches;
         var ((writes, flush, completedInBatch), allDoneAtEnd) = await InBatchAsync(() =>
@@ -92,9 +99,8 @@ public class BatchEndDrainTests
     {
         var storage = new FaultStorage();
         await using var pool = await TestPools.OpenAsync(storage);
-        var replica = (EngineVolume)await pool.CreateVolumeAsync("r", 8 << 20);
         IBlockVolume other = await pool.CreateVolumeAsync("o", 8 << 20);
-        Assert.That(SpinWait.SpinUntil(() => pool.Appender.IsIdle, 5000), Is.True);
+        var replica = await IdleVolumeAsync(pool, "r");
         var ((waiting, otherDone, waitingDone), _) = await InBatchAsync(() =>
         {
             var w = replica.ApplyReplicatedAsync(Rec(1, 0), TestPools.Pattern(1, 4096), completeInline: true);
@@ -116,8 +122,7 @@ public class BatchEndDrainTests
         // There records may go into recycled holes, with an fdatasync of their own: not for a socket thread.
         var storage = new FaultStorage();
         await using var pool = await TestPools.OpenAsync(storage);
-        var v = (EngineVolume)await pool.CreateVolumeAsync("v", 8 << 20);
-        Assert.That(SpinWait.SpinUntil(() => pool.Appender.IsIdle, 5000), Is.True);
+        var v = await IdleVolumeAsync(pool, "v");
         pool.Appender.RecycleBelow = int.MaxValue;
         var before = pool.Appender.InlineBatches;
         var (writes, _) = await InBatchAsync(
@@ -133,8 +138,7 @@ public class BatchEndDrainTests
         var storage = new FaultStorage();
         // 64 KiB batches: 24 records of 4 KiB do not fit one.
         await using var pool = await Pool.OpenAsync(TestPools.Options(storage, maxBatchBytes: 64 << 10));
-        var v = (EngineVolume)await pool.CreateVolumeAsync("v", 8 << 20);
-        Assert.That(SpinWait.SpinUntil(() => pool.Appender.IsIdle, 5000), Is.True);
+        var v = await IdleVolumeAsync(pool, "v");
         var before = pool.Appender.InlineBatches;
         // The same block again and again: only the last LSN's data may remain, before and after replay.
         var (writes, _) = await InBatchAsync(
