@@ -24,15 +24,16 @@ run() { # tree env
   for _ in $(seq 100); do curl -sf --unix-socket "$dir/api.sock" http://b/v1/status >/dev/null 2>&1 && break; sleep 0.1; done
   local uri="nbd://127.0.0.1:$port/bench"
   fio --name=prefill --ioengine=nbd --uri="$uri" --size=4G --rw=write --bs=1M --iodepth=8 --output-format=terse >/dev/null
-  local c0 c1 m g0 g1
+  local c0 c1 m g0 g1 after
   g0=$(curl -s --unix-socket "$dir/api.sock" http://b/metrics | awk '$1=="ballast_gc_allocated_bytes_total"{print $2}')
   c0=$(awk '{print $14+$15}' "/proc/$pid/stat")
   fio --name=run --ioengine=nbd --uri="$uri" --size=4G --rw="${RW:-randwrite}" --bs="${BS:-4k}" --iodepth="${QD:-1}" \
     --numjobs="${JOBS:-1}" --group_reporting --fsync=32 --runtime="${SECONDS_PER_RUN:-10}" --time_based \
     --output-format=json >"$dir/fio.json"
   c1=$(awk '{print $14+$15}' "/proc/$pid/stat")
-  g1=$(curl -s --unix-socket "$dir/api.sock" http://b/metrics | awk '$1=="ballast_gc_allocated_bytes_total"{print $2}')
-  m=$(curl -s --unix-socket "$dir/api.sock" http://b/metrics | awk '/^ballast_pool_(batches|inline_batches)_total/{printf "%s=%s ", $1, $2}')
+  after=$(curl -s --unix-socket "$dir/api.sock" http://b/metrics)
+  g1=$(awk '$1=="ballast_gc_allocated_bytes_total"{print $2}' <<<"$after")
+  m=$(awk '/^ballast_pool_(batches|inline_batches)_total/{printf "%s=%s ", $1, $2}' <<<"$after")
   kill "$pid"; wait "$pid" 2>/dev/null || true
   python3 - "$dir/fio.json" "$c0" "$c1" "$(getconf CLK_TCK)" "$m" "$g0" "$g1" <<'PY'
 import json, sys
