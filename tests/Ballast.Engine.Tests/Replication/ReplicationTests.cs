@@ -164,7 +164,12 @@ public class ReplicationTests
                 inlineInBatch += awaited && CompletionBatch.IsOpen ? 1 : 0;
             }
             Assert.That(inlineAwaited, Is.GreaterThanOrEqualTo(150), "most inline writes were still in flight when awaited");
-            Assert.That((plainInBatch, inlineInBatch), Is.EqualTo((0, inlineAwaited)));
+            Assert.That(plainInBatch, Is.Zero, "a plain writer never continues inside a batch");
+            // A write can also finish between the IsCompleted check and the await's registration
+            // (the test thread preempted there, seen once in 200 on a loaded machine); its
+            // continuation then runs on the thread pool. Allow two such races, no more: a writer
+            // that lost CompleteInline would continue outside the batch every time.
+            Assert.That(inlineInBatch, Is.InRange(inlineAwaited - 2, inlineAwaited), $"of {inlineAwaited} inline writes awaited in flight, {inlineInBatch} continued inside the batch");
         }
         finally
         {

@@ -322,4 +322,54 @@ public class TransmissionTests
         await ok.SendRequestAsync(0, CmdFlush, 1, 0, 0);
         Assert.That((await ok.ReadSimpleReplyAsync()).Error, Is.Zero);
     }
+
+    [Test]
+    public async Task Writes_that_arrive_together_go_to_the_log_writer_and_a_lone_write_is_written_on_the_receive_loop()
+    {
+        // The receive loop writes a request itself (WriteFlags.Alone) only when nothing else is in
+        // flight or buffered. Requests sent in one burst must reach the appender, whatever the
+        // client's timing: fio's own depth says nothing about what arrives together on a loaded
+        // machine, so the bursts here are single sends of 32 requests.
+        await using var c = await OpenAsync();
+        const int bursts = 50, depth = 32;
+        var data = Pattern(7, 4096);
+        var burst = new byte[depth * (28 + 4096)];
+        long Inline() => _server.Pool.GetStats().InlineBatches;
+        var before = Inline();
+        for (var b = 0; b < bursts; b++)
+        {
+            for (var i = 0; i < depth; i++)
+            {
+                var h = burst.AsSpan(i * (28 + 4096));
+                BinaryPrimitives.WriteUInt32BigEndian(h, RequestMagic);
+                BinaryPrimitives.WriteUInt16BigEndian(h[4..], 0);
+                BinaryPrimitives.WriteUInt16BigEndian(h[6..], CmdWrite);
+                BinaryPrimitives.WriteUInt64BigEndian(h[8..], (ulong)i);
+                BinaryPrimitives.WriteUInt64BigEndian(h[16..], (ulong)((b * depth + i) % 16384) * 4096);
+                BinaryPrimitives.WriteUInt32BigEndian(h[24..], 4096);
+                data.CopyTo(h[28..]);
+            }
+            await c.Stream.WriteAsync(burst);
+            for (var i = 0; i < depth; i++)
+            {
+                Assert.That((await c.ReadSimpleReplyAsync()).Error, Is.Zero);
+            }
+        }
+        var together = Inline() - before;
+        before = Inline();
+        for (var i = 0; i < 100; i++)
+        {
+            await c.SendRequestAsync(0, CmdWrite, (ulong)i, (ulong)i * 4096, 4096, data);
+            Assert.That((await c.ReadSimpleReplyAsync()).Error, Is.Zero);
+        }
+        var lone = Inline() - before;
+        TestContext.Out.WriteLine($"written on the receive loop: {together} of {bursts * depth} sent together, {lone} of 100 sent alone");
+        // A burst reaches the server in one or a few reads; only the first request of a read that
+        // finds the server idle can be alone. A checkpoint or a segment change sends a lone write
+        // to the appender now and then.
+        Assert.That(together, Is.LessThanOrEqualTo(2 * bursts), $"of {bursts * depth} writes sent {depth} at a time, {together} were written on the receive loop (alone: {lone} of 100)");
+        Assert.That(lone, Is.GreaterThanOrEqualTo(50), $"of 100 writes sent one at a time, {lone} were written on the receive loop (together: {together} of {bursts * depth})");
+        await c.SendRequestAsync(0, CmdRead, 1, 4096 * 5, 4096);
+        Assert.That((await c.ReadSimpleReplyAsync(4096)).Data, Is.EqualTo(data));
+    }
 }
