@@ -33,7 +33,7 @@ run() { # tree env
   c1=$(awk '{print $14+$15}' "/proc/$pid/stat")
   after=$(curl -s --unix-socket "$dir/api.sock" http://b/metrics)
   g1=$(awk '$1=="ballast_gc_allocated_bytes_total"{print $2}' <<<"$after")
-  m=$(awk '/^ballast_pool_(batches|inline_batches)_total/{printf "%s=%s ", $1, $2}' <<<"$after")
+  m=$(awk '/^ballast_pool_(batches|inline_batches|early_acks)_total/{printf "%s=%s ", $1, $2}' <<<"$after")
   kill "$pid"; wait "$pid" 2>/dev/null || true
   python3 - "$dir/fio.json" "$c0" "$c1" "$(getconf CLK_TCK)" "$m" "$g0" "$g1" <<'PY'
 import json, sys

@@ -75,6 +75,7 @@ public sealed partial class Pool
             WriteAmplification = client == 0 ? 0 : (double)device / client,
             Batches = Appender.Batches,
             InlineBatches = Volatile.Read(ref Appender.InlineBatches),
+            EarlyAcks = Volatile.Read(ref Appender.EarlyAcks),
             Syncs = Appender.Syncs,
             Checkpoints = _checkpoints,
             LastCheckpointBytes = _lastCheckpointBytes,
@@ -120,7 +121,12 @@ public sealed partial class Pool
             var epoch = Epoch.Enter();
             try
             {
+                var pending = Appender.Pending.Token;
                 await Storage.ReadAsync(phys << PoolLayout.BlockShift, buf.Memory[..(count << PoolLayout.BlockShift)]).ConfigureAwait(false);
+                if (pending != 0 && !Appender.Pending.TryOverlay(pending, phys << PoolLayout.BlockShift, buf.Span[..(count << PoolLayout.BlockShift)]))
+                {
+                    await Storage.ReadAsync(phys << PoolLayout.BlockShift, buf.Memory[..(count << PoolLayout.BlockShift)]).ConfigureAwait(false);
+                }
                 for (var k = 0; k < count; k++)
                 {
                     var fresh = checkedBlocks.Add(phys + k);

@@ -238,6 +238,7 @@ public sealed partial class Pool : IAsyncDisposable
         UpdateReserve(1);
         Appender.SpaceWait = _options.BackgroundMaintenance ? _options.SpaceWaitTimeout : TimeSpan.Zero;
         Appender.InlineMaxBytes = _options.InlineWriteMaxBytes;
+        Appender.AckBeforeDeviceWrite = _options.AckBeforeDeviceWrite;
         Appender.Start();
         if (_options.BackgroundMaintenance)
         {

@@ -43,6 +43,15 @@ public sealed class PoolOptions
     /// </summary>
     public int InlineWriteMaxBytes { get; init; } = 64 << 10;
 
+    /// <summary>
+    /// Such a lone write without FUA, from a caller that holds a completion batch (the NBD receive
+    /// loop), is acknowledged before its device write, which follows the reply: the client's next
+    /// request overlaps it. Durability is unchanged (only FLUSH and FUA promise it, and a FLUSH
+    /// waits for the log); if that device write fails, the pool stops accepting writes and the
+    /// next FLUSH fails. False acknowledges every write after its device write.
+    /// </summary>
+    public bool AckBeforeDeviceWrite { get; init; } = true;
+
     /// <summary>Largest group-commit batch payload.</summary>
     public int MaxBatchBytes { get; init; } = 4 << 20;
 

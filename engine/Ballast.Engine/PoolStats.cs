@@ -22,6 +22,9 @@ public sealed record PoolStats
     public long Batches { get; init; }
     /// <summary>Batches written by a client's own thread (a lone write that found the log idle).</summary>
     public long InlineBatches { get; init; }
+
+    /// <summary>Lone writes acknowledged before their device write (see PoolOptions.AckBeforeDeviceWrite).</summary>
+    public long EarlyAcks { get; init; }
     public long Syncs { get; init; }
     public long Checkpoints { get; init; }
     public long LastCheckpointBytes { get; init; }

@@ -10,8 +10,9 @@ public static class TestPools
 
     private static readonly PoolOptions Defaults = new() { Path = "" };
 
-    public static PoolOptions Options(IPoolStorage storage, long capacity = 64L << 20, bool background = false, Action<PoolLogLevel, string>? log = null, double? recycleAboveLive = null, int maxBatchBytes = 256 << 10, long? prepareAheadBytes = null) => new()
+    public static PoolOptions Options(IPoolStorage storage, long capacity = 64L << 20, bool background = false, Action<PoolLogLevel, string>? log = null, double? recycleAboveLive = null, int maxBatchBytes = 256 << 10, long? prepareAheadBytes = null, bool ackBeforeDeviceWrite = true) => new()
     {
+        AckBeforeDeviceWrite = ackBeforeDeviceWrite,
         RecycleAboveLive = recycleAboveLive ?? Defaults.RecycleAboveLive,
         Path = "memory",
         StorageFactory = _ => storage,

@@ -19,6 +19,7 @@ public static class CompletionBatch
     // loop queued) needs a second list while the first is being walked: kept, not allocated each time.
     [ThreadStatic] private static List<ICompletionBatchListener>? t_spare;
     [ThreadStatic] private static bool t_open;
+    [ThreadStatic] private static ICompletionBatchListener? t_last;
 
     /// <summary>
     /// True if a batch is open on this thread: <paramref name="listener"/> is called when it ends,
@@ -41,6 +42,21 @@ public static class CompletionBatch
         {
             listeners.Add(listener);
         }
+        return true;
+    }
+
+    /// <summary>
+    /// Like <see cref="TryDefer"/>, but <paramref name="listener"/> is told after every other
+    /// listener of the batch (a lone write's device write, after the reply it let go). One such
+    /// listener per batch: false if another holds the place.
+    /// </summary>
+    public static bool TryDeferLast(ICompletionBatchListener listener)
+    {
+        if (!t_open || t_last != null)
+        {
+            return false;
+        }
+        t_last = listener;
         return true;
     }
 
@@ -85,6 +101,7 @@ public static class CompletionBatch
         var listeners = t_listeners;
         if (listeners == null || listeners.Count == 0)
         {
+            CallLast(null);
             return;
         }
         // The batch is closed first: what a listener's continuation completes now wakes at once.
@@ -111,6 +128,21 @@ public static class CompletionBatch
         else
         {
             t_spare = listeners;
+        }
+        CallLast(failure);
+    }
+
+    private static void CallLast(Exception? failure)
+    {
+        var last = t_last;
+        t_last = null;
+        try
+        {
+            last?.OnBatchCompleted();
+        }
+        catch (Exception e)
+        {
+            failure ??= e;
         }
         if (failure != null)
         {

@@ -22,6 +22,15 @@ namespace Ballast.Engine.Log;
 /// appender and writes them itself when it has handled that read, if the log is idle then
 /// (<see cref="AppendRequest.DrainAtBatchEnd"/>). <see cref="_busy"/> makes one thread at a
 /// time the log's writer.
+///
+/// Such a lone write without FUA, submitted inside a completion batch (an NBD receive loop), is
+/// acknowledged before its device write (<see cref="AckBeforeDeviceWrite"/>): its record is
+/// built, applied and completed, and the device write runs when the submitter's batch ends,
+/// after the reply has left. The client's next request then overlaps the device write instead of
+/// following it. NBD and SCSI with WCE allow it: only FLUSH and FUA promise durability, and a
+/// FLUSH waits for the log. Reads of those blocks meanwhile take them from the batch buffer
+/// (<see cref="Pending"/>). If that device write fails, the acknowledged data is lost, so the
+/// pool is poisoned: the next FLUSH fails, as it must, and reads of the blocks fail their checksum.
 /// </summary>
 internal sealed class Appender : IDisposable
 {
@@ -64,6 +73,15 @@ internal sealed class Appender : IDisposable
     private readonly DrainKick _drainKick;
     private ulong _batchSeq;
     private Exception? _poison;
+    // The lone write being processed may be acknowledged before its device write (see the class
+    // comment); set by WriteBatch when it left that write to the end of the submitter's batch.
+    private bool _ackEarly;
+    private bool _writeDeferred;
+    private long _deferredDeviceOffset;
+    private int _deferredBatchOffset;
+    private long _deferredBusyFrom;
+    private long _deferredBatchesBefore;
+    private readonly DeferredWriteKick _deferredKick;
     private volatile bool _refuseWrites;
     // Slack-space recycling: holes handed over by the cleaner, and this batch's data for them
     // (staged in one aligned buffer, written before the batch and made durable by its sync).
@@ -92,6 +110,7 @@ internal sealed class Appender : IDisposable
         LastSeq = position.Seq;
         _thread = new Thread(Run) { IsBackground = true, Name = "ballast-appender" };
         _drainKick = new DrainKick(this);
+        _deferredKick = new DeferredWriteKick(this);
         _syncer = new Syncer(storage);
     }
 
@@ -109,6 +128,18 @@ internal sealed class Appender : IDisposable
 
     /// <summary>Batches written by a submitter's thread (diagnostics).</summary>
     public long InlineBatches;
+
+    /// <summary>
+    /// A lone write without FUA, submitted inside a completion batch, is acknowledged before its
+    /// device write, which runs when that batch ends (see the class comment).
+    /// </summary>
+    public bool AckBeforeDeviceWrite { get; set; }
+
+    /// <summary>Writes acknowledged before their device write (diagnostics).</summary>
+    public long EarlyAcks;
+
+    /// <summary>The write acknowledged before its device write, while that write is in flight: readers overlay it.</summary>
+    public PendingWrite Pending { get; } = new();
 
     /// <summary>Free segments that data writes may not take: kept for trims, metadata, the cleaner and checkpoints.</summary>
     public volatile int DataReserve = 2;
@@ -404,6 +435,7 @@ internal sealed class Appender : IDisposable
         {
             _inlineWork.Add(r);
         }
+        _ackEarly = r != null && AckBeforeDeviceWrite && (r.Desc.Flags & RecordFlags.Fua) == 0 && Async.CompletionBatch.IsOpen;
         _parking = false;
         try
         {
@@ -416,8 +448,71 @@ internal sealed class Appender : IDisposable
             {
                 TryFail(w, new BlockVolumeException(BlockError.Io, $"internal error in the log appender: {e.Message}", e));
             }
+            if (_writeDeferred)
+            {
+                // A record whose request failed must not reach the log.
+                _writeDeferred = false;
+                Pending.End();
+            }
         }
+        _ackEarly = false;
         _inlineWork.Clear();
+        if (_writeDeferred)
+        {
+            // Acknowledged: the device write (and the log's release) waits for the end of the
+            // submitter's batch, after the reply it let go.
+            _deferredBusyFrom = busyFrom;
+            _deferredBatchesBefore = batchesBefore;
+            if (!Async.CompletionBatch.TryDeferLast(_deferredKick))
+            {
+                WriteDeferred();
+            }
+            return;
+        }
+        EndInline(busyFrom, batchesBefore);
+    }
+
+    /// <summary>The device write of the lone write acknowledged before it, then the log's release.</summary>
+    private void WriteDeferred()
+    {
+        _writeDeferred = false;
+        var bytes = _builder.Finished;
+        var writeFrom = System.Diagnostics.Stopwatch.GetTimestamp();
+        try
+        {
+            _storage.Write(_deferredDeviceOffset, bytes.Span);
+            WriteTicks += System.Diagnostics.Stopwatch.GetTimestamp() - writeFrom;
+            _syncer.Wrote();
+            Offset = _deferredBatchOffset + bytes.Length;
+            DeviceBytes += bytes.Length;
+            Batches++;
+            var seg = _segments[Segment];
+            seg.WriteOffset = Offset;
+            seg.LastWriteTicks = Environment.TickCount64;
+            Appended?.Invoke(bytes.Length);
+        }
+        catch (Exception e)
+        {
+            // The client has its reply: the write is lost, and a FLUSH must say so. What the map
+            // now points at was never written; its checksum fails if it is read.
+            var lost = new BlockVolumeException(BlockError.Io, $"a write acknowledged before it reached the device was lost: {e.Message}", e);
+            Interlocked.CompareExchange(ref _poison, lost, null);
+            _syncer.Fail(lost);
+        }
+        finally
+        {
+            Pending.End();
+            EndInline(_deferredBusyFrom, _deferredBatchesBefore);
+        }
+    }
+
+    private sealed class DeferredWriteKick(Appender appender) : Async.ICompletionBatchListener
+    {
+        public void OnBatchCompleted() => appender.WriteDeferred();
+    }
+
+    private void EndInline(long busyFrom, long batchesBefore)
+    {
         InlineBatches += Batches - batchesBefore;
         BusyTicks += System.Diagnostics.Stopwatch.GetTimestamp() - busyFrom;
         lock (_lock)
@@ -920,6 +1015,11 @@ internal sealed class Appender : IDisposable
         {
             var batchOffset = Offset;
             var bytes = _builder.Finish(Seq, batchOffset, ++_batchSeq, out var headerBytes);
+            if (_ackEarly && !needSync && _batchItems.Count == 1 && _inPlace.Count == 0 && _batchItems[0].SplitRemaining == 0)
+            {
+                AckBeforeWrite(batchOffset, headerBytes);
+                return;
+            }
             var writeFrom = System.Diagnostics.Stopwatch.GetTimestamp();
             try
             {
@@ -1004,6 +1104,27 @@ internal sealed class Appender : IDisposable
                 _syncer.Enqueue(_durableItems);
             }
         }
+    }
+
+    /// <summary>
+    /// Applies and completes the batch's one lone write before its device write, which
+    /// <see cref="WriteDeferred"/> does when the submitter's batch ends; readers meanwhile take
+    /// its blocks from the batch buffer.
+    /// </summary>
+    private void AckBeforeWrite(int batchOffset, int headerBytes)
+    {
+        var r = _batchItems[0];
+        _deferredBatchOffset = batchOffset;
+        _deferredDeviceOffset = _layout.SegmentOffset(Segment) + batchOffset;
+        _writeDeferred = true;
+        Pending.Begin(_deferredDeviceOffset, _builder.Finished);
+        r.ResultPhys = _layout.BlockAddress(Segment, batchOffset + headerBytes) + r.ResultPhys;
+        _segments.SetCrcs(r.ResultPhys, r.Crcs.AsSpan(0, r.Desc.BlockCount));
+        _segments[Segment].WrittenBlocks += r.Desc.BlockCount;
+        ClientDataBlocks += r.Desc.BlockCount;
+        ApplyRecord(r);
+        EarlyAcks++;
+        CompleteWritten();
     }
 
     private void CompleteWritten()

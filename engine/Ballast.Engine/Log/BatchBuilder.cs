@@ -122,8 +122,12 @@ internal sealed class BatchBuilder : IDisposable
         BatchFormat.WriteHeader(h, segmentSeq, headerBytes, _payloadBlocks, _records, offsetInSegment, batchSeq);
         var start = BatchFormat.MaxHeaderBytes - headerBytes;
         h.CopyTo(_buffer.Span[start..]);
-        return _buffer.Span.Slice(start, headerBytes + (_payloadBlocks << PoolLayout.BlockShift));
+        Finished = _buffer.Memory.Slice(start, headerBytes + (_payloadBlocks << PoolLayout.BlockShift));
+        return Finished.Span;
     }
+
+    /// <summary>What the last <see cref="Finish"/> returned, valid until the next <see cref="Reset"/>.</summary>
+    public ReadOnlyMemory<byte> Finished { get; private set; }
 
     private static int AlignBlock(int n) => (n + PoolLayout.BlockSize - 1) & ~(PoolLayout.BlockSize - 1);
 
