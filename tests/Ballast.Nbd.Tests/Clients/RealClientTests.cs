@@ -153,22 +153,26 @@ public class RealClientTests
     }
 
     [Test]
-    public async Task Fio_at_queue_depth_1_writes_alone_on_the_receive_loop()
+    public async Task Fio_at_queue_depth_1_writes_alone_on_the_receive_loop_acknowledged_before_the_device_write()
     {
         // At queue depth 1 the receive loop writes each request itself (WriteFlags.Alone). The
         // opposite case, requests that arrive together, is TransmissionTests' burst test: what
         // fio at depth 32 puts on the wire together depends on how loaded the machine is.
         var fio = Tool.Require("fio", "fio");
         var before = _server.Pool.GetStats().InlineBatches;
+        var earlyBefore = _server.Pool.GetStats().EarlyAcks;
         var r = await Tool.RunOkAsync(fio, [
             "--name=depth", "--ioengine=nbd", $"--uri={_server.Uri("v1")}", "--rw=randwrite", "--bs=4k", "--iodepth=1",
             "--size=16M", "--number_ios=400", "--verify=crc32c", "--verify_fatal=1", "--do_verify=1", "--output-format=json"], Limit);
         using var doc = JsonDocument.Parse(r.Stdout[r.Stdout.IndexOf('{')..]);
         Assert.That(doc.RootElement.GetProperty("jobs")[0].GetProperty("error").GetInt32(), Is.Zero);
         var alone = _server.Pool.GetStats().InlineBatches - before;
+        var early = _server.Pool.GetStats().EarlyAcks - earlyBefore;
         // Loose (a checkpoint or a segment change sends a few to the appender): never writing
-        // alone gives 0.
+        // alone gives 0. Those written alone were acknowledged before their device write, and
+        // fio's verify pass read every block back.
         Assert.That(alone, Is.GreaterThanOrEqualTo(200), $"of 400 writes at depth 1, {alone} were written on the receive loop");
+        Assert.That(early, Is.EqualTo(alone), $"of {alone} writes written on the receive loop, {early} were acknowledged before their device write");
     }
 
     private Task<Tool.Result> NbdshAsync(string script) =>
