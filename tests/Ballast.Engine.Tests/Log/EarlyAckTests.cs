@@ -169,4 +169,49 @@ public class EarlyAckTests
         Assert.That(back, Is.EqualTo(old));
         await again.WriteAsync(0, TestPools.Pattern(6, 4096), WriteFlags.Fua);
     }
+
+    /// <summary>Sends its records when the caller's batch ends, as a replication link does; the replicas answer when the test says.</summary>
+    private sealed class DeferredForwarder(List<string> events) : Ballast.Engine.Replication.IRecordForwarder
+    {
+        public readonly TaskCompletionSource Answered = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public ValueTask Forward(in Ballast.Engine.Replication.ReplicatedRecord record, ReadOnlyMemory<byte> payload, bool completeInline)
+        {
+            Assert.That(CompletionBatch.TryDefer(new Recorder(events, "record sent")), Is.True);
+            return new ValueTask(Answered.Task);
+        }
+
+        public ValueTask FlushAsync(bool completeInline, CancellationToken ct) => ValueTask.CompletedTask;
+    }
+
+    [Test]
+    public async Task On_a_replicated_volume_the_local_device_write_follows_the_forwarded_record_and_the_client_waits_for_the_replicas()
+    {
+        var storage = new FaultStorage();
+        var (pool, v) = await OpenAsync(storage);
+        var events = new List<string>();
+        var forwarder = new DeferredForwarder(events);
+        ((EngineVolume)v).AttachForwarder(forwarder);
+        storage.BeforeWrite = _ =>
+        {
+            lock (events)
+            {
+                events.Add("device write");
+            }
+        };
+        var stats = pool.GetStats();
+        Task? write = null;
+        await InBatchAsync(() => write = v.WriteAsync(0, TestPools.Pattern(7, 4096), WriteFlags.Alone | WriteFlags.CompleteInline).AsTask());
+        lock (events)
+        {
+            Assert.That(events.Take(2), Is.EqualTo(new[] { "record sent", "device write" }), "the local write goes beside the round trip, not before it");
+        }
+        var after = pool.GetStats();
+        Assert.That((after.EarlyAcks - stats.EarlyAcks, after.InlineBatches - stats.InlineBatches), Is.EqualTo((1, 1)));
+        Assert.That(write!.IsCompleted, Is.False, "the client's write waits for the replicas");
+        forwarder.Answered.SetResult();
+        await write.WaitAsync(TimeSpan.FromSeconds(10));
+        storage.BeforeWrite = null;
+        await pool.DisposeAsync();
+    }
 }
