@@ -6,7 +6,8 @@
 #   2. 4 KiB random write QD1 mean and p99 latency (goal: 2 copies <= 1 copy + one round trip + 20 us);
 #   3. the TCP round trip on loopback (python ping-pong, median);
 #   4. resync: node b killed with SIGKILL, 256 MiB written while it is down, b restarted;
-#      QD1 write latency on the primary while the resync runs (goal: <= 2x the latency of step 2).
+#      QD1 write latency on the primary while the resync runs (goal: <= 2x the latency of step 2),
+#      then again once the replica is in sync.
 # The QD32 runs also print CPU per write of fio, the primary and the replica, how busy the cores
 # were, and the highest 2-copy IOPS (and ratio) that CPU cost allows on these shared cores.
 # Last line: qd32_ratio=R qd1_1copy_us=A qd1_2copies_us=B rtt_us=T resync_qd1_us=C
@@ -138,6 +139,10 @@ read -r _ resync_lat resync_p99 <<<"$(fio_run two 1 0 10)"
 after=$(metric ballast_replication_resync_bytes_total); after=${after:-0}
 echo "during resync: mean $resync_lat us, p99 $resync_p99 us; resync moved $(( (${after%.*} - ${before%.*}) >> 20 )) MiB in that window"
 "${ctl[@]}" volume inspect two | sed -n '/replica\|node\|NODE/Ip' | head -5
+# The same QD1 run once the replica is in sync again: tells resync traffic from the restarted replica.
+for _ in $(seq 120); do "${ctl[@]}" volume inspect two | grep -qE '^b +replica +in-sync' && break; sleep 0.5; done
+read -r _ synced_lat synced_p99 <<<"$(fio_run two 1 0 "$seconds")"
+echo "after the resync: mean $synced_lat us, p99 $synced_p99 us"
 
 ratio=$(python3 -c "print(f'{$two_iops / $one_iops:.2f}')")
 echo "qd32_ratio=$ratio qd1_1copy_us=$one_lat qd1_2copies_us=$two_lat rtt_us=$rtt resync_qd1_us=$resync_lat"

@@ -50,6 +50,14 @@ public sealed partial class Pool
         CheckpointCapture? capture = null;
         await Appender.RunAtBoundaryAsync(() =>
         {
+            if (Appender.Poison is { } poison)
+            {
+                // Checked here, at the boundary: a write acknowledged before its device write may
+                // have failed while this capture waited, leaving the map pointing at blocks that
+                // were never written. Persisting that map would turn an unflushed write into a
+                // lasting read error; recovery from the last checkpoint and the log has the truth.
+                throw new InvalidOperationException($"no checkpoint after a device error: {poison.Message}", poison);
+            }
             capture = CheckpointCapture.Take(Appender.Position, Appender.LastSeq, _catalog.NextId, _catalog.All(), Segments);
             if (clean)
             {

@@ -452,7 +452,9 @@ internal sealed class Appender : IDisposable
             }
             if (_writeDeferred)
             {
-                // A record whose request failed must not reach the log.
+                // A record whose request failed must not reach the log. The map may already hold
+                // it: the pool is poisoned, so no checkpoint persists that map (see
+                // Pool.WriteCheckpointLockedAsync) and the next open replays the log as written.
                 _writeDeferred = false;
                 Pending.End();
             }

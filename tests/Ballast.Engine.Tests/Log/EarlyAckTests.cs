@@ -159,6 +159,10 @@ public class EarlyAckTests
         Assert.That(read!.Message, Does.Contain("failed its checksum"), "the unwritten block is not served");
         Assert.That(async () => await v.WriteAsync(8192, TestPools.Pattern(5, 4096), WriteFlags.None), Throws.TypeOf<BlockVolumeException>());
 
+        // No checkpoint may persist the map that points at the unwritten blocks (a checkpoint
+        // that waited for the log while the write failed would, without the check).
+        Assert.That(async () => await pool.CheckpointAsync(), Throws.InstanceOf<InvalidOperationException>().With.Message.Contains("no checkpoint after a device error"));
+
         // Reopened, recovery finds the log as the device has it: the write never happened.
         var image = storage.CleanImage();
         await pool.AbandonAsync();
