@@ -235,6 +235,16 @@ internal sealed partial class IscsiConnection
             {
                 t.Alone = _tasks.Count == 1 && !_reader.HasBuffered;
             }
+            if (t.Alone && total > 0)
+            {
+                // A lone write inside a completion batch is acknowledged before its device write,
+                // which the engine runs when the batch ends, after the response has left.
+                using (Ballast.Engine.Async.CompletionBatch.Begin())
+                {
+                    t.Start();
+                }
+                return;
+            }
             t.Start();
             return;
         }

@@ -102,15 +102,20 @@ public class InitiatorToolsTests
         var qemuImg = Tools.Require("qemu-img", "qemu-utils qemu-block-extra");
         await using var f = await TargetFixture.StartAsync();
         await f.Pool.CreateVolumeAsync("alone", 32L << 20, 4096);
+        long early = 0;
         async Task<long> InlineBatchesDuring(int depth, int count, int pattern)
         {
             var before = f.Pool.GetStats().InlineBatches;
+            var earlyBefore = f.Pool.GetStats().EarlyAcks;
             var r = await Tools.RunAsync(qemuImg, ["bench", "-w", "-f", "raw", "-t", "none", "-d", $"{depth}", "-c", $"{count}",
                 "-s", "4096", "-S", "4096", $"--pattern={pattern}", f.Url("alone")], TimeSpan.FromMinutes(2));
             Assert.That(r.ExitCode, Is.Zero, r.ToString());
+            early = f.Pool.GetStats().EarlyAcks - earlyBefore;
             return f.Pool.GetStats().InlineBatches - before;
         }
         var alone = await InlineBatchesDuring(1, 400, 0x5a);
+        // Written alone, each was acknowledged before its device write (WCE is on).
+        Assert.That(early, Is.EqualTo(alone), $"of {alone} writes written on the receive loop, {early} were acknowledged before their device write");
         var deep = await InlineBatchesDuring(32, 4000, 0x3c);
         // Loose bounds (a segment change sends a few to the appender): never writing alone gives
         // 0 at depth 1, always writing alone gives all 4000 at depth 32.
