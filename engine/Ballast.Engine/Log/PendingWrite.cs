@@ -19,9 +19,6 @@ internal sealed class PendingWrite
     private long _length;
     private ReadOnlyMemory<byte> _data;
 
-    /// <summary>Written (or failed) pending writes; the rest were started (diagnostics).</summary>
-    public long Finished => Volatile.Read(ref _finished);
-
     /// <summary>By the log's writer, before the batch's record is applied to the maps.</summary>
     public void Begin(long deviceOffset, ReadOnlyMemory<byte> batch)
     {
