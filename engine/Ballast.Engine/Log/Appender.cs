@@ -23,7 +23,8 @@ namespace Ballast.Engine.Log;
 /// (<see cref="AppendRequest.DrainAtBatchEnd"/>). <see cref="_busy"/> makes one thread at a
 /// time the log's writer.
 ///
-/// Such a lone write without FUA, submitted inside a completion batch (an NBD receive loop), is
+/// Such a lone write without FUA, submitted inside a completion batch (an NBD or iSCSI receive
+/// loop; a replica's drain when it holds a single data record), is
 /// acknowledged before its device write (<see cref="AckBeforeDeviceWrite"/>): its record is
 /// built, applied and completed, and the device write runs when the submitter's batch ends,
 /// after the reply has left. The client's next request then overlaps the device write instead of
@@ -388,7 +389,17 @@ internal sealed class Appender : IDisposable
             (_queue, _inlineWork) = (_inlineWork, _queue);
             _busy = true;
         }
-        WriteInline(null);
+        // Called as the submitter's batch ends: a batch of its own sends the answers once, and a
+        // lone record among them is answered before its device write, which follows the answers.
+        var opened = Async.CompletionBatch.TryOpen();
+        try
+        {
+            WriteInline(null);
+        }
+        finally
+        {
+            Async.CompletionBatch.End(ref opened);
+        }
     }
 
     /// <summary>
@@ -437,7 +448,10 @@ internal sealed class Appender : IDisposable
         {
             _inlineWork.Add(r);
         }
-        _ackEarly = r != null && WillAckEarly(r);
+        // Drained records (r null) qualify when there is one, a plain data record (WriteBatch
+        // checks the kind): one item means one pass of Process, which the deferred write needs
+        // (the next pass would reuse the batch buffer).
+        _ackEarly = _inlineWork.Count == 1 && WillAckEarly(_inlineWork[0]);
         _parking = false;
         try
         {
@@ -1023,7 +1037,8 @@ internal sealed class Appender : IDisposable
         {
             var batchOffset = Offset;
             var bytes = _builder.Finish(Seq, batchOffset, ++_batchSeq, out var headerBytes);
-            if (_ackEarly && !needSync && _batchItems.Count == 1 && _inPlace.Count == 0 && _batchItems[0].SplitRemaining == 0)
+            if (_ackEarly && !needSync && _batchItems.Count == 1 && _inPlace.Count == 0 && _batchItems[0].SplitRemaining == 0
+                && _batchItems[0].Desc.Kind == RecordKind.Data)
             {
                 AckBeforeWrite(batchOffset, headerBytes);
                 return;

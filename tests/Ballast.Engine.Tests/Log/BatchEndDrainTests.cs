@@ -156,4 +156,50 @@ public class BatchEndDrainTests
         await again!.ReadAsync(5 * 4096L, back);
         Assert.That(back, Is.EqualTo(TestPools.Pattern(123, 4096)), "after replay");
     }
+
+    [Test]
+    public async Task A_lone_record_is_answered_before_its_device_write_which_follows_at_the_end_of_the_drain()
+    {
+        // As a lone client write on the primary: the replica's answer leaves first, the device
+        // write follows it, and the primary's FLUSH (queued behind the log) covers it.
+        var storage = new FaultStorage();
+        var pool = await TestPools.OpenAsync(storage);
+        var v = await IdleVolumeAsync(pool, "v");
+        var events = new List<string>();
+        storage.BeforeWrite = _ =>
+        {
+            lock (events)
+            {
+                events.Add("device write");
+            }
+        };
+        var early = pool.Appender.EarlyAcks;
+        var data = TestPools.Pattern(9, 4096);
+        var (write, _) = await InBatchAsync(() =>
+        {
+            var t = v.ApplyReplicatedAsync(Rec(1, 3), data, completeInline: true).AsTask();
+            t.ContinueWith(_ =>
+            {
+                lock (events)
+                {
+                    events.Add("answered");
+                }
+            }, TaskContinuationOptions.ExecuteSynchronously);
+            return t;
+        }, _ => true);
+        await write.WaitAsync(TimeSpan.FromSeconds(10));
+        lock (events)
+        {
+            Assert.That(events, Is.EqualTo(new[] { "answered", "device write" }));
+        }
+        Assert.That(pool.Appender.EarlyAcks - early, Is.EqualTo(1));
+        storage.BeforeWrite = null;
+        await v.FlushAsync();
+        var image = storage.CrashImage(new Random(2), CrashMode.Subset);
+        await pool.AbandonAsync();
+        await using var reopened = await Pool.OpenAsync(TestPools.Options(image));
+        var back = new byte[4096];
+        await reopened.OpenVolume("v").ReadAsync(3 * 4096, back);
+        Assert.That(back, Is.EqualTo(data));
+    }
 }
