@@ -78,7 +78,6 @@ internal sealed class Appender : IDisposable
     // comment); set by WriteBatch when it left that write to the end of the submitter's batch.
     private bool _ackEarly;
     private bool _writeDeferred;
-    private long _deferredDeviceOffset;
     private int _deferredBatchOffset;
     private long _deferredBusyFrom;
     private long _deferredBatchesBefore;
@@ -502,15 +501,9 @@ internal sealed class Appender : IDisposable
         var writeFrom = System.Diagnostics.Stopwatch.GetTimestamp();
         try
         {
-            _storage.Write(_deferredDeviceOffset, bytes.Span);
+            _storage.Write(_layout.SegmentOffset(Segment) + _deferredBatchOffset, bytes.Span);
             WriteTicks += System.Diagnostics.Stopwatch.GetTimestamp() - writeFrom;
-            _syncer.Wrote();
-            Offset = _deferredBatchOffset + bytes.Length;
-            DeviceBytes += bytes.Length;
-            Batches++;
-            var seg = _segments[Segment];
-            seg.WriteOffset = Offset;
-            seg.LastWriteTicks = Environment.TickCount64;
+            BatchWritten(_deferredBatchOffset, bytes.Length);
             Appended?.Invoke(bytes.Length);
         }
         catch (Exception e)
@@ -1072,40 +1065,8 @@ internal sealed class Appender : IDisposable
                 }
                 return;
             }
-            _syncer.Wrote();
-            Offset = batchOffset + bytes.Length;
-            DeviceBytes += bytes.Length;
-            Batches++;
-            var seg = _segments[Segment];
-            seg.WriteOffset = Offset;
-            seg.LastWriteTicks = Environment.TickCount64;
-            var payloadBase = _layout.BlockAddress(Segment, batchOffset + headerBytes);
-            foreach (var r in _batchItems)
-            {
-                {
-                    if ((r.Desc.Flags & RecordFlags.InPlace) != 0)
-                    {
-                        _segments.SetRecycled(r.ResultPhys, r.Crcs.AsSpan(0, r.Desc.BlockCount), Seq);
-                        ClientDataBlocks += r.Desc.BlockCount;
-                        RecycledBlocks += r.Desc.BlockCount;
-                    }
-                    else if (r.Desc.Kind == RecordKind.Data)
-                    {
-                        r.ResultPhys = payloadBase + r.ResultPhys;
-                        _segments.SetCrcs(r.ResultPhys, r.Crcs.AsSpan(0, r.Desc.BlockCount));
-                        seg.WrittenBlocks += r.Desc.BlockCount;
-                        if ((r.Desc.Flags & RecordFlags.Relocated) != 0)
-                        {
-                            RelocatedBlocks += r.Desc.BlockCount;
-                        }
-                        else
-                        {
-                            ClientDataBlocks += r.Desc.BlockCount;
-                        }
-                    }
-                    ApplyRecord(r);
-                }
-            }
+            BatchWritten(batchOffset, bytes.Length);
+            ApplyBatch(batchOffset, headerBytes);
             Appended?.Invoke(bytes.Length);
         }
         // Complete what needs no sync before syncing: their latency should not include it.
@@ -1136,18 +1097,55 @@ internal sealed class Appender : IDisposable
     /// </summary>
     private void AckBeforeWrite(int batchOffset, int headerBytes)
     {
-        var r = _batchItems[0];
         _deferredBatchOffset = batchOffset;
-        _deferredDeviceOffset = _layout.SegmentOffset(Segment) + batchOffset;
         _writeDeferred = true;
-        Pending.Begin(_deferredDeviceOffset, _builder.Finished);
-        r.ResultPhys = _layout.BlockAddress(Segment, batchOffset + headerBytes) + r.ResultPhys;
-        _segments.SetCrcs(r.ResultPhys, r.Crcs.AsSpan(0, r.Desc.BlockCount));
-        _segments[Segment].WrittenBlocks += r.Desc.BlockCount;
-        ClientDataBlocks += r.Desc.BlockCount;
-        ApplyRecord(r);
+        Pending.Begin(_layout.SegmentOffset(Segment) + batchOffset, _builder.Finished);
+        ApplyBatch(batchOffset, headerBytes);
         EarlyAcks++;
         CompleteWritten();
+    }
+
+    /// <summary>The batch written at <paramref name="batchOffset"/> reached the device: the log's position and counters move on.</summary>
+    private void BatchWritten(int batchOffset, int length)
+    {
+        _syncer.Wrote();
+        Offset = batchOffset + length;
+        DeviceBytes += length;
+        Batches++;
+        var seg = _segments[Segment];
+        seg.WriteOffset = Offset;
+        seg.LastWriteTicks = Environment.TickCount64;
+    }
+
+    /// <summary>Gives the batch's records their blocks and checksums and applies them to the maps, in log order.</summary>
+    private void ApplyBatch(int batchOffset, int headerBytes)
+    {
+        var seg = _segments[Segment];
+        var payloadBase = _layout.BlockAddress(Segment, batchOffset + headerBytes);
+        foreach (var r in _batchItems)
+        {
+            if ((r.Desc.Flags & RecordFlags.InPlace) != 0)
+            {
+                _segments.SetRecycled(r.ResultPhys, r.Crcs.AsSpan(0, r.Desc.BlockCount), Seq);
+                ClientDataBlocks += r.Desc.BlockCount;
+                RecycledBlocks += r.Desc.BlockCount;
+            }
+            else if (r.Desc.Kind == RecordKind.Data)
+            {
+                r.ResultPhys = payloadBase + r.ResultPhys;
+                _segments.SetCrcs(r.ResultPhys, r.Crcs.AsSpan(0, r.Desc.BlockCount));
+                seg.WrittenBlocks += r.Desc.BlockCount;
+                if ((r.Desc.Flags & RecordFlags.Relocated) != 0)
+                {
+                    RelocatedBlocks += r.Desc.BlockCount;
+                }
+                else
+                {
+                    ClientDataBlocks += r.Desc.BlockCount;
+                }
+            }
+            ApplyRecord(r);
+        }
     }
 
     private void CompleteWritten()
