@@ -121,12 +121,7 @@ public sealed partial class Pool
             var epoch = Epoch.Enter();
             try
             {
-                var pending = Appender.Pending.Token;
-                await Storage.ReadAsync(phys << PoolLayout.BlockShift, buf.Memory[..(count << PoolLayout.BlockShift)]).ConfigureAwait(false);
-                if (pending != 0 && !Appender.Pending.TryOverlay(pending, phys << PoolLayout.BlockShift, buf.Span[..(count << PoolLayout.BlockShift)]))
-                {
-                    await Storage.ReadAsync(phys << PoolLayout.BlockShift, buf.Memory[..(count << PoolLayout.BlockShift)]).ConfigureAwait(false);
-                }
+                await ReadDataAsync(phys, buf.Memory[..(count << PoolLayout.BlockShift)]).ConfigureAwait(false);
                 for (var k = 0; k < count; k++)
                 {
                     var fresh = checkedBlocks.Add(phys + k);

@@ -54,6 +54,28 @@ public sealed partial class Pool : IAsyncDisposable
     internal IPoolStorage Storage { get; }
     internal SegmentTable Segments { get; }
     internal Appender Appender { get; }
+
+    /// <summary>
+    /// Reads data blocks a map resolved to (call after resolving): what the device holds, with the
+    /// write acknowledged before its device write laid over it (see <see cref="Log.PendingWrite"/>).
+    /// </summary>
+    internal ValueTask ReadDataAsync(long phys, Memory<byte> buffer, bool completeInline = false)
+    {
+        var pending = Appender.Pending.Token;
+        var read = Storage.ReadAsync(phys << PoolLayout.BlockShift, buffer, completeInline);
+        return pending == 0 ? read : OverlayPendingAsync(read, pending, phys, buffer, completeInline);
+    }
+
+    [System.Runtime.CompilerServices.AsyncMethodBuilder(typeof(Async.PooledValueTaskBuilder))]
+    private async ValueTask OverlayPendingAsync(ValueTask read, long pending, long phys, Memory<byte> buffer, bool completeInline)
+    {
+        await read.ConfigureAwait(false);
+        if (!Appender.Pending.TryOverlay(pending, phys << PoolLayout.BlockShift, buffer.Span))
+        {
+            // That write reached the device during this read: read it from there.
+            await Storage.ReadAsync(phys << PoolLayout.BlockShift, buffer, completeInline).ConfigureAwait(false);
+        }
+    }
     internal ReaderEpoch Epoch { get; } = new();
     internal ReadScratchPool Scratch { get; } = new();
     internal MapGeometry Geometry { get; }

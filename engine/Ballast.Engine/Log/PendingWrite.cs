@@ -5,10 +5,10 @@ namespace Ballast.Engine.Log;
 /// <see cref="Appender"/>): its map entries already point at blocks the device may not hold yet,
 /// so a read that resolved to them takes those bytes from the batch buffer instead.
 ///
-/// A reader takes <see cref="Token"/> after resolving its map (the writer begins before it
-/// applies the record, so a reader that sees the new map entry sees the write begun), reads the
-/// device, then calls <see cref="TryOverlay"/>. At most one such write is in flight: it holds
-/// the log.
+/// A reader (<see cref="Pool.ReadDataAsync"/>) takes <see cref="Token"/> after resolving its map
+/// (the writer begins before it applies the record, so a reader that sees the new map entry sees
+/// the write begun), reads the device, then calls <see cref="TryOverlay"/>. At most one such
+/// write is in flight: it holds the log.
 /// </summary>
 internal sealed class PendingWrite
 {

@@ -110,8 +110,6 @@ public sealed partial class EngineVolume : IBlockVolume
                     }
                     count = _state.Map.Resolve(block, want, scratch.Pieces, out covered);
                 }
-                // Taken after the map: a write acknowledged before its device write is seen begun.
-                var pending = _pool.Appender.Pending.Token;
                 var b = block;
                 for (var i = 0; i < count; i++)
                 {
@@ -126,16 +124,12 @@ public sealed partial class EngineVolume : IBlockVolume
                         var buf = scratch.Buffer.Memory[..bytes];
                         try
                         {
-                            await _pool.Storage.ReadAsync(p.Phys << PoolLayout.BlockShift, buf, inline).ConfigureAwait(false);
+                            // After the map was resolved, as ReadDataAsync needs.
+                            await _pool.ReadDataAsync(p.Phys, buf, inline).ConfigureAwait(false);
                         }
                         catch (Storage.StorageException e)
                         {
                             throw new BlockVolumeException(BlockError.Io, $"volume {Name}: reading offset {pieceStart} failed: {e.Message}", e);
-                        }
-                        if (pending != 0 && !_pool.Appender.Pending.TryOverlay(pending, p.Phys << PoolLayout.BlockShift, buf.Span))
-                        {
-                            // That write reached the device during this read: read it from there.
-                            await _pool.Storage.ReadAsync(p.Phys << PoolLayout.BlockShift, buf, inline).ConfigureAwait(false);
                         }
                         Verify(buf.Span, p.Phys, pieceStart);
                         buf.Span.Slice((int)(from - pieceStart), (int)(to - from)).CopyTo(target.Span);
