@@ -77,7 +77,7 @@ public static class SettingsSchema
             (s, v) => s.ReplicationListen = Endpoint("replication-listen", v)),
         Many("node", "ID=ADDR:PORT", "A cluster node and its replication address (repeatable, this node included); in the config file also \"nodes\": [{\"id\": .., \"address\": ..}].",
             (s, vs) => s.Nodes = [.. vs.Select(ParseNode)]),
-        One("resync-rate", "SIZE", "Most bytes per second a resync copies (default 64MiB), so clients keep their latency.",
+        One("resync-rate", "SIZE", "Most bytes per second a resync copies (default 64MiB), so clients keep their latency. Each copied extent counts at least 8 KiB: small ones cost more per byte.",
             (s, v) => s.ResyncRate = Size("resync-rate", v, 1L << 20, 1L << 40)),
         One("replica-timeout", "SECONDS", "A replica that does not answer within this time is taken out of sync (default 5).",
             (s, v) => s.ReplicaTimeout = TimeSpan.FromSeconds(Int("replica-timeout", v, 1, 600))),

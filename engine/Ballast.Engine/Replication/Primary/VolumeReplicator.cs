@@ -1,6 +1,4 @@
-using System.Buffers;
 using System.Buffers.Binary;
-using System.Diagnostics;
 using System.Text;
 using System.Text.Json;
 using Ballast.Engine.Log;
@@ -256,108 +254,14 @@ internal sealed class VolumeReplicator : IRecordForwarder
         return list;
     }
 
-    /// <summary>Sends extents as resync copies, several in flight, at most <paramref name="bytesPerSecond"/>.</summary>
-    private async Task CopyAsync(ReplicaTarget t, IReadOnlyList<ChangedExtent> pieces, bool force, long bytesPerSecond, CancellationToken ct)
-    {
-        const int MaxChunkBlocks = 256;
-        const int Window = 8;
-        var inFlight = new Queue<(Task<(ReplicationStatus, byte[])> Call, byte[]? Buffer)>();
-        var sw = Stopwatch.StartNew();
-        long sent = 0;
-        try
+    /// <summary>Sends extents as resync copies, in groups, at most <paramref name="bytesPerSecond"/>.</summary>
+    private Task CopyAsync(ReplicaTarget t, IReadOnlyList<ChangedExtent> pieces, bool force, long bytesPerSecond, CancellationToken ct) =>
+        new ResyncCopy(Volume, t, force, bytesPerSecond, bytes =>
         {
-            foreach (var p in pieces)
-            {
-                var lba = p.Offset >> PoolLayout.BlockShift;
-                var blocks = (p.Length + PoolLayout.BlockSize - 1) >> PoolLayout.BlockShift;
-                for (long done = 0; done < blocks;)
-                {
-                    ct.ThrowIfCancellationRequested();
-                    var n = (int)Math.Min(MaxChunkBlocks, blocks - done);
-                    var kind = p.State switch { AllocationState.Data => RecordKind.Data, AllocationState.Zero => RecordKind.Zero, _ => RecordKind.Trim };
-                    byte[]? buffer = null;
-                    var bytes = n << PoolLayout.BlockShift;
-                    if (kind == RecordKind.Data)
-                    {
-                        buffer = ArrayPool<byte>.Shared.Rent(bytes);
-                        var offset = (lba + done) << PoolLayout.BlockShift;
-                        var length = (int)Math.Min(bytes, Volume.Size - offset);
-                        await Volume.ReadAsync(offset, buffer.AsMemory(0, length)).ConfigureAwait(false);
-                        buffer.AsSpan(length, bytes - length).Clear();
-                    }
-                    var rh = new RecordHeader
-                    {
-                        Lsn = p.Lsn,
-                        Epoch = Volume.Epoch,
-                        Lba = lba + done,
-                        Blocks = n,
-                        Flags = ((uint)kind << 8) | (force ? RecordHeader.Force : 0),
-                    };
-                    var frame = new OutFrame { Type = FrameType.Resync, Volume = t.Handle, HasRecord = true, Record = rh, Body = buffer == null ? default : buffer.AsMemory(0, bytes) };
-                    inFlight.Enqueue((t.Link.CallAsync(frame), buffer));
-                    done += n;
-                    if (kind == RecordKind.Data)
-                    {
-                        sent += bytes;
-                        t.ResyncDoneBytes += bytes;
-                        Interlocked.Add(ref t.ResyncedBytes, bytes);
-                        _node.CountResyncBytes(bytes);
-                    }
-                    while (inFlight.Count >= Window)
-                    {
-                        await FinishOneAsync(inFlight).ConfigureAwait(false);
-                    }
-                    var due = TimeSpan.FromSeconds((double)sent / Math.Max(1 << 20, bytesPerSecond));
-                    if (due > sw.Elapsed)
-                    {
-                        await Task.Delay(due - sw.Elapsed, ct).ConfigureAwait(false);
-                    }
-                }
-            }
-            while (inFlight.Count > 0)
-            {
-                await FinishOneAsync(inFlight).ConfigureAwait(false);
-            }
-        }
-        finally
-        {
-            while (inFlight.Count > 0)
-            {
-                var (call, buffer) = inFlight.Dequeue();
-                try
-                {
-                    await call.ConfigureAwait(false);
-                }
-                finally
-                {
-                    if (buffer != null)
-                    {
-                        ArrayPool<byte>.Shared.Return(buffer);
-                    }
-                }
-            }
-        }
-    }
-
-    private static async Task FinishOneAsync(Queue<(Task<(ReplicationStatus, byte[])> Call, byte[]? Buffer)> inFlight)
-    {
-        var (call, buffer) = inFlight.Dequeue();
-        try
-        {
-            var (status, body) = await call.ConfigureAwait(false);
-            if (status != ReplicationStatus.Ok)
-            {
-                throw new ResyncException($"resync copy refused: {status} {Encoding.UTF8.GetString(body)}");
-            }
-        }
-        finally
-        {
-            if (buffer != null)
-            {
-                ArrayPool<byte>.Shared.Return(buffer);
-            }
-        }
-    }
+            t.ResyncDoneBytes += bytes;
+            Interlocked.Add(ref t.ResyncedBytes, bytes);
+            _node.CountResyncBytes(bytes);
+        }).RunAsync(pieces, ct);
 
     private async Task<byte[]> CallOkAsync(ReplicaTarget t, OutFrame frame)
     {
