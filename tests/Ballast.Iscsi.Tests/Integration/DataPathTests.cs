@@ -61,6 +61,60 @@ public class DataPathTests
     }
 
     [Test]
+    public async Task Writes_that_arrive_together_go_to_the_log_writer_and_a_lone_write_is_written_on_the_receive_loop()
+    {
+        // The receive loop writes a command itself (WriteFlags.Alone) only when nothing else is in
+        // flight or buffered. Commands that arrive together must reach the appender, whatever the
+        // initiator's timing: a tool's queue depth says nothing about what reaches the target
+        // together on a loaded machine, so each burst here is one send of 32 commands.
+        await using var f = await TargetFixture.StartAsync();
+        await f.Pool.CreateVolumeAsync("burst", 64L << 20, 4096);
+        await using var c = await ConnectAsync(f.Port);
+        Assert.That(await c.LoginAsync(TargetFixture.Iqn("burst")), Is.Zero);
+        const int bursts = 50, depth = 32;
+        var data = new byte[4096];
+        new Random(3).NextBytes(data);
+        long Inline() => f.Pool.GetStats().InlineBatches;
+        var before = Inline();
+        for (var b = 0; b < bursts; b++)
+        {
+            var burst = new MemoryStream();
+            for (var i = 0; i < depth; i++)
+            {
+                var h = Header(0x01, 0xa1, data.Length);
+                Put32(h, 16, c.NextItt());
+                Put32(h, 20, (uint)data.Length);
+                Put32(h, 24, c.CmdSn++);
+                Put32(h, 28, c.ExpStatSn);
+                Cdb.Write10((uint)((b * depth + i) % 16384), 1).CopyTo(h, 32);
+                burst.Write(c.Pdu(h, data));
+            }
+            await c.SendRawAsync(burst.ToArray());
+            for (var i = 0; i < depth; i++)
+            {
+                var r = await c.ReadAsync() ?? throw new IOException("connection lost");
+                Assert.That((r.Header[0] & 0x3f, r.Header[3]), Is.EqualTo((0x21, (byte)0)), "a GOOD SCSI response");
+            }
+        }
+        var together = Inline() - before;
+        before = Inline();
+        for (var i = 0; i < 100; i++)
+        {
+            var r = await c.CommandAsync(Cdb.Write10((uint)i, 1), writeData: data);
+            Assert.That(r!.Status, Is.Zero);
+        }
+        var lone = Inline() - before;
+        TestContext.Out.WriteLine($"written on the receive loop: {together} of {bursts * depth} sent together, {lone} of 100 sent alone");
+        // A burst reaches the target in one or a few reads; only the first command of a read that
+        // finds the target idle can be alone. A checkpoint or a segment change sends a lone write
+        // to the appender now and then.
+        Assert.That(together, Is.LessThanOrEqualTo(2 * bursts), $"of {bursts * depth} writes sent {depth} at a time, {together} were written on the receive loop (alone: {lone} of 100)");
+        Assert.That(lone, Is.GreaterThanOrEqualTo(50), $"of 100 writes sent one at a time, {lone} were written on the receive loop (together: {together} of {bursts * depth})");
+        var back = await c.CommandAsync(Cdb.Read10(99, 1), readLength: 4096);
+        Assert.That(back!.Data, Is.EqualTo(data));
+    }
+
+    [Test]
     public async Task Large_reads_and_writes_use_r2t_bursts_and_several_data_in_pdus()
     {
         await using var f = await TargetFixture.StartAsync();

@@ -95,35 +95,28 @@ public class InitiatorToolsTests
     }
 
     [Test]
-    public async Task Qemu_img_writes_alone_on_the_receive_loop_at_depth_1_and_through_the_log_writer_at_depth_32()
+    public async Task Qemu_img_at_depth_1_writes_alone_on_the_receive_loop_and_is_acknowledged_before_the_device_write()
     {
-        // With one command in flight the receive loop writes it itself (WriteFlags.Alone); with
-        // 32 it must leave them to the appender thread, which batches them.
+        // With one command in flight the receive loop writes it itself (WriteFlags.Alone). What
+        // arrives together goes to the appender: DataPathTests checks that with bursts of its own,
+        // since qemu-img's depth does not decide what reaches the target together.
         var qemuImg = Tools.Require("qemu-img", "qemu-utils qemu-block-extra");
         await using var f = await TargetFixture.StartAsync();
         await f.Pool.CreateVolumeAsync("alone", 32L << 20, 4096);
-        long early = 0;
-        async Task<long> InlineBatchesDuring(int depth, int count, int pattern)
-        {
-            var before = f.Pool.GetStats().InlineBatches;
-            var earlyBefore = f.Pool.GetStats().EarlyAcks;
-            var r = await Tools.RunAsync(qemuImg, ["bench", "-w", "-f", "raw", "-t", "none", "-d", $"{depth}", "-c", $"{count}",
-                "-s", "4096", "-S", "4096", $"--pattern={pattern}", f.Url("alone")], TimeSpan.FromMinutes(2));
-            Assert.That(r.ExitCode, Is.Zero, r.ToString());
-            early = f.Pool.GetStats().EarlyAcks - earlyBefore;
-            return f.Pool.GetStats().InlineBatches - before;
-        }
-        var alone = await InlineBatchesDuring(1, 400, 0x5a);
+        var before = f.Pool.GetStats();
+        var r = await Tools.RunAsync(qemuImg, ["bench", "-w", "-f", "raw", "-t", "none", "-d", "1", "-c", "400",
+            "-s", "4096", "-S", "4096", "--pattern=90", f.Url("alone")], TimeSpan.FromMinutes(2));
+        Assert.That(r.ExitCode, Is.Zero, r.ToString());
+        var after = f.Pool.GetStats();
+        var alone = after.InlineBatches - before.InlineBatches;
+        var early = after.EarlyAcks - before.EarlyAcks;
+        // Loose bound: a checkpoint or a segment change sends a few to the appender.
+        Assert.That(alone, Is.GreaterThanOrEqualTo(200), $"of 400 writes at depth 1, {alone} were written on the receive loop");
         // Written alone, each was acknowledged before its device write (WCE is on).
         Assert.That(early, Is.EqualTo(alone), $"of {alone} writes written on the receive loop, {early} were acknowledged before their device write");
-        var deep = await InlineBatchesDuring(32, 4000, 0x3c);
-        // Loose bounds (a segment change sends a few to the appender): never writing alone gives
-        // 0 at depth 1, always writing alone gives all 4000 at depth 32.
-        Assert.That(alone, Is.GreaterThanOrEqualTo(200), $"of 400 writes at depth 1, {alone} were written on the receive loop (at depth 32: {deep} of 4000)");
-        Assert.That(deep, Is.LessThan(1000), $"of 4000 writes at depth 32, {deep} were written on the receive loop (at depth 1: {alone} of 400)");
         var v = f.Pool.Find("alone")!;
         var back = new byte[4096];
-        await v.ReadAsync(4000L * 4096 - 4096, back);
-        Assert.That(back, Is.All.EqualTo((byte)0x3c), "the last block qemu wrote");
+        await v.ReadAsync(399L * 4096, back);
+        Assert.That(back, Is.All.EqualTo((byte)90), "the last block qemu wrote");
     }
 }

@@ -83,7 +83,10 @@ public sealed class RawInitiator : IAsyncDisposable
     /// <summary>Corrupts the next data digest sent (for digest tests).</summary>
     public bool CorruptNextDataDigest { get; set; }
 
-    public async Task SendAsync(byte[] header, byte[]? data = null, byte[]? ahs = null)
+    public async Task SendAsync(byte[] header, byte[]? data = null, byte[]? ahs = null) => await _stream.WriteAsync(Pdu(header, data, ahs));
+
+    /// <summary>The PDU's bytes as they go on the wire (digests and padding added), for sending several in one write.</summary>
+    public byte[] Pdu(byte[] header, byte[]? data = null, byte[]? ahs = null)
     {
         var ms = new MemoryStream();
         ms.Write(header);
@@ -111,7 +114,7 @@ public sealed class RawInitiator : IAsyncDisposable
                 ms.Write(dd);
             }
         }
-        await _stream.WriteAsync(ms.ToArray());
+        return ms.ToArray();
     }
 
     public async Task SendRawAsync(byte[] bytes) => await _stream.WriteAsync(bytes);
