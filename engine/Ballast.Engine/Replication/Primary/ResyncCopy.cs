@@ -105,8 +105,6 @@ internal sealed class ResyncCopy(EngineVolume volume, ReplicaTarget target, bool
         reads.Clear();
         if (failed != null)
         {
-            g.Chunks.Clear();
-            g.Used = 0;
             throw new ResyncException($"resync read failed: {failed.Message}");
         }
         foreach (var c in g.Chunks)
@@ -162,26 +160,24 @@ internal sealed class ResyncCopy(EngineVolume volume, ReplicaTarget target, bool
             Chunks.Add(c);
         }
 
-        /// <summary>Waits for every answer; the first refusal fails the resync.</summary>
+        /// <summary>
+        /// Waits for every answer, then frees the group; the first refusal fails the resync (and
+        /// leaves the rest to <see cref="DrainAsync"/>, which <see cref="RunAsync"/> always calls).
+        /// </summary>
         public async Task FinishAsync()
         {
-            try
+            foreach (var call in Calls)
             {
-                foreach (var call in Calls)
+                var (status, body) = await call.ConfigureAwait(false);
+                if (status != ReplicationStatus.Ok)
                 {
-                    var (status, body) = await call.ConfigureAwait(false);
-                    if (status != ReplicationStatus.Ok)
-                    {
-                        throw new ResyncException($"resync copy refused: {status} {Encoding.UTF8.GetString(body)}");
-                    }
+                    throw new ResyncException($"resync copy refused: {status} {Encoding.UTF8.GetString(body)}");
                 }
             }
-            finally
-            {
-                await DrainAsync().ConfigureAwait(false);
-            }
+            Reset();
         }
 
+        /// <summary>Waits until no frame in flight points into the buffer, whatever the answers.</summary>
         public async Task DrainAsync()
         {
             foreach (var call in Calls)
@@ -195,6 +191,11 @@ internal sealed class ResyncCopy(EngineVolume volume, ReplicaTarget target, bool
                     // Only waiting for the frame to leave the buffer; the failure was reported where it mattered.
                 }
             }
+            Reset();
+        }
+
+        private void Reset()
+        {
             Calls.Clear();
             Used = 0;
         }
