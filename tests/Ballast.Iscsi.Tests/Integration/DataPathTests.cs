@@ -23,13 +23,8 @@ public class DataPathTests
         for (var i = 0; i < N; i++)
         {
             var data = ScsiData(i);
-            var h = Header(0x01, 0xa1, data.Length);
-            var itt = c.NextItt();
-            payloads[itt] = data;
-            Put32(h, 16, itt);
-            Put32(h, 20, (uint)data.Length);
-            Put32(h, 24, c.CmdSn++);
-            Cdb.Write10((uint)(i * 8), 8).CopyTo(h, 32);
+            var h = c.WriteCommand(Cdb.Write10((uint)(i * 8), 8), data.Length);
+            payloads[Get32(h, 16)] = data;
             await c.SendAsync(h, data);
         }
         var seen = new HashSet<uint>();
@@ -81,13 +76,7 @@ public class DataPathTests
             var burst = new MemoryStream();
             for (var i = 0; i < depth; i++)
             {
-                var h = Header(0x01, 0xa1, data.Length);
-                Put32(h, 16, c.NextItt());
-                Put32(h, 20, (uint)data.Length);
-                Put32(h, 24, c.CmdSn++);
-                Put32(h, 28, c.ExpStatSn);
-                Cdb.Write10((uint)((b * depth + i) % 16384), 1).CopyTo(h, 32);
-                burst.Write(c.Pdu(h, data));
+                burst.Write(c.Pdu(c.WriteCommand(Cdb.Write10((uint)((b * depth + i) % 16384), 1), data.Length), data));
             }
             await c.SendRawAsync(burst.ToArray());
             for (var i = 0; i < depth; i++)

@@ -38,12 +38,7 @@ public class DigestTests
         await f.Pool.CreateVolumeAsync("digests", 16L << 20, 512);
         await using var c = await DigestSessionAsync(f);
         c.CorruptNextDataDigest = true;
-        var h = Header(0x01, 0xa1, 512);
-        Put32(h, 16, c.NextItt());
-        Put32(h, 20, 512);
-        Put32(h, 24, c.CmdSn++);
-        Cdb.Write10(0, 1).CopyTo(h, 32);
-        await c.SendAsync(h, new byte[512]);
+        await c.SendAsync(c.WriteCommand(Cdb.Write10(0, 1), 512), new byte[512]);
         var reject = await c.ReadAsync();
         Assert.That((reject!.Value.Header[0] & 0x3f, reject.Value.Header[2]), Is.EqualTo((0x3f, (byte)0x02)), "Reject: data digest error");
         var response = await c.ReadAsync();

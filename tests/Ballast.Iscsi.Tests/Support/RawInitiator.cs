@@ -241,6 +241,21 @@ public sealed class RawInitiator : IAsyncDisposable
         public byte Ascq => Sense.Length > 13 ? ((Sense[0] & 0x7f) >= 0x72 ? Sense[3] : Sense[13]) : (byte)0;
     }
 
+    /// <summary>
+    /// The header of a WRITE whose <paramref name="length"/> bytes all go as immediate data (final,
+    /// simple task): next ITT (read it at offset 16), next CmdSN, current ExpStatSN. Send it with its data.
+    /// </summary>
+    public byte[] WriteCommand(byte[] cdb, int length)
+    {
+        var h = Header(0x01, 0xa1, length);
+        Put32(h, 16, NextItt());
+        Put32(h, 20, (uint)length);
+        Put32(h, 24, CmdSn++);
+        Put32(h, 28, ExpStatSn);
+        cdb.CopyTo(h, 32);
+        return h;
+    }
+
     /// <summary>Sends a SCSI command (write data goes as immediate data, the rest answering R2Ts) and waits for its status.</summary>
     public async Task<ScsiResult?> CommandAsync(byte[] cdb, int readLength = 0, byte[]? writeData = null, ulong lun = 0, TimeSpan? timeout = null)
     {
