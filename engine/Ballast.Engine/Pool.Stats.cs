@@ -76,6 +76,7 @@ public sealed partial class Pool
             Batches = Appender.Batches,
             InlineBatches = Volatile.Read(ref Appender.InlineBatches),
             EarlyAcks = Volatile.Read(ref Appender.EarlyAcks),
+            BorrowedBytes = Volatile.Read(ref Appender.BorrowedBytes),
             Syncs = Appender.Syncs,
             Checkpoints = _checkpoints,
             LastCheckpointBytes = _lastCheckpointBytes,

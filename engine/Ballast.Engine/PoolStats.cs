@@ -25,6 +25,9 @@ public sealed record PoolStats
 
     /// <summary>Lone writes acknowledged before their device write (see PoolOptions.AckBeforeDeviceWrite).</summary>
     public long EarlyAcks { get; init; }
+
+    /// <summary>Large client payload bytes written from the client's buffer, not copied into a batch (see LargeBufferPool).</summary>
+    public long BorrowedBytes { get; init; }
     public long Syncs { get; init; }
     public long Checkpoints { get; init; }
     public long LastCheckpointBytes { get; init; }

@@ -73,6 +73,7 @@ public sealed class MetricsSnapshot(PoolService pool, ExportCatalog exports, Rep
         Add("ballast_pool_batches_total", "counter", "Group-commit batches written.", s.Batches);
         Add("ballast_pool_inline_batches_total", "counter", "Batches written on a client's own thread: a write alone on its connection, or a replica's records from one read, that found the log idle.", s.InlineBatches);
         Add("ballast_pool_early_acks_total", "counter", "Lone writes without FUA acknowledged before their device write, which followed the reply (a FLUSH still waits for it).", s.EarlyAcks);
+        Add("ballast_pool_borrowed_bytes_total", "counter", "Large write payloads the log wrote to the device from the client's buffer, without copying them into its batch.", s.BorrowedBytes);
         Add("ballast_pool_syncs_total", "counter", "fdatasync calls.", s.Syncs);
         var times = pool.Pool.AppenderTimes;
         Add("ballast_pool_appender_busy_seconds_total", "counter", "Time the log appender spent building and writing batches (near the elapsed time: the log is the bottleneck).", times.Busy.TotalSeconds);

@@ -41,6 +41,19 @@ internal static partial class Libc
     [LibraryImport("libc", EntryPoint = "pwrite", SetLastError = true)]
     public static unsafe partial nint PWrite(int fd, byte* buf, nuint count, long offset);
 
+    [LibraryImport("libc", EntryPoint = "pwritev", SetLastError = true)]
+    public static unsafe partial nint PWriteV(int fd, IoVec* iov, int count, long offset);
+
+    /// <summary>struct iovec.</summary>
+    public unsafe struct IoVec
+    {
+        public void* Base;
+        public nuint Length;
+    }
+
+    /// <summary>Most parts one pwritev takes (IOV_MAX on Linux).</summary>
+    public const int IovMax = 1024;
+
     [LibraryImport("libc", EntryPoint = "fdatasync", SetLastError = true)]
     public static partial int FDataSync(int fd);
 

@@ -138,6 +138,9 @@ internal sealed class Appender : IDisposable
     /// <summary>Writes acknowledged before their device write (diagnostics).</summary>
     public long EarlyAcks;
 
+    /// <summary>Client payload bytes written to the device from the client's buffer, without a copy into the batch (diagnostics).</summary>
+    public long BorrowedBytes;
+
     /// <summary>The write acknowledged before its device write, while that write is in flight: readers overlay it.</summary>
     public PendingWrite Pending { get; } = new();
 
@@ -791,8 +794,9 @@ internal sealed class Appender : IDisposable
                 var inlineLen = r.Inline?.Length ?? 0;
                 if (_builder.Fits(r.Desc.BlockCount, inlineLen, data, _layout.BatchLimit - Offset))
                 {
-                    var payload = data ? r.Payload.Span : default;
-                    var first = _builder.Add(ref r.Desc, r.Crcs, r.Inline, payload);
+                    var first = data && CanBorrow(r, out var whole)
+                        ? _builder.AddBorrowed(ref r.Desc, r.Crcs, whole)
+                        : _builder.Add(ref r.Desc, r.Crcs, r.Inline, data ? r.Payload.Span : default);
                     r.ResultPhys = first;
                     _batchItems.Add(r);
                     if ((r.Desc.Flags & RecordFlags.Fua) != 0)
@@ -837,6 +841,29 @@ internal sealed class Appender : IDisposable
                 i++;
             }
         }
+    }
+
+    /// <summary>
+    /// A client's large aligned payload goes to the device from the client's buffer: the client
+    /// waits for this write before it may reuse the buffer. A lone write that will be acknowledged
+    /// before its device write is copied (its client may reuse the buffer first; the early reply
+    /// saves more than the copy costs), and <see cref="WriteBatch"/> never acknowledges early a
+    /// batch that borrowed. Cleaner copies and records with inline bytes are copied as before.
+    /// </summary>
+    private bool CanBorrow(AppendRequest r, out ReadOnlyMemory<byte> whole)
+    {
+        whole = default;
+        if (_ackEarly || r.Volume == null || (r.Desc.Flags & RecordFlags.Relocated) != 0 || r.Inline is { Length: > 0 })
+        {
+            return false;
+        }
+        var bytes = r.Desc.BlockCount << PoolLayout.BlockShift;
+        if (r.Payload.Length < bytes || !_builder.CanBorrow(r.Payload[..bytes]))
+        {
+            return false;
+        }
+        whole = r.Payload[..bytes];
+        return true;
     }
 
     /// <summary>
@@ -928,7 +955,9 @@ internal sealed class Appender : IDisposable
         }
         r.SplitRemaining = r.Desc.BlockCount - k;
         r.Desc.BlockCount = k;
-        var first = _builder.Add(ref r.Desc, r.Crcs, null, r.Payload.Span[..(k << PoolLayout.BlockShift)]);
+        var first = CanBorrow(r, out var head)
+            ? _builder.AddBorrowed(ref r.Desc, r.Crcs, head)
+            : _builder.Add(ref r.Desc, r.Crcs, null, r.Payload.Span[..(k << PoolLayout.BlockShift)]);
         r.ResultPhys = first;
         _batchItems.Add(r);
         return true;
@@ -1031,7 +1060,7 @@ internal sealed class Appender : IDisposable
             var batchOffset = Offset;
             var bytes = _builder.Finish(Seq, batchOffset, ++_batchSeq, out var headerBytes);
             if (_ackEarly && !needSync && _batchItems.Count == 1 && _inPlace.Count == 0 && _batchItems[0].SplitRemaining == 0
-                && _batchItems[0].Desc.Kind == RecordKind.Data)
+                && _batchItems[0].Desc.Kind == RecordKind.Data && !_builder.HasBorrowed)
             {
                 AckBeforeWrite(batchOffset, headerBytes);
                 return;
@@ -1043,7 +1072,15 @@ internal sealed class Appender : IDisposable
                 {
                     WriteInPlace();
                 }
-                _storage.Write(_layout.SegmentOffset(Segment) + batchOffset, bytes);
+                if (_builder.HasBorrowed)
+                {
+                    _storage.WriteGather(_layout.SegmentOffset(Segment) + batchOffset, _builder.Parts());
+                    BorrowedBytes += _builder.BorrowedBytes;
+                }
+                else
+                {
+                    _storage.Write(_layout.SegmentOffset(Segment) + batchOffset, bytes);
+                }
                 WriteTicks += System.Diagnostics.Stopwatch.GetTimestamp() - writeFrom;
             }
             catch (Exception e)

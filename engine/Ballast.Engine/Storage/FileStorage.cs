@@ -133,6 +133,58 @@ public sealed unsafe class FileStorage : IPoolStorage
         }
     }
 
+    public void WriteGather(long offset, ReadOnlySpan<ReadOnlyMemory<byte>> parts)
+    {
+        if (parts.Length > Libc.IovMax)
+        {
+            throw new ArgumentException($"{parts.Length} parts in one write (at most {Libc.IovMax})", nameof(parts));
+        }
+        var iov = stackalloc Libc.IoVec[parts.Length];
+        // Every part is pinned for the call (native aligned buffers pin for free).
+        var handles = System.Buffers.ArrayPool<System.Buffers.MemoryHandle>.Shared.Rent(parts.Length);
+        try
+        {
+            long total = 0;
+            for (var i = 0; i < parts.Length; i++)
+            {
+                handles[i] = parts[i].Pin();
+                iov[i] = new Libc.IoVec { Base = handles[i].Pointer, Length = (nuint)parts[i].Length };
+                total += parts[i].Length;
+            }
+            long n;
+            do
+            {
+                n = Libc.PWriteV(_fd, iov, parts.Length, offset);
+            }
+            while (n < 0 && Marshal.GetLastPInvokeError() == Libc.EINTR);
+            if (n < 0)
+            {
+                throw new StorageException("write", Marshal.GetLastPInvokeError(), offset);
+            }
+            // A short write (rare with O_DIRECT): the rest goes part by part.
+            long skip = n;
+            for (var i = 0; i < parts.Length && n < total; i++)
+            {
+                if (skip >= parts[i].Length)
+                {
+                    skip -= parts[i].Length;
+                    continue;
+                }
+                Write(offset + n, parts[i].Span[(int)skip..]);
+                n += parts[i].Length - skip;
+                skip = 0;
+            }
+        }
+        finally
+        {
+            for (var i = 0; i < parts.Length; i++)
+            {
+                handles[i].Dispose();
+            }
+            System.Buffers.ArrayPool<System.Buffers.MemoryHandle>.Shared.Return(handles, clearArray: true);
+        }
+    }
+
     // Linux reports a writeback error to one fdatasync per open file, and the appender (data
     // written into holes), the syncer and checkpoints all sync this one fd: syncs run one at a
     // time, and once one fails every later one fails too, so no caller takes a later success

@@ -21,6 +21,29 @@ public interface IPoolStorage : IDisposable
 
     void Write(long offset, ReadOnlySpan<byte> buffer);
 
+    /// <summary>
+    /// Writes <paramref name="parts"/> back to back from <paramref name="offset"/>, as one write of
+    /// their concatenation (each part follows the Read/Write rules). A file does it with one
+    /// pwritev, so large payloads go to the device from the caller's buffers without a copy;
+    /// this default copies them into one buffer.
+    /// </summary>
+    void WriteGather(long offset, ReadOnlySpan<ReadOnlyMemory<byte>> parts)
+    {
+        var total = 0;
+        foreach (var part in parts)
+        {
+            total += part.Length;
+        }
+        using var joined = new Buffers.AlignedBuffer(total);
+        var at = 0;
+        foreach (var part in parts)
+        {
+            part.Span.CopyTo(joined.Span[at..]);
+            at += part.Length;
+        }
+        Write(offset, joined.Span);
+    }
+
     /// <summary>Makes every write that completed before this call durable (fdatasync).</summary>
     void Sync();
 

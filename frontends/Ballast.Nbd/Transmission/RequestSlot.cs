@@ -1,4 +1,5 @@
 using System.Buffers;
+using Ballast.Engine.Buffers;
 using Ballast.Engine.Volumes;
 using Ballast.Nbd.Protocol;
 
@@ -30,8 +31,13 @@ internal sealed class RequestSlot
     public ulong Offset;
     public uint Length;
 
-    /// <summary>Rented from the shared array pool; returned when the reply has been sent.</summary>
-    public byte[]? Buffer;
+    /// <summary>The payload: the write's data, or the data read; valid from <see cref="RentBuffer"/> until <see cref="ReturnBuffer"/>.</summary>
+    public Memory<byte> Data;
+
+    // Small payloads come from the shared array pool; large writes from aligned buffers, which the
+    // log writes to the device as they are (no copy into its batch).
+    private byte[]? _array;
+    private AlignedBuffer? _aligned;
 
     /// <summary>0 on success, else the NBD error value; <see cref="Message"/> says why.</summary>
     public uint Error;
@@ -60,15 +66,34 @@ internal sealed class RequestSlot
         Message = message;
     }
 
-    public void RentBuffer(int length) => Buffer = length == 0 ? [] : ArrayPool<byte>.Shared.Rent(length);
+    /// <param name="write">The payload is a write's data (large ones are then received into an aligned buffer).</param>
+    public void RentBuffer(int length, bool write)
+    {
+        if (write && length >= LargeBufferPool.MinBytes)
+        {
+            _aligned = LargeBufferPool.Shared.Rent(length);
+            Data = _aligned.Memory[..length];
+        }
+        else
+        {
+            _array = length == 0 ? [] : ArrayPool<byte>.Shared.Rent(length);
+            Data = _array.AsMemory(0, length);
+        }
+    }
 
     public void ReturnBuffer()
     {
-        if (Buffer is { Length: > 0 } b)
+        if (_array is { Length: > 0 } b)
         {
             ArrayPool<byte>.Shared.Return(b);
         }
-        Buffer = null;
+        if (_aligned != null)
+        {
+            LargeBufferPool.Shared.Return(_aligned);
+        }
+        _array = null;
+        _aligned = null;
+        Data = default;
     }
 
     public void EnsureStatusRanges()

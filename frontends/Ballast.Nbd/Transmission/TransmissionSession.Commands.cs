@@ -123,26 +123,26 @@ internal sealed partial class TransmissionSession
             {
                 case NbdCommand.Read:
                     // What follows the read only queues the reply: it may run on the engine's I/O thread.
-                    s.RentBuffer(length);
+                    s.RentBuffer(length, write: false);
                     if (Structured && (s.Flags & CommandFlags.Df) == 0 && length > 0)
                     {
                         // Holes go back as NBD_REPLY_TYPE_OFFSET_HOLE; a range without data needs no read at all.
                         s.RangeCount = _volume.GetAllocation(offset, length, s.Ranges);
                         if (HasData(s))
                         {
-                            await _volume.ReadInlineAsync(offset, s.Buffer.AsMemory(0, length)).ConfigureAwait(false);
+                            await _volume.ReadInlineAsync(offset, s.Data).ConfigureAwait(false);
                         }
                     }
                     else
                     {
-                        await _volume.ReadInlineAsync(offset, s.Buffer.AsMemory(0, length)).ConfigureAwait(false);
+                        await _volume.ReadInlineAsync(offset, s.Data).ConfigureAwait(false);
                     }
                     Interlocked.Add(ref BytesRead, length);
                     break;
                 case NbdCommand.Write:
                     // What follows the write only queues the reply: it may run on the engine's thread.
                     // Alone: at queue depth 1 the receive loop may write it itself (nothing else to start).
-                    await _volume.WriteAsync(offset, s.Buffer.AsMemory(0, length), WriteFlags.CompleteInline
+                    await _volume.WriteAsync(offset, s.Data, WriteFlags.CompleteInline
                         | (fua ? WriteFlags.Fua : WriteFlags.None) | (IsAlone() ? WriteFlags.Alone : WriteFlags.None)).ConfigureAwait(false);
                     Interlocked.Add(ref BytesWritten, length);
                     break;

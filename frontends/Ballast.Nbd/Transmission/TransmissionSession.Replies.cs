@@ -110,7 +110,7 @@ internal sealed partial class TransmissionSession
             PutSimpleHeader(s.Cookie, s.Error);
             if (s.Command == NbdCommand.Read && s.Error == 0)
             {
-                await PutDataAsync(s.Buffer.AsMemory(0, (int)s.Length)).ConfigureAwait(false);
+                await PutDataAsync(s.Data).ConfigureAwait(false);
             }
             return;
         }
@@ -209,7 +209,7 @@ internal sealed partial class TransmissionSession
     [AsyncMethodBuilder(typeof(PooledValueTaskBuilder))]
     private async ValueTask PutReadChunksAsync(RequestSlot s)
     {
-        var data = s.Buffer.AsMemory(0, (int)s.Length);
+        var data = s.Data;
         if (s.Length == 0)
         {
             await ReserveAsync(20).ConfigureAwait(false);

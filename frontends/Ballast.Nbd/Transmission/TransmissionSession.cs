@@ -152,10 +152,10 @@ internal sealed partial class TransmissionSession : ICompletionBatchListener
             Interlocked.Increment(ref Requests);
             if (command == NbdCommand.Write)
             {
-                slot.RentBuffer((int)length);
+                slot.RentBuffer((int)length, write: true);
                 try
                 {
-                    await ReceivePayloadAsync(slot.Buffer.AsMemory(0, (int)length), stop).ConfigureAwait(false);
+                    await ReceivePayloadAsync(slot.Data, stop).ConfigureAwait(false);
                 }
                 catch
                 {

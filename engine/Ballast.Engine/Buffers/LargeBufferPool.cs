@@ -1,0 +1,64 @@
+namespace Ballast.Engine.Buffers;
+
+/// <summary>
+/// Aligned buffers for large client payloads, in power-of-two sizes from 64 KiB to 32 MiB.
+/// A frontend that receives a large write into one of these lets the log write it to the device
+/// from there (see <c>BatchBuilder.CanBorrow</c>) instead of copying it into the batch. Each size
+/// keeps at most 16 MiB of idle buffers (and at least one), so the pool holds at most 176 MiB
+/// however clients mix sizes, and only the sizes they use; above 32 MiB a buffer is made and
+/// freed each time.
+/// </summary>
+public sealed class LargeBufferPool : IDisposable
+{
+    public const int MinBytes = 64 << 10;
+    public const int MaxPooledBytes = 32 << 20;
+    private const int MinShift = 16;
+    private const long IdleBytesPerSize = 16L << 20;
+
+    private readonly AlignedBufferPool[] _sizes;
+
+    public LargeBufferPool()
+    {
+        _sizes = new AlignedBufferPool[System.Numerics.BitOperations.Log2(MaxPooledBytes) - MinShift + 1];
+        for (var i = 0; i < _sizes.Length; i++)
+        {
+            var size = MinBytes << i;
+            _sizes[i] = new AlignedBufferPool(size, (int)Math.Max(1, IdleBytesPerSize / size));
+        }
+    }
+
+    /// <summary>One pool for the process: buffers move between connections.</summary>
+    public static LargeBufferPool Shared { get; } = new();
+
+    /// <summary>A buffer of at least <paramref name="length"/> bytes (at least <see cref="MinBytes"/>).</summary>
+    public AlignedBuffer Rent(int length)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(length);
+        if (length > MaxPooledBytes)
+        {
+            return new AlignedBuffer((length + AlignedBuffer.Alignment - 1) & ~(AlignedBuffer.Alignment - 1));
+        }
+        return _sizes[SizeIndex(length)].Rent();
+    }
+
+    public void Return(AlignedBuffer buffer)
+    {
+        if (buffer.Length > MaxPooledBytes || buffer.Length < MinBytes || !System.Numerics.BitOperations.IsPow2(buffer.Length))
+        {
+            ((IDisposable)buffer).Dispose();
+            return;
+        }
+        _sizes[SizeIndex(buffer.Length)].Return(buffer);
+    }
+
+    private static int SizeIndex(int length) =>
+        length <= MinBytes ? 0 : System.Numerics.BitOperations.Log2((uint)length - 1) + 1 - MinShift;
+
+    public void Dispose()
+    {
+        foreach (var p in _sizes)
+        {
+            p.Dispose();
+        }
+    }
+}
