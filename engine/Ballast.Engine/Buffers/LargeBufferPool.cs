@@ -4,16 +4,17 @@ namespace Ballast.Engine.Buffers;
 /// Aligned buffers for large client payloads, in power-of-two sizes from 64 KiB to 32 MiB.
 /// A frontend that receives a large write into one of these lets the log write it to the device
 /// from there (see <c>BatchBuilder.CanBorrow</c>) instead of copying it into the batch. Each size
-/// keeps at most 16 MiB of idle buffers (and at least one), so the pool holds at most 176 MiB
-/// however clients mix sizes, and only the sizes they use; above 32 MiB a buffer is made and
-/// freed each time.
+/// keeps at most 64 MiB of idle buffers (and at least two), about what the shared array pool
+/// kept on two cores: 64 requests of 1 MiB in flight reuse their buffers, deeper queues make and
+/// free the rest. Only the sizes clients use fill up (the worst case, every size, is 640 MiB);
+/// above 32 MiB a buffer is made and freed each time.
 /// </summary>
 public sealed class LargeBufferPool : IDisposable
 {
     public const int MinBytes = 64 << 10;
     public const int MaxPooledBytes = 32 << 20;
     private const int MinShift = 16;
-    private const long IdleBytesPerSize = 16L << 20;
+    private const long IdleBytesPerSize = 64L << 20;
 
     private readonly AlignedBufferPool[] _sizes;
 
@@ -23,7 +24,7 @@ public sealed class LargeBufferPool : IDisposable
         for (var i = 0; i < _sizes.Length; i++)
         {
             var size = MinBytes << i;
-            _sizes[i] = new AlignedBufferPool(size, (int)Math.Max(1, IdleBytesPerSize / size));
+            _sizes[i] = new AlignedBufferPool(size, (int)Math.Max(2, IdleBytesPerSize / size));
         }
     }
 

@@ -121,7 +121,10 @@ public sealed partial class EngineVolume : IBlockVolume
                     if (p.Kind == ExtentKind.Data)
                     {
                         var bytes = p.Count << PoolLayout.BlockShift;
-                        var buf = scratch.Buffer.Memory[..bytes];
+                        // A whole piece whose target is aligned memory is read straight into it
+                        // (a large NBD read's buffer), saving the copy out of the scratch buffer.
+                        var direct = to - from == bytes && IsAligned(target);
+                        var buf = direct ? target : scratch.Buffer.Memory[..bytes];
                         try
                         {
                             // After the map was resolved, as ReadDataAsync needs.
@@ -132,7 +135,10 @@ public sealed partial class EngineVolume : IBlockVolume
                             throw new BlockVolumeException(BlockError.Io, $"volume {Name}: reading offset {pieceStart} failed: {e.Message}", e);
                         }
                         Verify(buf.Span, p.Phys, pieceStart);
-                        buf.Span.Slice((int)(from - pieceStart), (int)(to - from)).CopyTo(target.Span);
+                        if (!direct)
+                        {
+                            buf.Span.Slice((int)(from - pieceStart), (int)(to - from)).CopyTo(target.Span);
+                        }
                     }
                     else
                     {
@@ -149,6 +155,10 @@ public sealed partial class EngineVolume : IBlockVolume
             _pool.Epoch.Exit(epoch);
         }
     }
+
+    private static bool IsAligned(Memory<byte> target) =>
+        System.Runtime.InteropServices.MemoryMarshal.TryGetMemoryManager<byte, Buffers.AlignedBuffer>(target, out _, out var start, out var length)
+        && ((start | length) & (Buffers.AlignedBuffer.Alignment - 1)) == 0;
 
     private void Verify(ReadOnlySpan<byte> data, long phys, long volumeOffset)
     {

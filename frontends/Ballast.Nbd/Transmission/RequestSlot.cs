@@ -34,8 +34,8 @@ internal sealed class RequestSlot
     /// <summary>The payload: the write's data, or the data read; valid from <see cref="RentBuffer"/> until <see cref="ReturnBuffer"/>.</summary>
     public Memory<byte> Data;
 
-    // Small payloads come from the shared array pool; large writes from aligned buffers, which the
-    // log writes to the device as they are (no copy into its batch).
+    // Small payloads come from the shared array pool; large ones from aligned buffers, which the
+    // log writes to the device as they are (no copy into its batch) and reads fill directly.
     private byte[]? _array;
     private AlignedBuffer? _aligned;
 
@@ -66,10 +66,9 @@ internal sealed class RequestSlot
         Message = message;
     }
 
-    /// <param name="write">The payload is a write's data (large ones are then received into an aligned buffer).</param>
-    public void RentBuffer(int length, bool write)
+    public void RentBuffer(int length)
     {
-        if (write && length >= LargeBufferPool.MinBytes)
+        if (length >= LargeBufferPool.MinBytes)
         {
             _aligned = LargeBufferPool.Shared.Rent(length);
             Data = _aligned.Memory[..length];

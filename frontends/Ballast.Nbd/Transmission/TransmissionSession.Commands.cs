@@ -123,7 +123,7 @@ internal sealed partial class TransmissionSession
             {
                 case NbdCommand.Read:
                     // What follows the read only queues the reply: it may run on the engine's I/O thread.
-                    s.RentBuffer(length, write: false);
+                    s.RentBuffer(length);
                     if (Structured && (s.Flags & CommandFlags.Df) == 0 && length > 0)
                     {
                         // Holes go back as NBD_REPLY_TYPE_OFFSET_HOLE; a range without data needs no read at all.

@@ -152,7 +152,7 @@ internal sealed partial class TransmissionSession : ICompletionBatchListener
             Interlocked.Increment(ref Requests);
             if (command == NbdCommand.Write)
             {
-                slot.RentBuffer((int)length, write: true);
+                slot.RentBuffer((int)length);
                 try
                 {
                     await ReceivePayloadAsync(slot.Data, stop).ConfigureAwait(false);
