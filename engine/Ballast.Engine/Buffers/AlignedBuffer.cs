@@ -21,6 +21,14 @@ public sealed unsafe class AlignedBuffer : MemoryManager<byte>
     }
 
     public int Length { get; }
+
+    /// <summary>
+    /// True when <paramref name="memory"/> lies in an aligned buffer, starts on an alignment
+    /// boundary and is whole alignment units long: O_DIRECT can take it as it is.
+    /// </summary>
+    public static bool IsAligned(ReadOnlyMemory<byte> memory) =>
+        MemoryMarshal.TryGetMemoryManager(memory, out AlignedBuffer? _, out var start, out var length)
+        && ((start | length) & (Alignment - 1)) == 0;
     public byte* Pointer => _ptr;
     public Span<byte> Span => new(_ptr, Length);
 

@@ -68,9 +68,7 @@ internal sealed class BatchBuilder : IDisposable
     /// The caller must keep it unchanged until the batch is written.
     /// </summary>
     public bool CanBorrow(ReadOnlyMemory<byte> payload) =>
-        payload.Length >= BorrowMinBytes && (payload.Length & (PoolLayout.BlockSize - 1)) == 0 && _borrowed.Count < MaxBorrowed
-        && System.Runtime.InteropServices.MemoryMarshal.TryGetMemoryManager(payload, out AlignedBuffer? _, out var start, out _)
-        && (start & (AlignedBuffer.Alignment - 1)) == 0;
+        payload.Length >= BorrowMinBytes && _borrowed.Count < MaxBorrowed && AlignedBuffer.IsAligned(payload);
 
     /// <summary>Bytes the batch would occupy on disk after adding a record of this shape.</summary>
     public int SizeWith(int blockCount, int inlineLength, bool data)

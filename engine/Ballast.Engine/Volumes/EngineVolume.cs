@@ -123,7 +123,7 @@ public sealed partial class EngineVolume : IBlockVolume
                         var bytes = p.Count << PoolLayout.BlockShift;
                         // A whole piece whose target is aligned memory is read straight into it
                         // (a large NBD read's buffer), saving the copy out of the scratch buffer.
-                        var direct = to - from == bytes && IsAligned(target);
+                        var direct = to - from == bytes && Buffers.AlignedBuffer.IsAligned(target);
                         var buf = direct ? target : scratch.Buffer.Memory[..bytes];
                         try
                         {
@@ -155,10 +155,6 @@ public sealed partial class EngineVolume : IBlockVolume
             _pool.Epoch.Exit(epoch);
         }
     }
-
-    private static bool IsAligned(Memory<byte> target) =>
-        System.Runtime.InteropServices.MemoryMarshal.TryGetMemoryManager<byte, Buffers.AlignedBuffer>(target, out _, out var start, out var length)
-        && ((start | length) & (Buffers.AlignedBuffer.Alignment - 1)) == 0;
 
     private void Verify(ReadOnlySpan<byte> data, long phys, long volumeOffset)
     {
