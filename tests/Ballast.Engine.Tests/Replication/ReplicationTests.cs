@@ -219,7 +219,7 @@ public class ReplicationTests
     [Test]
     public async Task A_resync_of_scattered_data_zeroes_and_trims_of_every_size_leaves_identical_copies()
     {
-        // Copies travel in groups (64 records or 1 MiB of data each): this change set crosses many
+        // Copies travel in groups (16 records or 1 MiB of data each): this change set crosses many
         // group boundaries, has records larger than a group, and ends in a partial 4 KiB block.
         var nodes = await StartNodesAsync(2);
         try
