@@ -43,12 +43,7 @@ public class BadInputTests
     [TearDown]
     public async Task CanaryStillServed() => await _canary.AssertAliveSinceAsync(_before);
 
-    private async Task<RawInitiator> LoggedInAsync(string volume = "victim")
-    {
-        var c = await ConnectAsync(_f.Port);
-        Assert.That(await c.LoginAsync(TargetFixture.Iqn(volume)), Is.Zero);
-        return c;
-    }
+    private Task<RawInitiator> LoggedInAsync(string volume = "victim") => _f.LoginAsync(volume);
 
     private static async Task AssertStillServesAsync(RawInitiator c)
     {

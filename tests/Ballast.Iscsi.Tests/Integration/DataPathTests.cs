@@ -13,9 +13,7 @@ public class DataPathTests
     public async Task Many_commands_in_flight_complete_with_statsn_in_order_and_the_window_respected()
     {
         await using var f = await TargetFixture.StartAsync();
-        await f.Pool.CreateVolumeAsync("pipe", 64L << 20, 512);
-        await using var c = await ConnectAsync(f.Port);
-        Assert.That(await c.LoginAsync(TargetFixture.Iqn("pipe")), Is.Zero);
+        await using var c = await f.LoginToNewVolumeAsync("pipe", 64L << 20, 512);
         var window = c.MaxCmdSn - c.CmdSn + 1;
         Assert.That(window, Is.EqualTo(128u), "CommandWindow default");
         const int N = 96;
@@ -63,9 +61,7 @@ public class DataPathTests
         // initiator's timing: a tool's queue depth says nothing about what reaches the target
         // together on a loaded machine, so each burst here is one send of 32 commands.
         await using var f = await TargetFixture.StartAsync();
-        await f.Pool.CreateVolumeAsync("burst", 64L << 20, 4096);
-        await using var c = await ConnectAsync(f.Port);
-        Assert.That(await c.LoginAsync(TargetFixture.Iqn("burst")), Is.Zero);
+        await using var c = await f.LoginToNewVolumeAsync("burst", 64L << 20, 4096);
         const int bursts = 50, depth = 32;
         var data = new byte[4096];
         new Random(3).NextBytes(data);
@@ -123,9 +119,7 @@ public class DataPathTests
     public async Task Reads_and_writes_allocate_next_to_nothing_per_command()
     {
         await using var f = await TargetFixture.StartAsync();
-        await f.Pool.CreateVolumeAsync("alloc", 64L << 20, 4096);
-        await using var c = await ConnectAsync(f.Port);
-        Assert.That(await c.LoginAsync(TargetFixture.Iqn("alloc")), Is.Zero);
+        await using var c = await f.LoginToNewVolumeAsync("alloc", 64L << 20, 4096);
         var s = c.Stream;
         var header = new byte[48];
         var data = new byte[4096];

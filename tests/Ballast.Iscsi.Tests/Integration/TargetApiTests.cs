@@ -163,9 +163,7 @@ public class TargetApiTests
     public async Task A_dead_initiator_is_pinged_and_then_disconnected()
     {
         await using var f = await TargetFixture.StartAsync(x => x.Defaults(nopInterval: TimeSpan.FromSeconds(1), nopTimeout: TimeSpan.FromSeconds(1)));
-        await f.Pool.CreateVolumeAsync("quiet", 16L << 20);
-        await using var c = await RawInitiator.ConnectAsync(f.Port);
-        Assert.That(await c.LoginAsync(TargetFixture.Iqn("quiet")), Is.Zero);
+        await using var c = await f.LoginToNewVolumeAsync("quiet", 16L << 20);
         var ping = await c.ReadAsync(TimeSpan.FromSeconds(5));
         Assert.That(ping!.Value.Header[0] & 0x3f, Is.EqualTo(0x20), "NOP-In");
         Assert.That(RawInitiator.Get32(ping.Value.Header, 16), Is.EqualTo(0xffffffffu), "target-initiated: ITT reserved");
@@ -179,9 +177,7 @@ public class TargetApiTests
     public async Task An_answered_ping_keeps_an_idle_session_alive()
     {
         await using var f = await TargetFixture.StartAsync(x => x.Defaults(nopInterval: TimeSpan.FromSeconds(1), nopTimeout: TimeSpan.FromSeconds(1)));
-        await f.Pool.CreateVolumeAsync("idle", 16L << 20);
-        await using var c = await RawInitiator.ConnectAsync(f.Port);
-        Assert.That(await c.LoginAsync(TargetFixture.Iqn("idle")), Is.Zero);
+        await using var c = await f.LoginToNewVolumeAsync("idle", 16L << 20);
         for (var i = 0; i < 3; i++)
         {
             var ping = await c.ReadAsync(TimeSpan.FromSeconds(5));
@@ -200,9 +196,7 @@ public class TargetApiTests
     public async Task Stop_lets_running_commands_finish_and_closes_sessions()
     {
         await using var f = await TargetFixture.StartAsync();
-        await f.Pool.CreateVolumeAsync("stopping", 64L << 20, 512);
-        await using var c = await RawInitiator.ConnectAsync(f.Port);
-        Assert.That(await c.LoginAsync(TargetFixture.Iqn("stopping")), Is.Zero);
+        await using var c = await f.LoginToNewVolumeAsync("stopping", 64L << 20, 512);
         var done = await c.CommandAsync(Cdb.Write10(0, 8), writeData: new byte[4096]);
         Assert.That(done!.Status, Is.Zero);
         var write = c.CommandAsync(Cdb.Write10(0, 2048), writeData: new byte[1 << 20]);

@@ -32,9 +32,7 @@ public class TaskManagementTests
     public async Task Abort_task_of_a_write_waiting_for_data_drops_it_and_its_data_is_rejected()
     {
         await using var f = await TargetFixture.StartAsync();
-        await f.Pool.CreateVolumeAsync("tmf", 16L << 20, 512);
-        await using var c = await ConnectAsync(f.Port);
-        Assert.That(await c.LoginAsync(TargetFixture.Iqn("tmf")), Is.Zero);
+        await using var c = await f.LoginToNewVolumeAsync("tmf", 16L << 20, 512);
         var h = Header(0x01, 0xa1);
         var itt = c.NextItt();
         var cmdSn = c.CmdSn++;
@@ -60,9 +58,7 @@ public class TaskManagementTests
     public async Task Abort_task_of_a_finished_command_says_it_does_not_exist()
     {
         await using var f = await TargetFixture.StartAsync();
-        await f.Pool.CreateVolumeAsync("tmf", 16L << 20, 512);
-        await using var c = await ConnectAsync(f.Port);
-        Assert.That(await c.LoginAsync(TargetFixture.Iqn("tmf")), Is.Zero);
+        await using var c = await f.LoginToNewVolumeAsync("tmf", 16L << 20, 512);
         var itt = 0x1001u + 1;
         var cmdSn = c.CmdSn;
         var r = await c.CommandAsync([0, 0, 0, 0, 0, 0]);

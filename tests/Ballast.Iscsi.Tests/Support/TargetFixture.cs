@@ -26,6 +26,29 @@ public sealed class TargetFixture : IAsyncDisposable
     public string Url(string volume, int lun = 0, string? user = null, string? secret = null) =>
         $"iscsi://{(user is null ? "" : $"{user}%{secret}@")}127.0.0.1:{Port}/{Iqn(volume)}/{lun}";
 
+    /// <summary>Creates a volume and returns a raw initiator logged in to its target (default initiator name and keys).</summary>
+    public async Task<RawInitiator> LoginToNewVolumeAsync(string volume, long size, int blockSize = 4096)
+    {
+        await Pool.CreateVolumeAsync(volume, size, blockSize);
+        return await LoginAsync(volume);
+    }
+
+    /// <summary>A raw initiator logged in to the volume's target (default initiator name and keys).</summary>
+    public async Task<RawInitiator> LoginAsync(string volume)
+    {
+        var c = await RawInitiator.ConnectAsync(Port);
+        try
+        {
+            Assert.That(await c.LoginAsync(Iqn(volume)), Is.Zero);
+            return c;
+        }
+        catch
+        {
+            await c.DisposeAsync();
+            throw;
+        }
+    }
+
     public static async Task<TargetFixture> StartAsync(Func<TargetFixture, IscsiTargetOptions>? configure = null, long capacity = 1L << 30)
     {
         var dir = System.IO.Directory.CreateTempSubdirectory("ballast-iscsi-").FullName;
