@@ -107,6 +107,8 @@ public sealed class MetricsSnapshot(PoolService pool, ExportCatalog exports, Rep
             }
         }
 
+        Add("ballast_large_buffers_idle_bytes", "gauge", "Aligned buffers for large NBD payloads kept for reuse (those idle for 30 s are freed).", Ballast.Engine.Buffers.LargeBufferPool.Shared.IdleBytes);
+
         using var self = Process.GetCurrentProcess();
         Add("process_resident_memory_bytes", "gauge", "Resident memory.", self.WorkingSet64);
         Add("process_cpu_seconds_total", "counter", "CPU time used.", self.TotalProcessorTime.TotalSeconds);
