@@ -128,6 +128,11 @@ public sealed unsafe class FileStorage : IPoolStorage
                     }
                     throw new StorageException("write", errno, offset + done);
                 }
+                if (n == 0)
+                {
+                    // Not seen on files; looping would spin for ever.
+                    throw new StorageException("write", Libc.EIO, offset + done);
+                }
                 done += (int)n;
             }
         }
@@ -154,7 +159,7 @@ public sealed unsafe class FileStorage : IPoolStorage
             long n;
             do
             {
-                n = Libc.PWriteV(_fd, iov, parts.Length, offset);
+                n = PWriteVCall(_fd, iov, parts.Length, offset);
             }
             while (n < 0 && Marshal.GetLastPInvokeError() == Libc.EINTR);
             if (n < 0)
@@ -184,6 +189,11 @@ public sealed unsafe class FileStorage : IPoolStorage
             System.Buffers.ArrayPool<System.Buffers.MemoryHandle>.Shared.Return(handles, clearArray: true);
         }
     }
+
+    internal delegate long PWriteVFunc(int fd, Libc.IoVec* iov, int count, long offset);
+
+    /// <summary>pwritev; tests replace it to make it write short, which a regular file never does on its own.</summary>
+    internal PWriteVFunc PWriteVCall { get; set; } = static (fd, iov, count, offset) => Libc.PWriteV(fd, iov, count, offset);
 
     // Linux reports a writeback error to one fdatasync per open file, and the appender (data
     // written into holes), the syncer and checkpoints all sync this one fd: syncs run one at a
