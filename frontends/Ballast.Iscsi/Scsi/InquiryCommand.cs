@@ -159,7 +159,12 @@ internal static class InquiryCommand
         {
             BinaryPrimitives.WriteUInt32BigEndian(d[20..], 0xffffffff); // MAXIMUM UNMAP LBA COUNT
             BinaryPrimitives.WriteUInt32BigEndian(d[24..], UnmapCommand.MaxDescriptors); // MAXIMUM UNMAP BLOCK DESCRIPTOR COUNT
-            BinaryPrimitives.WriteUInt32BigEndian(d[28..], granularity); // OPTIMAL UNMAP GRANULARITY
+            // OPTIMAL UNMAP GRANULARITY, but not reported (0) on LUs with blocks over 512 bytes:
+            // there it is one block anyway, and qemu's iSCSI driver (7.2 to today) takes a
+            // granularity as its cluster size and then, on each large read, asks the LBA status
+            // of a range 512-byte but not block aligned and aborts on its own assertion. Linux
+            // falls back to the physical block size, the same 4 KiB.
+            BinaryPrimitives.WriteUInt32BigEndian(d[28..], lu.BlockShift > 9 ? 0u : granularity);
         }
         BinaryPrimitives.WriteUInt64BigEndian(d[36..], WriteSameCommands.MaxBlocks(lu)); // MAXIMUM WRITE SAME LENGTH
         BinaryPrimitives.WriteUInt32BigEndian(d[44..], ReadWriteCommands.MaxAtomicBlocks(lu)); // MAXIMUM ATOMIC TRANSFER LENGTH

@@ -116,6 +116,18 @@ public class ScsiHandlerTests
         Assert.That(supported[4..], Is.EqualTo(new byte[] { 0x00, 0x80, 0x83, 0xb0, 0xb1, 0xb2 }));
     }
 
+    [TestCase(512, 8u)]
+    [TestCase(4096, 0u)]
+    public async Task Block_limits_give_an_unmap_granularity_of_4_KiB_only_on_512_byte_blocks(int blockSize, uint expected)
+    {
+        // On larger blocks it is one block, and qemu's driver turns a reported one into reads
+        // that abort it (see InquiryCommand.BlockLimits; the qemu-io test in InitiatorToolsTests).
+        await using var h = await ScsiHarness.CreateAsync(blockSize: blockSize);
+        var bl = ScsiHarness.DataOf(await h.RunAsync(Cdb.Inquiry(true, 0xb0)));
+        Assert.That(BinaryPrimitives.ReadUInt32BigEndian(bl.AsSpan(28)), Is.EqualTo(expected), "OPTIMAL UNMAP GRANULARITY");
+        Assert.That(BinaryPrimitives.ReadUInt32BigEndian(bl.AsSpan(24)), Is.Not.Zero, "unmap is still offered");
+    }
+
     [Test]
     public async Task Unmap_deallocates_and_get_lba_status_reports_it()
     {
