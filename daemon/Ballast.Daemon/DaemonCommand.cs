@@ -101,7 +101,8 @@ public static class DaemonCommand
             builder.Services.AddHostedService<ReadinessService>();
             builder.Services.AddHostedService<WatchdogService>();
             builder.Services.AddHostedService<HangupService>();
-            using var app = BuildApp(builder, settings);
+            // Disposed asynchronously: a failed start leaves the pool to the container to close.
+            await using var app = BuildApp(builder, settings);
             try
             {
                 await app.RunAsync(ct).ConfigureAwait(false);

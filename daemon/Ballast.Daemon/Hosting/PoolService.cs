@@ -6,8 +6,13 @@ using Microsoft.Extensions.Logging;
 
 namespace Ballast.Daemon.Hosting;
 
-/// <summary>Opens the pool in the data directory, creates the configured volumes, and closes the pool (final checkpoint) last.</summary>
-public sealed partial class PoolService(DaemonSettings settings, ILogger<PoolService> log) : IHostedService
+/// <summary>
+/// Opens the pool in the data directory, creates the configured volumes, and closes the pool
+/// (final checkpoint) last. Also closed when the host is disposed without being stopped: a start
+/// that fails after the pool opened (a port in use) runs no StopAsync, and a pool left open is
+/// taken for a crash next time, which scrubs the whole pool.
+/// </summary>
+public sealed partial class PoolService(DaemonSettings settings, ILogger<PoolService> log) : IHostedService, IAsyncDisposable
 {
     private Pool? _pool;
 
@@ -19,6 +24,7 @@ public sealed partial class PoolService(DaemonSettings settings, ILogger<PoolSer
     public string PoolPath => settings.PoolPath;
 
     private bool _open;
+    private int _closed;
 
     public async Task StartAsync(CancellationToken cancellationToken)
     {
@@ -52,12 +58,16 @@ public sealed partial class PoolService(DaemonSettings settings, ILogger<PoolSer
         Volatile.Write(ref _open, true);
     }
 
-    public async Task StopAsync(CancellationToken cancellationToken)
+    public Task StopAsync(CancellationToken cancellationToken) => CloseAsync();
+
+    public ValueTask DisposeAsync() => new(CloseAsync());
+
+    private async Task CloseAsync()
     {
         Volatile.Write(ref _open, false);
-        if (_pool != null)
+        if (_pool is { } pool && Interlocked.Exchange(ref _closed, 1) == 0)
         {
-            await _pool.DisposeAsync().ConfigureAwait(false);
+            await pool.DisposeAsync().ConfigureAwait(false);
             PoolClosed(log, settings.PoolPath);
         }
     }

@@ -50,7 +50,7 @@ internal sealed class Listener : IDisposable
         catch (SocketException e)
         {
             socket.Dispose();
-            throw new InvalidOperationException($"cannot listen on {Describe(endpoint)}: {e.Message}", e);
+            throw new InvalidOperationException($"NBD: cannot listen on {Describe(endpoint)}: {e.Message}", e);
         }
         return new Listener(socket, socket.LocalEndPoint ?? endpoint, path);
     }

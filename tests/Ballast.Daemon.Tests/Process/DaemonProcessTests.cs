@@ -129,14 +129,21 @@ public class DaemonProcessTests
     }
 
     [Test]
-    public async Task A_port_in_use_exits_1_saying_which_address()
+    public async Task A_port_in_use_exits_1_saying_which_address_and_closes_the_pool_cleanly()
     {
         using var taken = new TcpListener(IPAddress.Loopback, 0);
         taken.Start();
         var port = ((IPEndPoint)taken.LocalEndpoint).Port;
-        await using var d = DaemonProcess.Start(DataDir, ["--pool-size", "1GiB"], port);
-        Assert.That(await d.WaitForExitAsync(TimeSpan.FromSeconds(60)), Is.EqualTo(1));
-        Assert.That(d.Output, Does.Contain($"cannot listen on 127.0.0.1:{port}"));
+        await using (var d = DaemonProcess.Start(DataDir, ["--pool-size", "1GiB"], port))
+        {
+            Assert.That(await d.WaitForExitAsync(TimeSpan.FromSeconds(60)), Is.EqualTo(1));
+            Assert.That(d.Output, Does.Contain($"NBD: cannot listen on 127.0.0.1:{port}"));
+            Assert.That(d.Output, Does.Contain("closed cleanly"), "the pool opened before the listener failed");
+        }
+        // A pool left open would be taken for a crash: the next start would scrub all of it.
+        await using var again = await DaemonProcess.StartReadyAsync(DataDir, ["--pool-size", "1GiB"]);
+        Assert.That(again.Output, Does.Contain("last shutdown was clean"));
+        Assert.That(again.Output, Does.Not.Contain("scrub"));
     }
 
     [Test]
