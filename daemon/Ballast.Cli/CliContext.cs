@@ -11,7 +11,7 @@ public static class CliContext
 
     public static readonly Option<string> Socket = new("--socket")
     {
-        Description = $"ballastd's API socket (default $BALLAST_API_SOCKET or {ControlClient.DefaultSocket}).",
+        Description = $"ballastd's API socket (default $BALLAST_API_SOCKET, else {ControlClient.DefaultSocket} as root and ./.ballast/api.sock, if it exists, for other users: where ballastd puts it when not told).",
         HelpName = "PATH",
         Recursive = true,
     };
@@ -27,7 +27,7 @@ public static class CliContext
             var tokenFile = r.GetValue(TokenFile) ?? throw new CliUsageException("--url needs --token-file (the token ballastd reads from --api-token-file)");
             return ControlClient.ForUrl(new Uri(url), File.ReadAllText(tokenFile).Trim());
         }
-        var socket = r.GetValue(Socket) ?? Environment.GetEnvironmentVariable("BALLAST_API_SOCKET") ?? ControlClient.DefaultSocket;
+        var socket = r.GetValue(Socket) ?? Environment.GetEnvironmentVariable("BALLAST_API_SOCKET") ?? ControlClient.DefaultSocketPath();
         return ControlClient.ForUnixSocket(socket);
     }
 

@@ -18,7 +18,14 @@ if (parsed.Errors.Count > 0 && !args.Contains("--help") && !args.Contains("-h"))
     {
         await Console.Error.WriteLineAsync($"ballastctl: {e.Message}");
     }
-    await Console.Error.WriteLineAsync("ballastctl --help shows the commands");
+    // Point at the help of the command that was being typed, not the top level.
+    var path = new List<string>();
+    for (var c = parsed.CommandResult; c != null; c = c.Parent as System.CommandLine.Parsing.CommandResult)
+    {
+        path.Insert(0, c.Command.Name);
+    }
+    path[0] = "ballastctl";
+    await Console.Error.WriteLineAsync($"{string.Join(' ', path)} --help shows {(parsed.CommandResult.Command.Subcommands.Count > 0 ? "its commands" : "its options")}");
     return ExitCodes.Usage;
 }
 return await parsed.InvokeAsync();

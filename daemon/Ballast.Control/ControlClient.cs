@@ -11,6 +11,19 @@ public sealed class ControlClient : IDisposable
 {
     public const string DefaultSocket = "/run/ballast/api.sock";
 
+    /// <summary>Where ballastd started by this user in this directory listens when not told:
+    /// /run/ballast/api.sock for root, else ./.ballast/api.sock (ballastd's default data directory)
+    /// if there is one there, else /run/ballast/api.sock.</summary>
+    public static string DefaultSocketPath()
+    {
+        if (Environment.UserName == "root")
+        {
+            return DefaultSocket;
+        }
+        var local = Path.GetFullPath(Path.Combine(".ballast", "api.sock"));
+        return File.Exists(local) ? local : DefaultSocket;
+    }
+
     /// <summary>camelCase, indented, and no \u escapes for &lt; &gt; &amp; (nothing here is embedded in HTML).</summary>
     public static readonly JsonSerializerOptions Json = new(JsonSerializerDefaults.Web)
     {

@@ -47,17 +47,23 @@ public sealed partial class ReadinessService(DaemonSettings settings, PoolServic
                     break;
             }
         }
-        IscsiHints(example);
+        IscsiHints(volumes.Count > 0 ? example : null);
+        var socket = Path.GetFullPath(settings.ApiSocketPath);
+        var found = Environment.UserName == "root" ? ControlClient.DefaultSocket : Path.GetFullPath(Path.Combine(".ballast", "api.sock"));
+        Hint(log, socket == found
+            ? "manage with ballastctl: ballastctl volume list (ballastctl --help for the rest)"
+            : $"manage with ballastctl: ballastctl --socket {socket} volume list (or export BALLAST_API_SOCKET={socket})");
         Hint(log, "stop with Ctrl-C or SIGTERM: in-flight I/O finishes and the pool is checkpointed");
     }
 
-    private void IscsiHints(string example)
+    /// <param name="example">A volume to show; null when there is none (the IQN then shows a placeholder).</param>
+    private void IscsiHints(string? example)
     {
         if (iscsi.Target is not { } target || iscsi.Options is not { } options)
         {
             return;
         }
-        var iqn = Ballast.Iscsi.Naming.TargetNames.TargetName(options.IqnPrefix, example);
+        var iqn = example != null ? Ballast.Iscsi.Naming.TargetNames.TargetName(options.IqnPrefix, example) : options.IqnPrefix + ":VOLUME";
         foreach (var ep in target.BoundEndpoints.OfType<IPEndPoint>())
         {
             var host = ep.Address.Equals(IPAddress.Any) ? "127.0.0.1" : ep.Address.Equals(IPAddress.IPv6Any) ? "::1" : ep.Address.ToString();

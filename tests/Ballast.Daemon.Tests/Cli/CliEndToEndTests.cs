@@ -217,6 +217,10 @@ public class CliEndToEndTests
 
         var usage = await Ctl("volume", "frobnicate");
         Assert.That(usage.ExitCode, Is.EqualTo(2));
+        Assert.That(usage.Stderr, Does.Contain("ballastctl volume --help shows its commands"));
+        var noSize = await Ctl("volume", "create", "x");
+        Assert.That(noSize.ExitCode, Is.EqualTo(2));
+        Assert.That(noSize.Stderr, Does.Contain("'--size' is required").And.Contain("ballastctl volume create --help shows its options"));
     }
 
     [Test]

@@ -34,6 +34,7 @@ public class DaemonProcessTests
             Assert.That(d.Has($"nbd-client 127.0.0.1 {d.Port} /dev/nbd0 -N demo"), Is.True, d.Output);
             Assert.That(d.Has($"nbdinfo nbd://127.0.0.1:{d.Port}/demo"), Is.True, d.Output);
             Assert.That(d.Has("volume demo: created, 64 MiB"), Is.True, d.Output);
+            Assert.That(d.Has($"ballastctl --socket {d.ApiSocket} volume list"), Is.True, "the API socket is not the one ballastctl finds by default");
 
             var info = await Tool.RunOkAsync(Tool.Require("nbdinfo", "libnbd-bin"), ["--json", $"nbd://127.0.0.1:{d.Port}/demo"], TimeSpan.FromSeconds(60));
             using (var doc = JsonDocument.Parse(info.Stdout))
@@ -118,6 +119,17 @@ public class DaemonProcessTests
         }
         while (!stopping.Contains("STOPPING=1", StringComparison.Ordinal));
         Assert.That(await d.WaitForExitAsync(TimeSpan.FromSeconds(60)), Is.Zero);
+    }
+
+    [TestCase("--bogus-flag")]
+    [TestCase("--pool-size")]
+    public async Task An_unknown_flag_or_a_missing_value_exits_2_in_two_lines_without_the_help(string arg)
+    {
+        var r = await Tool.RunAsync("dotnet", [DaemonProcess.Binary, arg], TimeSpan.FromSeconds(60));
+        Assert.That(r.ExitCode, Is.EqualTo(2), r.ToString());
+        Assert.That(r.Stderr, Does.Contain("ballastd: ").And.Contain(arg).And.Contain("ballastd --help lists every setting"));
+        Assert.That(r.Stderr.Trim().Split('\n'), Has.Length.EqualTo(2), r.Stderr);
+        Assert.That(r.Stdout, Is.Empty, "no help dump");
     }
 
     [Test]
