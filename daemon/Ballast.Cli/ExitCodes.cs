@@ -16,7 +16,7 @@ public static class ExitCodes
     /// <summary>volume verify found copies that differ.</summary>
     public const int Differ = 8;
 
-    public const string Help = "exit codes: 0 ok, 1 failed, 2 usage, 3 not found, 4 exists or in use, 5 ballastd unreachable, 6 invalid value, 7 pool full, 8 replicas differ (verify)";
+    public const string Help = "exit codes: 0 ok, 1 failed, 2 usage, 3 not found, 4 conflicts with the current state (exists, in use, refused), 5 ballastd unreachable, 6 invalid value, 7 pool full, 8 replicas differ (verify)";
 
     public static int For(ControlException e) => e.Code switch
     {

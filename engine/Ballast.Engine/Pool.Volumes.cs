@@ -105,7 +105,7 @@ public sealed partial class Pool
             var volume = new EngineVolume(this, v);
             if (newSize < v.Size && !force && await volume.HasDataFromAsync(newSize).ConfigureAwait(false))
             {
-                throw new InvalidOperationException($"volume {name} holds data beyond {newSize} bytes; shrinking would destroy it (use force to shrink anyway)");
+                throw new InvalidOperationException(FormattableString.Invariant($"volume {name} holds data beyond its new size of {newSize} bytes ({newSize / (1024.0 * 1024):0.##} MiB); shrinking would destroy it (resize with --force to shrink anyway)"));
             }
             await volume.ResizeAsync(newSize, () => LogMetadataAsync(RecordKind.VolumeResize, v, v.Id, null, newSize, r => VolumeCatalog.ApplyResize(v, newSize, r.Desc.Lsn))).ConfigureAwait(false);
         }

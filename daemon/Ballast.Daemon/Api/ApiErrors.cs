@@ -21,8 +21,15 @@ public static class ApiErrors
     public static IResult Error(int status, string code, string message, string? hint) =>
         Results.Json(new ErrorDto(code, message, hint), ControlClient.Json, statusCode: status);
 
-    // ArgumentException appends " (Parameter 'x')", which means nothing to an operator.
-    private static string Trim(ArgumentException e) => e.ParamName != null && e.Message.EndsWith($" (Parameter '{e.ParamName}')", StringComparison.Ordinal)
-        ? e.Message[..^($" (Parameter '{e.ParamName}')".Length)]
-        : e.Message;
+    // ArgumentException appends " (Parameter 'x')", and ArgumentOutOfRangeException a line
+    // "Actual value was y." after it: neither means anything to an operator.
+    public static string Trim(ArgumentException e)
+    {
+        if (e.ParamName == null)
+        {
+            return e.Message;
+        }
+        var at = e.Message.IndexOf($" (Parameter '{e.ParamName}')", StringComparison.Ordinal);
+        return at >= 0 ? e.Message[..at] : e.Message;
+    }
 }

@@ -146,11 +146,16 @@ public static class ControlApi
                 snapshot ? "ballastctl volume delete deletes volumes" : "ballastctl snapshot delete deletes snapshots");
         }
         var names = new[] { name }.Concat(info.Snapshots).ToList();
-        var clients = names.SelectMany(n => x.Clients(n)).ToList();
+        var clients = names.SelectMany(n => x.Clients(n).Select(c => (Export: n, Client: c))).ToList();
         if (clients.Count > 0 && !force)
         {
+            // A snapshot's clients block the delete too (it goes with the volume): say whose they are.
+            var who = string.Join(", ", clients.Select(e =>
+                (e.Client.Initiator != null ? $"{e.Client.Protocol} {e.Client.Initiator} at {e.Client.Peer}" : $"{e.Client.Protocol} {e.Client.Peer}")
+                + (e.Export == name ? "" : $" on snapshot {e.Export}")));
+            var whose = clients.All(e => e.Export == name) ? name : clients.All(e => e.Export != name) ? $"{name}'s snapshots" : $"{name} and its snapshots";
             return ApiErrors.Error(StatusCodes.Status409Conflict, ErrorCodes.InUse,
-                $"{name} has {clients.Count} connected client(s): {string.Join(", ", clients.Select(c => c.Initiator != null ? $"{c.Protocol} {c.Initiator} at {c.Peer}" : $"{c.Protocol} {c.Peer}"))}",
+                $"{whose} {(whose == name ? "has" : "have")} {clients.Count} connected client(s): {who}",
                 "disconnect them first, or delete with --force to disconnect them");
         }
         if (info.Snapshots.Count > 0 && !force)

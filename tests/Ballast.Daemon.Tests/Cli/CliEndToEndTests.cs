@@ -211,6 +211,30 @@ public class CliEndToEndTests
             Assert.That(await c.IsClosedAsync(TimeSpan.FromSeconds(10)), Is.True, "the client was disconnected");
         }
 
+        // A snapshot's client blocks its volume's delete, and the message says it is the snapshot's.
+        Assert.That((await Ctl("volume", "create", "snapped", "--size", "64MiB")).ExitCode, Is.Zero);
+        Assert.That((await Ctl("snapshot", "create", "snapped", "s1")).ExitCode, Is.Zero);
+        var (sc, _, _) = await OpenAsync(_daemon.Endpoint, "snapped@s1");
+        await using (sc)
+        {
+            var blocked = await Ctl("volume", "delete", "snapped", "--force");
+            Assert.That(blocked.ExitCode, Is.Zero, "--force disconnects the snapshot's client too");
+        }
+        Assert.That((await Ctl("volume", "create", "snapped2", "--size", "64MiB")).ExitCode, Is.Zero);
+        Assert.That((await Ctl("snapshot", "create", "snapped2", "s1")).ExitCode, Is.Zero);
+        var (sc2, _, _) = await OpenAsync(_daemon.Endpoint, "snapped2@s1");
+        await using (sc2)
+        {
+            var blocked = await Ctl("volume", "delete", "snapped2");
+            Assert.That(blocked.ExitCode, Is.EqualTo(4));
+            Assert.That(blocked.Stderr, Does.Contain("snapped2's snapshots have 1 connected client(s)").And.Contain("on snapshot snapped2@s1"));
+        }
+
+        // What the engine's argument checks say reaches the operator without .NET's decorations.
+        var badBlock = await Ctl("volume", "create", "bb", "--size", "64MiB", "--block-size", "1000");
+        Assert.That(badBlock.ExitCode, Is.EqualTo(6));
+        Assert.That(badBlock.Stderr, Does.Contain("512 or 4096").And.Not.Contain("Parameter").And.Not.Contain("Actual value"));
+
         var unreachable = await Tool.RunAsync("dotnet", [Path.Combine(AppContext.BaseDirectory, "ballastctl.dll"), "--socket", "/nonexistent/api.sock", "status"], Limit);
         Assert.That(unreachable.ExitCode, Is.EqualTo(5));
         Assert.That(unreachable.Stderr, Does.Contain("cannot reach ballastd"));
