@@ -17,6 +17,9 @@ internal static partial class Log
     [LoggerMessage(Level = LogLevel.Information, Message = "nbd: {Peer}: handshake ended: {Reason}")]
     public static partial void HandshakeRefused(ILogger logger, string peer, string reason);
 
+    [LoggerMessage(Level = LogLevel.Information, Message = "nbd: {Peer}: {Option} refused: {Reason}")]
+    public static partial void UnknownExport(ILogger logger, string peer, string option, string reason);
+
     [LoggerMessage(Level = LogLevel.Warning, Message = "nbd: {Peer}: handshake timed out after {Seconds:0} s")]
     public static partial void HandshakeTimeout(ILogger logger, string peer, double seconds);
 

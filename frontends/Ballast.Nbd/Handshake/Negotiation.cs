@@ -24,6 +24,7 @@ internal sealed class Negotiation
     private readonly IVolumeDirectory _volumes;
     private readonly Socket? _socket;
     private readonly ILogger _log;
+    private bool _unknownLogged;
     private readonly string _peer;
     private readonly OptionWriter _writer;
     private readonly byte[] _header = new byte[16];
@@ -329,6 +330,13 @@ internal sealed class Negotiation
         if (v == null)
         {
             var why = name.Length == 0 ? "there is no default export; name a volume (NBD_OPT_LIST shows them)" : $"export \"{name}\" not found";
+            if (!_unknownLogged)
+            {
+                // Once per connection: the client may try other names, and a misconfigured one
+                // should show in the log without a line per option.
+                _unknownLogged = true;
+                Log.UnknownExport(_log, _peer, option == NbdOption.Go ? "NBD_OPT_GO" : "NBD_OPT_INFO", why);
+            }
             await _writer.ErrorAsync(option, NbdReplyType.ErrUnknown, why, ct).ConfigureAwait(false);
             return null;
         }

@@ -63,6 +63,18 @@ public class RealClientTests
     }
 
     [Test]
+    public async Task Nbdinfo_on_an_unknown_export_fails_and_the_server_logs_it_once()
+    {
+        var r = await Tool.RunAsync(Tool.Require("nbdinfo", "libnbd-bin"), [_server.Uri("nosuch")], Limit);
+        Assert.That(r.ExitCode, Is.Not.Zero, r.ToString());
+        Assert.That(r.Stderr, Does.Contain("No such file or directory"), "NBD_REP_ERR_UNKNOWN, which libnbd reports as ENOENT");
+        // The log line is written before the reply goes out.
+        var lines = _server.Log.Lines.Where(l => l.Contains("refused: export \"nosuch\" not found", StringComparison.Ordinal)).ToList();
+        Assert.That(lines, Has.Count.EqualTo(1), string.Join("\n", _server.Log.Lines));
+        Assert.That(lines[0], Does.Contain("NBD_OPT_GO").Or.Contain("NBD_OPT_INFO"));
+    }
+
+    [Test]
     public async Task Nbdinfo_list_names_every_export()
     {
         var r = await Tool.RunOkAsync(Tool.Require("nbdinfo", "libnbd-bin"), ["--list", "--json", $"nbd://127.0.0.1:{_server.Port}"], Limit);
