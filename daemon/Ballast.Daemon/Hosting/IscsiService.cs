@@ -47,6 +47,15 @@ public sealed partial class IscsiService(DaemonSettings settings, ServedVolumes 
             throw new SettingsException(e.ParamName == nameof(IscsiTargetOptions.StateDirectory) ? "data-dir" : "iscsi-listen", e.Message);
         }
         _target = target;
+        foreach (var g in Options.Groups)
+        {
+            // Not an error: the volumes may be created through the API later, and their LUNs appear then.
+            var missing = g.Volumes.Where(v => volumes.Find(v) == null).ToList();
+            if (missing.Count > 0)
+            {
+                GroupVolumesMissing(log, Ballast.Iscsi.Naming.TargetNames.TargetName(Options.IqnPrefix, g.Name), string.Join(", ", missing));
+            }
+        }
         if (Options.Chap != null)
         {
             ChapOn(log, Options.Chap.User, Options.MutualChap != null ? $", mutual CHAP as {Options.MutualChap.User}" : "");
@@ -62,6 +71,9 @@ public sealed partial class IscsiService(DaemonSettings settings, ServedVolumes 
             await _target.StopAsync(cancellationToken).ConfigureAwait(false);
         }
     }
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "iSCSI group target {Iqn}: no volume {Missing} in this pool (yet); those LUNs are missing until the volumes are created")]
+    private static partial void GroupVolumesMissing(ILogger logger, string iqn, string missing);
 
     [LoggerMessage(Level = LogLevel.Information, Message = "iSCSI target off (--iscsi-listen off)")]
     private static partial void Off(ILogger logger);

@@ -443,7 +443,7 @@ internal sealed partial class IscsiConnection
             }
             if (volumeNames.Count == 0)
             {
-                throw new LoginFailure(LoginStatus.TargetRemoved, $"target {targetName} has no volumes any more");
+                throw new LoginFailure(LoginStatus.TargetRemoved, $"target {targetName}: none of its volumes exists in this pool");
             }
         }
         session.Luns = luns;

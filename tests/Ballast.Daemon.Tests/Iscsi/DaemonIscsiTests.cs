@@ -126,6 +126,18 @@ public class DaemonIscsiTests
             .Where(e => e.GetProperty("protocol").GetString() == "iscsi" && e.GetProperty("volume").GetString() == "db-log")
             .Select(e => $"{e.GetProperty("name").GetString()} {e.GetProperty("lun").GetInt32()}").ToList();
         Assert.That(iscsi, Is.EquivalentTo(new[] { "iqn.2026-11.io.ballast:db-log 0", "iqn.2026-11.io.ballast:db 1" }));
+        Assert.That(d.Output, Does.Not.Contain("iSCSI group target"), "no warning when every volume exists");
+        Assert.That(await d.StopAsync(), Is.Zero);
+    }
+
+    [Test]
+    public async Task A_group_naming_volumes_that_do_not_exist_is_warned_about_and_its_login_says_why()
+    {
+        await using var d = await DaemonProcess.StartReadyAsync(DataDir, ["--volume", "real:16MiB", "--pool-size", "1GiB", "--iscsi-group", "ghosts=nosuch,nothere"]);
+        Assert.That(d.Output, Does.Contain("iSCSI group target iqn.2026-11.io.ballast:ghosts: no volume nosuch, nothere in this pool (yet)"));
+        var inq = await Tool.RunAsync(Tool.Require("iscsi-inq", "libiscsi-bin"), [$"iscsi://127.0.0.1:{d.IscsiPort}/iqn.2026-11.io.ballast:ghosts/0"], Limit);
+        Assert.That(inq.ExitCode, Is.Not.Zero, inq.ToString());
+        await d.WaitForAsync("ghosts: none of its volumes exists in this pool", TimeSpan.FromSeconds(10));
         Assert.That(await d.StopAsync(), Is.Zero);
     }
 
