@@ -21,7 +21,7 @@ public static class ApiHost
     public static void Configure(WebApplicationBuilder builder, DaemonSettings settings)
     {
         var socket = settings.ApiSocketPath;
-        Directory.CreateDirectory(System.IO.Path.GetDirectoryName(socket)!);
+        PathProblem.CreateDirectory("api-socket", System.IO.Path.GetDirectoryName(socket)!);
         RemoveStaleSocket(socket);
         builder.WebHost.ConfigureKestrel(k =>
         {

@@ -50,11 +50,14 @@ public static class SettingsLoader
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
-            throw new SettingsException("config", $"cannot read {path}: {e.Message}");
+            throw new SettingsException("config", $"cannot read {path}: {PathProblem.Describe(path, e)}");
         }
         catch (JsonException e)
         {
-            throw new SettingsException("config", $"{path} is not valid JSON: {e.Message}");
+            // JsonException counts lines and columns from 0 in its message; editors count from 1.
+            var where = e.LineNumber is { } line ? $" at line {line + 1}, column {(e.BytePositionInLine ?? 0) + 1}" : "";
+            var what = e.Message.Split(" LineNumber:", 2)[0].TrimEnd(' ', '.');
+            throw new SettingsException("config", $"{path} is not valid JSON{where}: {what}");
         }
         using (doc)
         {

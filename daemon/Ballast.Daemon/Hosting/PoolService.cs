@@ -28,7 +28,7 @@ public sealed partial class PoolService(DaemonSettings settings, ILogger<PoolSer
 
     public async Task StartAsync(CancellationToken cancellationToken)
     {
-        Directory.CreateDirectory(settings.DataDir);
+        PathProblem.CreateDirectory("data-dir", settings.DataDir);
         if (!OperatingSystem.IsWindows())
         {
             File.SetUnixFileMode(settings.DataDir, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);

@@ -117,7 +117,8 @@ public class SettingsTests
     [TestCase("""{"data-dir": ["a", "b"]}""", "data-dir", "one value")]
     [TestCase("""[1, 2]""", "config", "one JSON object")]
     [TestCase("""{"nbd-tls": "require"}""", "nbd-tls", "needs --nbd-tls-certificate")]
-    [TestCase("""{ not json""", "config", "not valid JSON")]
+    [TestCase("""{ not json""", "config", "not valid JSON at line 1, column 3")]
+    [TestCase("{\n  \"pool-size\": \"1GiB\",\n  \"volume\": [\"a:1GiB\"\n", "config", "not valid JSON at line 4")]
     public void A_bad_config_value_stops_with_the_key_and_what_is_allowed(string json, string key, string problem)
     {
         var path = Path.GetTempFileName();
@@ -131,6 +132,25 @@ public class SettingsTests
         finally
         {
             File.Delete(path);
+        }
+    }
+
+    [Test]
+    public void Paths_that_cannot_be_used_are_explained_in_an_operators_words()
+    {
+        var file = Path.GetTempFileName();
+        try
+        {
+            var e = Assert.Throws<SettingsException>(() => PathProblem.CreateDirectory("data-dir", Path.Combine(file, "sub")))!;
+            Assert.That(e.Key, Is.EqualTo("data-dir"));
+            Assert.That(e.Message, Does.Contain($"{file} is a file, not a directory"));
+            var config = Assert.Throws<SettingsException>(() => SettingsLoader.Load(Flags(), Path.GetDirectoryName(file)))!;
+            Assert.That(config.Key, Is.EqualTo("config"));
+            Assert.That(config.Message, Does.Contain("is a directory, not a file"));
+        }
+        finally
+        {
+            File.Delete(file);
         }
     }
 
