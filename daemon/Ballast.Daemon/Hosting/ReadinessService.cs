@@ -49,8 +49,8 @@ public sealed partial class ReadinessService(DaemonSettings settings, PoolServic
         }
         IscsiHints(volumes.Count > 0 ? example : null);
         var socket = Path.GetFullPath(settings.ApiSocketPath);
-        var found = Environment.UserName == "root" ? ControlClient.DefaultSocket : Path.GetFullPath(Path.Combine(".ballast", "api.sock"));
-        Hint(log, socket == found
+        // The socket is bound by now, so ballastctl's lookup sees it if it would look there.
+        Hint(log, socket == ControlClient.DefaultSocketPath()
             ? "manage with ballastctl: ballastctl volume list (ballastctl --help for the rest)"
             : $"manage with ballastctl: ballastctl --socket {socket} volume list (or export BALLAST_API_SOCKET={socket})");
         Hint(log, "stop with Ctrl-C or SIGTERM: in-flight I/O finishes and the pool is checkpointed");
