@@ -81,7 +81,7 @@ public static class SettingsSchema
             (s, v) => s.ResyncRate = Size("resync-rate", v, 1L << 20, 1L << 40)),
         One("replica-timeout", "SECONDS", "A replica that does not answer within this time is taken out of sync (default 5).",
             (s, v) => s.ReplicaTimeout = TimeSpan.FromSeconds(Int("replica-timeout", v, 1, 600))),
-        One("log-level", "LEVEL", "trace, debug, information, warning or error (default information).",
+        One("log-level", "LEVEL", "trace, debug, information, warning, error or critical (default information).",
             (s, v) => s.LogLevel = Enum<LogLevel>("log-level", v)),
     ];
 

@@ -41,7 +41,8 @@ public sealed partial class PoolService(DaemonSettings settings, ILogger<PoolSer
             Log = OnPoolLog,
         }).ConfigureAwait(false);
         var stats = _pool.GetStats();
-        PoolOpened(log, settings.PoolPath, Format(stats.CapacityBytes), stats.Segments, Format(stats.SegmentSize), _pool.Recovery.ToString());
+        // The engine has already logged what recovery found (the same words would come twice).
+        PoolOpened(log, settings.PoolPath, Format(stats.CapacityBytes), stats.Segments, Format(stats.SegmentSize));
         foreach (var v in settings.Volumes)
         {
             if (_pool.TryOpenVolume(v.Name, out var existing))
@@ -86,8 +87,8 @@ public sealed partial class PoolService(DaemonSettings settings, ILogger<PoolSer
 
     private static string Format(long bytes) => SizeText.Format(bytes);
 
-    [LoggerMessage(Level = LogLevel.Information, Message = "pool {Path}: {Capacity} in {Segments} segments of {SegmentSize}; {Recovery}")]
-    private static partial void PoolOpened(ILogger logger, string path, string capacity, int segments, string segmentSize, string recovery);
+    [LoggerMessage(Level = LogLevel.Information, Message = "pool {Path}: {Capacity} in {Segments} segments of {SegmentSize}")]
+    private static partial void PoolOpened(ILogger logger, string path, string capacity, int segments, string segmentSize);
 
     [LoggerMessage(Level = LogLevel.Information, Message = "pool {Path}: closed cleanly")]
     private static partial void PoolClosed(ILogger logger, string path);
