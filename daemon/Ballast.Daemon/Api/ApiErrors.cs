@@ -23,7 +23,7 @@ public static class ApiErrors
 
     // ArgumentException appends " (Parameter 'x')", and ArgumentOutOfRangeException a line
     // "Actual value was y." after it: neither means anything to an operator.
-    public static string Trim(ArgumentException e)
+    private static string Trim(ArgumentException e)
     {
         if (e.ParamName == null)
         {

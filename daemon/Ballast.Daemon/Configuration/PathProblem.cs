@@ -15,7 +15,8 @@ public static class PathProblem
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
-            throw new SettingsException(key, $"cannot create the directory {dir}: {Describe(dir, e)}");
+            var why = File.Exists(dir) ? $"{dir} is a file, not a directory" : Describe(dir, e);
+            throw new SettingsException(key, $"cannot create the directory {dir}: {why}");
         }
     }
 
@@ -37,10 +38,6 @@ public static class PathProblem
             {
                 break;
             }
-        }
-        if (File.Exists(path) && e is IOException && !Directory.Exists(path))
-        {
-            return $"{path} is a file, not a directory";
         }
         return e is UnauthorizedAccessException ? $"permission denied ({e.Message})" : e.Message;
     }

@@ -144,6 +144,8 @@ public class SettingsTests
             var e = Assert.Throws<SettingsException>(() => PathProblem.CreateDirectory("data-dir", Path.Combine(file, "sub")))!;
             Assert.That(e.Key, Is.EqualTo("data-dir"));
             Assert.That(e.Message, Does.Contain($"{file} is a file, not a directory"));
+            var atFile = Assert.Throws<SettingsException>(() => PathProblem.CreateDirectory("api-socket", file))!;
+            Assert.That(atFile.Message, Does.Contain($"{file} is a file, not a directory"));
             var config = Assert.Throws<SettingsException>(() => SettingsLoader.Load(Flags(), Path.GetDirectoryName(file)))!;
             Assert.That(config.Key, Is.EqualTo("config"));
             Assert.That(config.Message, Does.Contain("is a directory, not a file"));
