@@ -63,7 +63,7 @@ public static class CliContext
     }
 
     public static long ParseSize(string text, string option) =>
-        SizeText.TryParse(text, out var b) ? b : throw new CliUsageException($"{option} \"{text}\" is not a size; write it like 10GiB or 512MiB");
+        SizeText.TryParse(text, out var b) ? b : throw new CliUsageException($"{option} \"{text}\" {SizeText.Problem(text)}; write it like 10GiB or 512MiB");
 }
 
 /// <summary>A command line that cannot be run as given.</summary>

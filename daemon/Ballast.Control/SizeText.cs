@@ -12,7 +12,15 @@ public static class SizeText
         ("T", 1L << 40), ("G", 1L << 30), ("M", 1L << 20), ("K", 1L << 10), ("B", 1),
     ];
 
-    public static bool TryParse(string text, out long bytes)
+    public static bool TryParse(string text, out long bytes) => Parse(text, out bytes) == null;
+
+    /// <summary>
+    /// Why <paramref name="text"/> is not a size, as the end of a sentence that starts with the
+    /// text itself ("is 0; a size must be more than 0"), or null when it is one.
+    /// </summary>
+    public static string? Problem(string text) => Parse(text, out _);
+
+    private static string? Parse(string text, out long bytes)
     {
         bytes = 0;
         var s = text.Trim();
@@ -26,21 +34,25 @@ public static class SizeText
                 break;
             }
         }
-        if (!decimal.TryParse(s, NumberStyles.AllowDecimalPoint, CultureInfo.InvariantCulture, out var n) || n <= 0)
+        if (!decimal.TryParse(s, NumberStyles.AllowDecimalPoint, CultureInfo.InvariantCulture, out var n))
         {
-            return false;
+            return "is not a size";
+        }
+        if (n == 0)
+        {
+            return "is 0; a size must be more than 0";
         }
         if (n > long.MaxValue / factor)
         {
-            return false;
+            return "is too large";
         }
         var value = n * factor;
         if (value != decimal.Truncate(value))
         {
-            return false;
+            return "is not a whole number of bytes";
         }
         bytes = (long)value;
-        return true;
+        return null;
     }
 
     /// <summary>Shortest exact rendering with a binary unit (1 GiB, 1.5 GiB, 4096 B).</summary>

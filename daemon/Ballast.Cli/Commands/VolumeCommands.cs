@@ -32,10 +32,28 @@ public static class VolumeCommands
         var min = new Option<int?>("--min-replicas") { Description = "Copies that must take a write before it is acknowledged (default 1 for 1 replica, else N-1).", HelpName = "M" };
         var c = new Command("create", "Create a thin volume: no space is used until it is written. It is served at once.") { name, size, block, ro, replicas, min };
         c.SetAction((r, ct) => CliContext.RunAsync(r,
-            client => client.CreateVolumeAsync(new CreateVolumeRequest(r.GetValue(name)!, CliContext.ParseSize(r.GetValue(size)!, "--size"), r.GetValue(block), r.GetValue(ro),
-                r.GetValue(replicas), r.GetValue(min)), ct),
+            async client =>
+            {
+                var v = await client.CreateVolumeAsync(new CreateVolumeRequest(r.GetValue(name)!, CliContext.ParseSize(r.GetValue(size)!, "--size"), r.GetValue(block), r.GetValue(ro),
+                    r.GetValue(replicas), r.GetValue(min)), ct).ConfigureAwait(false);
+                await WarnIfLargerThanPoolAsync(client, v, ct).ConfigureAwait(false);
+                return v;
+            },
             v => $"created volume {v.Name}, {Units.Bytes(v.Size)}{(v.Replicas != null ? $", {v.Replicas.Count} copies (min {v.MinReplicas})" : "")}\n{Exports(v)}"));
         return c;
+    }
+
+    // Volumes are thin, so this is allowed; an operator should still know before the pool fills.
+    private static async Task WarnIfLargerThanPoolAsync(ControlClient client, VolumeDto v, CancellationToken ct)
+    {
+        var pool = (await client.StatusAsync(ct).ConfigureAwait(false)).Pool;
+        var left = pool.Free + pool.Reclaimable;
+        if (v.Size > left)
+        {
+            await Console.Error.WriteLineAsync(
+                $"ballastctl: note: {v.Name} ({Units.Bytes(v.Size)}) is larger than the space its pool has left ({Units.Bytes(left)} of {Units.Bytes(pool.Capacity)}); " +
+                "volumes are thin, and writes fail with \"pool full\" when the pool runs out").ConfigureAwait(false);
+        }
     }
 
     private static Command List()

@@ -10,7 +10,7 @@ public static class ApiErrors
 {
     public static IResult From(Exception e) => e switch
     {
-        VolumeNotFoundException nf => Error(StatusCodes.Status404NotFound, ErrorCodes.NotFound, $"volume \"{nf.Name}\" not found", "ballastctl volume list shows the volumes, ballastctl snapshot list the snapshots"),
+        VolumeNotFoundException nf => Error(StatusCodes.Status404NotFound, ErrorCodes.NotFound, $"{Kind(nf.Name)} \"{nf.Name}\" not found", "ballastctl volume list shows the volumes, ballastctl snapshot list the snapshots"),
         VolumeExistsException ex => Error(StatusCodes.Status409Conflict, ErrorCodes.Exists, $"a volume or snapshot named \"{ex.Name}\" already exists", "pick another name, or delete the existing one first"),
         BlockVolumeException { Error: BlockError.NoSpace } ns => Error(StatusCodes.Status507InsufficientStorage, ErrorCodes.NoSpace, ns.Message, "delete or trim data, or give the pool more space"),
         ArgumentException ae => Error(StatusCodes.Status400BadRequest, ErrorCodes.Invalid, Trim(ae), null),
@@ -20,6 +20,9 @@ public static class ApiErrors
 
     public static IResult Error(int status, string code, string message, string? hint) =>
         Results.Json(new ErrorDto(code, message, hint), ControlClient.Json, statusCode: status);
+
+    // Snapshots share the volumes' namespace as VOLUME@SNAPSHOT; '@' is not allowed in a volume's name.
+    private static string Kind(string name) => name.Contains('@', StringComparison.Ordinal) ? "snapshot" : "volume";
 
     // ArgumentException appends " (Parameter 'x')", and ArgumentOutOfRangeException a line
     // "Actual value was y." after it: neither means anything to an operator.

@@ -98,7 +98,7 @@ public static class SettingsSchema
     {
         if (!SizeText.TryParse(v, out var bytes))
         {
-            throw new SettingsException(key, $"\"{v}\" is not a size; write it like 512MiB, 10GiB or 1TiB");
+            throw new SettingsException(key, $"\"{v}\" {SizeText.Problem(v)}; write it like 512MiB, 10GiB or 1TiB");
         }
         if (bytes < min || bytes > max)
         {

@@ -150,10 +150,14 @@ internal sealed partial class IscsiConnection
         if (Session is { } s)
         {
             _target.RemoveSession(s);
+            var done = s.Describe(Peer);
             s.Detach();
             if (!s.Discovery)
             {
-                _log.LogInformation("iSCSI logout: {Initiator} from {Peer} left target {Target}", s.InitiatorName, Peer, s.TargetName);
+                // The counterpart of the NBD disconnect line: what the session did, for a post-mortem.
+                _log.LogInformation("iSCSI logout: {Initiator} from {Peer} left target {Target} after {Seconds:0.0} s: {Commands} commands, {Read} bytes read, {Written} bytes written",
+                    s.InitiatorName, Peer, s.TargetName, (DateTimeOffset.UtcNow - done.Since).TotalSeconds,
+                    done.Luns.Sum(l => l.Commands), done.Luns.Sum(l => l.BytesRead), done.Luns.Sum(l => l.BytesWritten));
             }
         }
         _target.RemoveConnection(this);

@@ -191,6 +191,9 @@ public class CliEndToEndTests
         var badSize = await Ctl("volume", "create", "x", "--size", "huge");
         Assert.That(badSize.ExitCode, Is.EqualTo(2));
         Assert.That(badSize.Stderr, Does.Contain("is not a size"));
+        var zero = await Ctl("volume", "create", "x", "--size", "0");
+        Assert.That(zero.ExitCode, Is.EqualTo(2));
+        Assert.That(zero.Stderr, Does.Contain("--size \"0\" is 0; a size must be more than 0"));
 
         var badName = await Ctl("volume", "create", "no/slash", "--size", "1GiB");
         Assert.That(badName.ExitCode, Is.EqualTo(6));
@@ -199,6 +202,18 @@ public class CliEndToEndTests
         var missing = await Ctl("volume", "inspect", "ghost");
         Assert.That(missing.ExitCode, Is.EqualTo(3));
         Assert.That(missing.Stderr, Does.Contain("volume \"ghost\" not found; ballastctl volume list shows the volumes"));
+        var missingSnapshot = await Ctl("snapshot", "delete", "dup@ghost");
+        Assert.That(missingSnapshot.ExitCode, Is.EqualTo(3));
+        Assert.That(missingSnapshot.Stderr, Does.Contain("snapshot \"dup@ghost\" not found"));
+
+        // Thin volumes may be larger than the pool (2 GiB here); the operator is told, and it is created.
+        var larger = await Ctl("volume", "create", "larger", "--size", "1TiB");
+        Assert.That(larger.ExitCode, Is.Zero, larger.ToString());
+        Assert.That(larger.Stderr, Does.Contain("note: larger (1 TiB) is larger than the space its pool has left").And.Contain("of 2 GiB"));
+        var fits = await Ctl("volume", "create", "fits", "--size", "64MiB");
+        Assert.That(fits.Stderr, Is.Empty, fits.ToString());
+        Assert.That((await Ctl("volume", "delete", "larger")).ExitCode, Is.Zero);
+        Assert.That((await Ctl("volume", "delete", "fits")).ExitCode, Is.Zero);
 
         var (c, _, _) = await OpenAsync(_daemon.Endpoint, "dup");
         await using (c)

@@ -23,13 +23,21 @@ public class SettingsTests
         Assert.That(b, Is.EqualTo(bytes));
     }
 
-    [TestCase("")]
-    [TestCase("-1GiB")]
-    [TestCase("0")]
-    [TestCase("1.5")]
-    [TestCase("lots")]
-    [TestCase("99999999999999999999TiB")]
-    public void Bad_sizes_are_refused(string text) => Assert.That(SizeText.TryParse(text, out _), Is.False);
+    [TestCase("", "is not a size")]
+    [TestCase("-1GiB", "is not a size")]
+    [TestCase("0", "is 0; a size must be more than 0")]
+    [TestCase("0 GiB", "is 0; a size must be more than 0")]
+    [TestCase("1.5", "is not a whole number of bytes")]
+    [TestCase("lots", "is not a size")]
+    [TestCase("99999999999999999999TiB", "is too large")]
+    public void Bad_sizes_are_refused_with_the_reason(string text, string problem)
+    {
+        Assert.That(SizeText.TryParse(text, out _), Is.False);
+        Assert.That(SizeText.Problem(text), Is.EqualTo(problem));
+    }
+
+    [Test]
+    public void A_good_size_has_no_problem() => Assert.That(SizeText.Problem("1GiB"), Is.Null);
 
     [Test]
     public void Endpoints_parse_ipv4_ipv6_wildcard_and_unix()

@@ -25,6 +25,11 @@ public class TargetApiTests
             Assert.That(s.HeaderDigest, Is.False);
             Assert.That(s.Since, Is.GreaterThan(DateTimeOffset.UtcNow.AddMinutes(-1)));
         });
+        // WRITE(10) of one 4 KiB block at LBA 0, then READ(10) of it: the logout line counts both.
+        var w = await c.CommandAsync([0x2a, 0, 0, 0, 0, 0, 0, 0, 1, 0], writeData: new byte[4096]);
+        Assert.That(w!.Status, Is.Zero);
+        var r = await c.CommandAsync([0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0], readLength: 4096);
+        Assert.That(r!.Status, Is.Zero);
         await c.LogoutAsync();
         var until = DateTime.UtcNow.AddSeconds(5);
         while (f.Target.Sessions.Count > 0 && DateTime.UtcNow < until)
@@ -33,6 +38,7 @@ public class TargetApiTests
         }
         Assert.That(f.Target.Sessions, Is.Empty, "logout ends the session");
         Assert.That(f.Logs.All, Does.Contain("iSCSI logout: iqn.2026-11.test:lister"));
+        Assert.That(f.Logs.All, Does.Match(@"left target \S+:listed after \d+\.\d s: 2 commands, 4096 bytes read, 4096 bytes written"));
     }
 
     [Test]
