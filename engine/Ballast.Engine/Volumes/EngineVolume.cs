@@ -110,42 +110,37 @@ public sealed partial class EngineVolume : IBlockVolume
                     }
                     count = _state.Map.Resolve(block, want, scratch.Pieces, out covered);
                 }
-                var b = block;
+                // Every data piece's read starts before any is awaited: a volume written at random
+                // is read back as many small pieces, and one at a time they would queue one deep
+                // on the device (a 1 MiB read of 4 KiB pieces took 256 device round trips).
+                var failure = StartPieceReads(scratch, block, count, offset, dst, inline);
                 for (var i = 0; i < count; i++)
                 {
-                    var p = scratch.Pieces[i];
-                    var pieceStart = b << PoolLayout.BlockShift;
-                    var from = Math.Max(offset, pieceStart);
-                    var to = Math.Min(end, (b + p.Count) << PoolLayout.BlockShift);
-                    var target = dst[(int)(from - offset)..(int)(to - offset)];
-                    if (p.Kind == ExtentKind.Data)
+                    if (scratch.Pieces[i].Kind == ExtentKind.Data)
                     {
-                        var bytes = p.Count << PoolLayout.BlockShift;
-                        // A whole piece whose target is aligned memory is read straight into it
-                        // (a large NBD read's buffer), saving the copy out of the scratch buffer.
-                        var direct = to - from == bytes && Buffers.AlignedBuffer.IsAligned(target);
-                        var buf = direct ? target : scratch.Buffer.Memory[..bytes];
+                        // Every started read is awaited, failed or not: the scratch buffer goes
+                        // back to the pool below, and no read may still be filling it then.
                         try
                         {
-                            // After the map was resolved, as ReadDataAsync needs.
-                            await _pool.ReadDataAsync(p.Phys, buf, inline).ConfigureAwait(false);
+                            await scratch.Reads[i].ConfigureAwait(false);
                         }
-                        catch (Storage.StorageException e)
+                        catch (Exception e)
                         {
-                            throw new BlockVolumeException(BlockError.Io, $"volume {Name}: reading offset {pieceStart} failed: {e.Message}", e);
+                            failure ??= (i, e);
                         }
-                        Verify(buf.Span, p.Phys, pieceStart);
-                        if (!direct)
-                        {
-                            buf.Span.Slice((int)(from - pieceStart), (int)(to - from)).CopyTo(target.Span);
-                        }
+                        scratch.Reads[i] = default;
                     }
-                    else
-                    {
-                        target.Span.Clear();
-                    }
-                    b += p.Count;
                 }
+                if (failure is { } f)
+                {
+                    if (f.Error is Storage.StorageException se)
+                    {
+                        var pieceStart = PieceBlock(scratch, block, f.Piece) << PoolLayout.BlockShift;
+                        throw new BlockVolumeException(BlockError.Io, $"volume {Name}: reading offset {pieceStart} failed: {se.Message}", se);
+                    }
+                    System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(f.Error);
+                }
+                FinishPieces(scratch, block, count, offset, dst);
                 block += covered;
             }
         }
@@ -154,6 +149,94 @@ public sealed partial class EngineVolume : IBlockVolume
             _pool.Scratch.Return(scratch);
             _pool.Epoch.Exit(epoch);
         }
+    }
+
+    /// <summary>
+    /// Starts the reads of the data pieces (into <see cref="ReadScratch.Reads"/>) and clears the
+    /// targets of zero and unmapped ones. A piece goes straight into the destination when it fills
+    /// its slice of aligned memory, else into the scratch buffer at its own offset from
+    /// <paramref name="block"/>, so the pieces of one resolve never share bytes. A read that cannot
+    /// start ends the starting (the caller still awaits those started) and is returned.
+    /// </summary>
+    private (int Piece, Exception Error)? StartPieceReads(ReadScratch scratch, long block, int count, long offset, Memory<byte> dst, bool inline)
+    {
+        var b = block;
+        for (var i = 0; i < count; i++)
+        {
+            var p = scratch.Pieces[i];
+            var (target, buf, _) = Place(scratch, block, b, p, offset, dst);
+            if (p.Kind == ExtentKind.Data)
+            {
+                try
+                {
+                    // After the map was resolved, as ReadDataAsync needs.
+                    scratch.Reads[i] = _pool.ReadDataAsync(p.Phys, buf, inline);
+                }
+                catch (Exception e)
+                {
+                    for (var j = i; j < count; j++)
+                    {
+                        // Marks the rest as not started: the caller awaits only data pieces.
+                        scratch.Pieces[j].Kind = ExtentKind.Hole;
+                    }
+                    return (i, e);
+                }
+            }
+            else
+            {
+                target.Span.Clear();
+            }
+            b += p.Count;
+        }
+        return null;
+    }
+
+    /// <summary>Checks every data piece read and copies those read into scratch to the destination.</summary>
+    private void FinishPieces(ReadScratch scratch, long block, int count, long offset, Memory<byte> dst)
+    {
+        var b = block;
+        for (var i = 0; i < count; i++)
+        {
+            var p = scratch.Pieces[i];
+            if (p.Kind == ExtentKind.Data)
+            {
+                var (target, buf, direct) = Place(scratch, block, b, p, offset, dst);
+                var pieceStart = b << PoolLayout.BlockShift;
+                Verify(buf.Span, p.Phys, pieceStart);
+                if (!direct)
+                {
+                    var from = Math.Max(offset, pieceStart);
+                    buf.Span.Slice((int)(from - pieceStart), target.Length).CopyTo(target.Span);
+                }
+            }
+            b += p.Count;
+        }
+    }
+
+    /// <summary>Where piece <paramref name="p"/> (starting at block <paramref name="b"/>) lands in the destination, and the buffer its device read fills.</summary>
+    private static (Memory<byte> Target, Memory<byte> Buffer, bool Direct) Place(ReadScratch scratch, long block, long b, in MapPiece p, long offset, Memory<byte> dst)
+    {
+        var end = offset + dst.Length;
+        var pieceStart = b << PoolLayout.BlockShift;
+        var from = Math.Max(offset, pieceStart);
+        var to = Math.Min(end, (b + p.Count) << PoolLayout.BlockShift);
+        var target = dst[(int)(from - offset)..(int)(to - offset)];
+        var bytes = p.Count << PoolLayout.BlockShift;
+        // A whole piece whose target is aligned memory is read straight into it (a large NBD
+        // read's buffer), saving the copy out of the scratch buffer.
+        var direct = to - from == bytes && Buffers.AlignedBuffer.IsAligned(target);
+        var buf = direct ? target : scratch.Buffer.Memory.Slice((int)(b - block) << PoolLayout.BlockShift, bytes);
+        return (target, buf, direct);
+    }
+
+    private static long PieceBlock(ReadScratch scratch, long block, int piece)
+    {
+        var b = block;
+        for (var i = 0; i < piece; i++)
+        {
+            b += scratch.Pieces[i].Count;
+        }
+        return b;
     }
 
     private void Verify(ReadOnlySpan<byte> data, long phys, long volumeOffset)

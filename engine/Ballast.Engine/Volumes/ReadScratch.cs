@@ -13,6 +13,9 @@ internal sealed class ReadScratch : IDisposable
     public readonly AlignedBuffer Buffer = new(BufferBytes);
     public readonly MapPiece[] Pieces = new MapPiece[MaxPieces];
 
+    /// <summary>The device read of each data piece in <see cref="Pieces"/>, all started before any is awaited.</summary>
+    public readonly ValueTask[] Reads = new ValueTask[MaxPieces];
+
     public void Dispose() => ((IDisposable)Buffer).Dispose();
 }
 

@@ -119,8 +119,18 @@ public sealed class FaultStorage : IPoolStorage
         }
     }
 
+    /// <summary>
+    /// When set, each asynchronous read first awaits this (tests that hold reads in flight, or
+    /// fail one); the bytes are copied when it completes.
+    /// </summary>
+    public Func<long, Memory<byte>, Task>? ReadGate { get; set; }
+
     public ValueTask ReadAsync(long offset, Memory<byte> buffer, bool completeInline = false)
     {
+        if (ReadGate is { } gate)
+        {
+            return GatedReadAsync(gate, offset, buffer);
+        }
         try
         {
             Read(offset, buffer.Span);
@@ -130,6 +140,12 @@ public sealed class FaultStorage : IPoolStorage
         {
             return ValueTask.FromException(e);
         }
+    }
+
+    private async ValueTask GatedReadAsync(Func<long, Memory<byte>, Task> gate, long offset, Memory<byte> buffer)
+    {
+        await gate(offset, buffer).ConfigureAwait(false);
+        Read(offset, buffer.Span);
     }
 
     public void Read(long offset, Span<byte> buffer)

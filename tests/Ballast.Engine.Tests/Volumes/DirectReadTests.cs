@@ -1,4 +1,6 @@
 using Ballast.Engine.Buffers;
+using Ballast.Engine.Interop;
+using Ballast.Engine.Storage;
 using Ballast.Engine.Tests.FaultInjection;
 using Ballast.Engine.Volumes;
 
@@ -69,5 +71,126 @@ public class DirectReadTests
         using var aligned = new AlignedBuffer(256 << 10);
         var e = Assert.ThrowsAsync<BlockVolumeException>(async () => await v.ReadAsync(1 << 20, aligned.Memory));
         Assert.That(e!.Message, Does.Contain("checksum"));
+    }
+}
+
+/// <summary>
+/// A read that resolves to many map pieces (a volume written at random, read in order) starts
+/// every piece's device read before it waits for any, and returns only when all have finished,
+/// also when one fails: the scratch buffer they fill goes back to the pool then.
+/// </summary>
+public class ScatteredReadTests
+{
+    private const int Block = 4096;
+    private const int Pieces = 48;
+
+    private static async Task<(FaultStorage Storage, Pool Pool, IBlockVolume Volume, byte[] Expected)> ScatteredAsync()
+    {
+        var storage = new FaultStorage();
+        var pool = await TestPools.OpenAsync(storage);
+        var v = await pool.CreateVolumeAsync("v", 8 << 20);
+        var expected = new byte[Pieces * Block];
+        // Logical blocks written last to first, each on its own: adjacent in the volume, not on
+        // the device, so every block is a piece of its own.
+        for (var i = Pieces - 1; i >= 0; i--)
+        {
+            var data = TestPools.Pattern(100 + i, Block);
+            data.CopyTo(expected, i * Block);
+            await v.WriteAsync((long)i * Block, data, WriteFlags.None);
+            await v.FlushAsync();
+        }
+        return (storage, pool, v, expected);
+    }
+
+    private static async Task WaitForAsync(Func<bool> condition, string what)
+    {
+        var until = DateTime.UtcNow.AddSeconds(10);
+        while (!condition())
+        {
+            Assert.That(DateTime.UtcNow, Is.LessThan(until), what);
+            await Task.Delay(5);
+        }
+    }
+
+    [Test]
+    public async Task Every_piece_is_read_at_once_and_the_bytes_land_in_place_whatever_order_they_finish([Values] bool aligned)
+    {
+        var (storage, pool, v, expected) = await ScatteredAsync();
+        await using var _ = pool;
+        var held = new List<TaskCompletionSource>();
+        storage.ReadGate = (_, _) =>
+        {
+            var t = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            lock (held)
+            {
+                held.Add(t);
+            }
+            return t.Task;
+        };
+        using var buffer = new AlignedBuffer(expected.Length + Block);
+        // Unaligned: a partial first and last block, through the scratch buffer.
+        var (at, length) = aligned ? (0L, expected.Length) : (100L, expected.Length - 200);
+        var target = aligned ? buffer.Memory[..length] : new byte[length];
+        var read = v.ReadAsync(at, target).AsTask();
+        await WaitForAsync(() => { lock (held) { return held.Count == Pieces; } }, "all pieces' reads start before any finishes");
+        Assert.That(read.IsCompleted, Is.False);
+        for (var i = Pieces - 1; i >= 0; i--)
+        {
+            held[i].SetResult();
+        }
+        await read;
+        Assert.That(target.ToArray(), Is.EqualTo(expected.AsSpan((int)at, length).ToArray()));
+    }
+
+    [Test]
+    public async Task A_failed_piece_fails_the_read_only_after_the_other_pieces_finished()
+    {
+        var (storage, pool, v, _) = await ScatteredAsync();
+        await using var _ = pool;
+        var held = new List<TaskCompletionSource>();
+        var finished = 0;
+        storage.ReadGate = async (_, _) =>
+        {
+            var t = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            int n;
+            lock (held)
+            {
+                held.Add(t);
+                n = held.Count;
+            }
+            try
+            {
+                await t.Task;
+                if (n == 3)
+                {
+                    throw new StorageException("read", Libc.EIO, 0);
+                }
+            }
+            finally
+            {
+                Interlocked.Increment(ref finished);
+            }
+        };
+        var read = v.ReadAsync(0, new byte[Pieces * Block]).AsTask();
+        await WaitForAsync(() => { lock (held) { return held.Count == Pieces; } }, "all pieces' reads start");
+        // Everything but the last piece finishes, the failed one among them.
+        for (var i = 0; i < Pieces - 1; i++)
+        {
+            held[i].SetResult();
+        }
+        await WaitForAsync(() => Volatile.Read(ref finished) == Pieces - 1, "the released reads finish");
+        await Task.Delay(100);
+        Assert.That(read.IsCompleted, Is.False, "the read waits for the piece still in flight");
+        held[Pieces - 1].SetResult();
+        var e = Assert.ThrowsAsync<BlockVolumeException>(async () => await read);
+        Assert.That(e!.Error, Is.EqualTo(BlockError.Io));
+        Assert.That(e.Message, Does.Contain("reading offset 8192 failed"));
+        Assert.That(Volatile.Read(ref finished), Is.EqualTo(Pieces));
+
+        // The pool is fine afterwards: the same range reads back once the device is.
+        storage.ReadGate = null;
+        var again = new byte[Pieces * Block];
+        await v.ReadAsync(0, again);
+        Assert.That(again.AsSpan(0, Block).ToArray(), Is.EqualTo(TestPools.Pattern(100, Block)));
     }
 }
