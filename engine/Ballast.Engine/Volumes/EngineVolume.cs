@@ -39,6 +39,12 @@ public sealed partial class EngineVolume : IBlockVolume
     public VolumeFeatures Features => (_state.IsReadOnly ? VolumeFeatures.ReadOnly : VolumeFeatures.Trim | VolumeFeatures.WriteZeroes | VolumeFeatures.FastZero)
         | VolumeFeatures.MultiConnection | VolumeFeatures.AllocationStatus;
 
+    // Device reads one read request keeps started ahead: enough for the disk's random-read rate
+    // (it needs ~32 in flight, and clients send several requests at once), few enough that one
+    // request cannot fill the shared io_uring (256) and push other volumes' reads to the queue
+    // of the blocking-read threads.
+    private const int PiecesInFlight = 16;
+
     private int MaxRecordBlocks => Math.Min(256, _pool.Appender.MaxBatchBlocks);
 
     public ValueTask ReadAsync(long offset, Memory<byte> destination, CancellationToken cancellationToken = default) => ReadAsync(offset, destination, inline: false);
@@ -110,12 +116,36 @@ public sealed partial class EngineVolume : IBlockVolume
                     }
                     count = _state.Map.Resolve(block, want, scratch.Pieces, out covered);
                 }
-                // Every data piece's read starts before any is awaited: a volume written at random
-                // is read back as many small pieces, and one at a time they would queue one deep
-                // on the device (a 1 MiB read of 4 KiB pieces took 256 device round trips).
-                var failure = StartPieceReads(scratch, block, count, offset, dst, inline);
+                // The next pieces' device reads start before the one in hand is awaited: a volume
+                // written at random is read back as many small pieces, and one at a time they
+                // would queue one deep on the device (a 1 MiB read of 4 KiB pieces took 256
+                // device round trips). Pieces are still finished in order, so the first that
+                // fails (I/O error or checksum) is the error, as when they were read one by one.
+                Exception? failure = null;
+                var failedAt = count;
+                var started = 0;
+                var startBlock = block;
+                var doneBlock = block;
                 for (var i = 0; i < count; i++)
                 {
+                    while (failure == null && started < count && started - i < PiecesInFlight)
+                    {
+                        try
+                        {
+                            StartPiece(scratch, block, startBlock, started, offset, dst, inline);
+                        }
+                        catch (Exception e)
+                        {
+                            (failure, failedAt) = (e, started);
+                            break;
+                        }
+                        startBlock += scratch.Pieces[started].Count;
+                        started++;
+                    }
+                    if (i >= started)
+                    {
+                        break;
+                    }
                     if (scratch.Pieces[i].Kind == ExtentKind.Data)
                     {
                         // Every started read is awaited, failed or not: the scratch buffer goes
@@ -123,24 +153,32 @@ public sealed partial class EngineVolume : IBlockVolume
                         try
                         {
                             await scratch.Reads[i].ConfigureAwait(false);
+                            if (i < failedAt)
+                            {
+                                FinishPiece(scratch, block, doneBlock, i, offset, dst);
+                            }
                         }
-                        catch (Exception e)
+                        catch (Exception e) when (i < failedAt)
                         {
-                            failure ??= (i, e);
+                            (failure, failedAt) = (e, i);
+                        }
+                        catch (Exception)
+                        {
+                            // A later piece than the one that already failed: not the error.
                         }
                         scratch.Reads[i] = default;
                     }
+                    doneBlock += scratch.Pieces[i].Count;
                 }
-                if (failure is { } f)
+                if (failure is Storage.StorageException se)
                 {
-                    if (f.Error is Storage.StorageException se)
-                    {
-                        var pieceStart = PieceBlock(scratch, block, f.Piece) << PoolLayout.BlockShift;
-                        throw new BlockVolumeException(BlockError.Io, $"volume {Name}: reading offset {pieceStart} failed: {se.Message}", se);
-                    }
-                    System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(f.Error);
+                    var pieceStart = PieceBlock(scratch, block, failedAt) << PoolLayout.BlockShift;
+                    throw new BlockVolumeException(BlockError.Io, $"volume {Name}: reading offset {pieceStart} failed: {se.Message}", se);
                 }
-                FinishPieces(scratch, block, count, offset, dst);
+                if (failure != null)
+                {
+                    System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(failure);
+                }
                 block += covered;
             }
         }
@@ -152,64 +190,38 @@ public sealed partial class EngineVolume : IBlockVolume
     }
 
     /// <summary>
-    /// Starts the reads of the data pieces (into <see cref="ReadScratch.Reads"/>) and clears the
-    /// targets of zero and unmapped ones. A piece goes straight into the destination when it fills
-    /// its slice of aligned memory, else into the scratch buffer at its own offset from
-    /// <paramref name="block"/>, so the pieces of one resolve never share bytes. A read that cannot
-    /// start ends the starting (the caller still awaits those started) and is returned.
+    /// Starts the device read of piece <paramref name="i"/> (at block <paramref name="b"/>) into
+    /// <see cref="ReadScratch.Reads"/>, or clears its target if it holds no data. A piece goes
+    /// straight into the destination when it fills its slice of aligned memory, else into the
+    /// scratch buffer at its own offset from <paramref name="block"/>, so the pieces of one
+    /// resolve never share bytes.
     /// </summary>
-    private (int Piece, Exception Error)? StartPieceReads(ReadScratch scratch, long block, int count, long offset, Memory<byte> dst, bool inline)
+    private void StartPiece(ReadScratch scratch, long block, long b, int i, long offset, Memory<byte> dst, bool inline)
     {
-        var b = block;
-        for (var i = 0; i < count; i++)
+        var p = scratch.Pieces[i];
+        var (target, buf, _) = Place(scratch, block, b, p, offset, dst);
+        if (p.Kind == ExtentKind.Data)
         {
-            var p = scratch.Pieces[i];
-            var (target, buf, _) = Place(scratch, block, b, p, offset, dst);
-            if (p.Kind == ExtentKind.Data)
-            {
-                try
-                {
-                    // After the map was resolved, as ReadDataAsync needs.
-                    scratch.Reads[i] = _pool.ReadDataAsync(p.Phys, buf, inline);
-                }
-                catch (Exception e)
-                {
-                    for (var j = i; j < count; j++)
-                    {
-                        // Marks the rest as not started: the caller awaits only data pieces.
-                        scratch.Pieces[j].Kind = ExtentKind.Hole;
-                    }
-                    return (i, e);
-                }
-            }
-            else
-            {
-                target.Span.Clear();
-            }
-            b += p.Count;
+            // After the map was resolved, as ReadDataAsync needs.
+            scratch.Reads[i] = _pool.ReadDataAsync(p.Phys, buf, inline);
         }
-        return null;
+        else
+        {
+            target.Span.Clear();
+        }
     }
 
-    /// <summary>Checks every data piece read and copies those read into scratch to the destination.</summary>
-    private void FinishPieces(ReadScratch scratch, long block, int count, long offset, Memory<byte> dst)
+    /// <summary>Checks a data piece that was read and copies it to the destination if it was read into scratch.</summary>
+    private void FinishPiece(ReadScratch scratch, long block, long b, int i, long offset, Memory<byte> dst)
     {
-        var b = block;
-        for (var i = 0; i < count; i++)
+        var p = scratch.Pieces[i];
+        var (target, buf, direct) = Place(scratch, block, b, p, offset, dst);
+        var pieceStart = b << PoolLayout.BlockShift;
+        Verify(buf.Span, p.Phys, pieceStart);
+        if (!direct)
         {
-            var p = scratch.Pieces[i];
-            if (p.Kind == ExtentKind.Data)
-            {
-                var (target, buf, direct) = Place(scratch, block, b, p, offset, dst);
-                var pieceStart = b << PoolLayout.BlockShift;
-                Verify(buf.Span, p.Phys, pieceStart);
-                if (!direct)
-                {
-                    var from = Math.Max(offset, pieceStart);
-                    buf.Span.Slice((int)(from - pieceStart), target.Length).CopyTo(target.Span);
-                }
-            }
-            b += p.Count;
+            var from = Math.Max(offset, pieceStart);
+            buf.Span.Slice((int)(from - pieceStart), target.Length).CopyTo(target.Span);
         }
     }
 

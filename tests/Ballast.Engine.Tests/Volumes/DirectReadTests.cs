@@ -75,14 +75,16 @@ public class DirectReadTests
 }
 
 /// <summary>
-/// A read that resolves to many map pieces (a volume written at random, read in order) starts
-/// every piece's device read before it waits for any, and returns only when all have finished,
-/// also when one fails: the scratch buffer they fill goes back to the pool then.
+/// A read that resolves to many map pieces (a volume written at random, read in order) keeps 16
+/// piece reads in flight instead of one, finishes the pieces in order whatever order their reads
+/// complete in, reports the first piece that fails as the error, and returns only when every
+/// read it started has finished: the scratch buffer they fill goes back to the pool then.
 /// </summary>
 public class ScatteredReadTests
 {
     private const int Block = 4096;
     private const int Pieces = 48;
+    private const int InFlight = 16;
 
     private static async Task<(FaultStorage Storage, Pool Pool, IBlockVolume Volume, byte[] Expected)> ScatteredAsync()
     {
@@ -112,85 +114,149 @@ public class ScatteredReadTests
         }
     }
 
+    /// <summary>Holds every gated read until the test releases it; counts those in flight.</summary>
+    private sealed class Held
+    {
+        private readonly List<TaskCompletionSource> _reads = [];
+        private int _inFlight;
+
+        public int MaxInFlight { get; private set; }
+        public int Finished { get; private set; }
+
+        public int Count
+        {
+            get
+            {
+                lock (_reads)
+                {
+                    return _reads.Count;
+                }
+            }
+        }
+
+        public TaskCompletionSource this[int i]
+        {
+            get
+            {
+                lock (_reads)
+                {
+                    return _reads[i];
+                }
+            }
+        }
+
+        public async Task Gate(Func<int, Task>? after = null)
+        {
+            var t = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            int n;
+            lock (_reads)
+            {
+                _reads.Add(t);
+                n = _reads.Count;
+                MaxInFlight = Math.Max(MaxInFlight, ++_inFlight);
+            }
+            try
+            {
+                await t.Task;
+                if (after != null)
+                {
+                    await after(n);
+                }
+            }
+            finally
+            {
+                lock (_reads)
+                {
+                    _inFlight--;
+                    Finished++;
+                }
+            }
+        }
+    }
+
     [Test]
-    public async Task Every_piece_is_read_at_once_and_the_bytes_land_in_place_whatever_order_they_finish([Values] bool aligned)
+    public async Task Sixteen_pieces_are_read_at_once_and_the_bytes_land_in_place_whatever_order_they_finish([Values] bool aligned)
     {
         var (storage, pool, v, expected) = await ScatteredAsync();
         await using var _ = pool;
-        var held = new List<TaskCompletionSource>();
-        storage.ReadGate = (_, _) =>
-        {
-            var t = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-            lock (held)
-            {
-                held.Add(t);
-            }
-            return t.Task;
-        };
+        var held = new Held();
+        storage.ReadGate = (_, _) => held.Gate();
         using var buffer = new AlignedBuffer(expected.Length + Block);
         // Unaligned: a partial first and last block, through the scratch buffer.
         var (at, length) = aligned ? (0L, expected.Length) : (100L, expected.Length - 200);
         var target = aligned ? buffer.Memory[..length] : new byte[length];
         var read = v.ReadAsync(at, target).AsTask();
-        await WaitForAsync(() => { lock (held) { return held.Count == Pieces; } }, "all pieces' reads start before any finishes");
-        Assert.That(read.IsCompleted, Is.False);
-        for (var i = Pieces - 1; i >= 0; i--)
+        await WaitForAsync(() => held.Count == InFlight, "16 pieces' reads start before any finishes");
+        await Task.Delay(50);
+        Assert.That(held.Count, Is.EqualTo(InFlight), "and no more");
+        // The newest first: the oldest piece's read is what lets the next ones start.
+        var released = 0;
+        var until = DateTime.UtcNow.AddSeconds(20);
+        while (!read.IsCompleted && DateTime.UtcNow < until)
         {
-            held[i].SetResult();
+            var count = held.Count;
+            for (var i = count - 1; i >= released; i--)
+            {
+                held[i].SetResult();
+            }
+            released = count;
+            await Task.Delay(10);
         }
         await read;
+        Assert.That(held.Count, Is.EqualTo(Pieces));
+        Assert.That(held.MaxInFlight, Is.EqualTo(InFlight));
         Assert.That(target.ToArray(), Is.EqualTo(expected.AsSpan((int)at, length).ToArray()));
     }
 
     [Test]
-    public async Task A_failed_piece_fails_the_read_only_after_the_other_pieces_finished()
+    public async Task A_failed_piece_fails_the_read_only_after_the_other_started_pieces_finished()
     {
         var (storage, pool, v, _) = await ScatteredAsync();
         await using var _ = pool;
-        var held = new List<TaskCompletionSource>();
-        var finished = 0;
-        storage.ReadGate = async (_, _) =>
-        {
-            var t = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-            int n;
-            lock (held)
-            {
-                held.Add(t);
-                n = held.Count;
-            }
-            try
-            {
-                await t.Task;
-                if (n == 3)
-                {
-                    throw new StorageException("read", Libc.EIO, 0);
-                }
-            }
-            finally
-            {
-                Interlocked.Increment(ref finished);
-            }
-        };
+        var held = new Held();
+        storage.ReadGate = (_, _) => held.Gate(n => n == 3 ? throw new StorageException("read", Libc.EIO, 0) : Task.CompletedTask);
         var read = v.ReadAsync(0, new byte[Pieces * Block]).AsTask();
-        await WaitForAsync(() => { lock (held) { return held.Count == Pieces; } }, "all pieces' reads start");
-        // Everything but the last piece finishes, the failed one among them.
-        for (var i = 0; i < Pieces - 1; i++)
+        await WaitForAsync(() => held.Count == InFlight, "the first pieces' reads start");
+        // All but the last started piece finish, the failed third among them.
+        for (var i = 0; i < InFlight - 1; i++)
         {
             held[i].SetResult();
         }
-        await WaitForAsync(() => Volatile.Read(ref finished) == Pieces - 1, "the released reads finish");
+        await WaitForAsync(() => held.Finished == InFlight - 1, "the released reads finish");
         await Task.Delay(100);
-        Assert.That(read.IsCompleted, Is.False, "the read waits for the piece still in flight");
-        held[Pieces - 1].SetResult();
+        Assert.That(held.Count, Is.EqualTo(InFlight + 2), "the first two pieces each let one more start, the failed third none");
+        Assert.That(read.IsCompleted, Is.False, "the read waits for the pieces still in flight");
+        for (var i = InFlight - 1; i < InFlight + 2; i++)
+        {
+            held[i].SetResult();
+        }
         var e = Assert.ThrowsAsync<BlockVolumeException>(async () => await read);
         Assert.That(e!.Error, Is.EqualTo(BlockError.Io));
         Assert.That(e.Message, Does.Contain("reading offset 8192 failed"));
-        Assert.That(Volatile.Read(ref finished), Is.EqualTo(Pieces));
+        Assert.That(held.Finished, Is.EqualTo(InFlight + 2));
 
         // The pool is fine afterwards: the same range reads back once the device is.
         storage.ReadGate = null;
         var again = new byte[Pieces * Block];
         await v.ReadAsync(0, again);
         Assert.That(again.AsSpan(0, Block).ToArray(), Is.EqualTo(TestPools.Pattern(100, Block)));
+    }
+
+    [Test]
+    public async Task The_first_piece_that_fails_is_the_error_a_damaged_one_as_well_as_an_unreadable_one()
+    {
+        var (storage, pool, v, _) = await ScatteredAsync();
+        await using var _ = pool;
+        var damaged = storage.FindBlock(TestPools.Pattern(101, Block));
+        var unreadable = storage.FindBlock(TestPools.Pattern(105, Block));
+        Assert.That(damaged, Is.GreaterThanOrEqualTo(0));
+        Assert.That(unreadable, Is.GreaterThanOrEqualTo(0));
+        storage.Corrupt(damaged * Block + 9, 1);
+        storage.UnreadableBlocks.Add(unreadable);
+
+        var e = Assert.ThrowsAsync<BlockVolumeException>(async () => await v.ReadAsync(0, new byte[Pieces * Block]));
+        Assert.That(e!.Message, Does.Contain("the block at offset 4096 failed its checksum"));
+        var later = Assert.ThrowsAsync<BlockVolumeException>(async () => await v.ReadAsync(2 * Block, new byte[(Pieces - 2) * Block]));
+        Assert.That(later!.Message, Does.Contain("reading offset 20480 failed"));
     }
 }
