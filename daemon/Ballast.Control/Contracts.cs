@@ -34,7 +34,15 @@ public sealed record VolumeDto(
     IReadOnlyList<ExportDto> Exports,
     IReadOnlyList<ClientDto> Clients,
     IReadOnlyList<ReplicaDto>? Replicas = null,
-    int? MinReplicas = null);
+    int? MinReplicas = null,
+    VolumeUsageDto? Usage = null);
+
+/// <summary>
+/// Space a volume's data takes in the pool (blocks shared with its snapshots or parent count too),
+/// the runs of blocks that lie together on the device (many small runs: slow to read in order),
+/// and bytes written as zeroes (no data space). Given by inspect, not by list: it walks the map.
+/// </summary>
+public sealed record VolumeUsageDto(long DataBytes, long DataRuns, long ZeroBytes);
 
 /// <summary>Totals since the daemon started, and rates over the last sampling interval.</summary>
 public sealed record VolumeIoDto(

@@ -97,7 +97,13 @@ public static class VolumeCommands
             .Add("mode", v.ReadOnly ? "read-only" : "read-write")
             .Add("parent", v.Parent ?? "-")
             .Add("created", v.Created.ToString("u", System.Globalization.CultureInfo.InvariantCulture))
-            .Add("snapshots", v.Snapshots.Count == 0 ? "none" : string.Join(", ", v.Snapshots))
+            .Add("snapshots", v.Snapshots.Count == 0 ? "none" : string.Join(", ", v.Snapshots));
+        if (v.Usage is { } u)
+        {
+            t.Add("data", u.DataRuns == 0 ? "none" : $"{Units.Bytes(u.DataBytes)} in {u.DataRuns} run{(u.DataRuns == 1 ? "" : "s")} on the device (average {Units.Bytes(u.DataBytes / u.DataRuns)})")
+                .Add("zeroes", Units.Bytes(u.ZeroBytes));
+        }
+        t
             .Add("reads", $"{v.Io.Reads} ({Units.Bytes(v.Io.ReadBytes)}), now {Units.Count(v.Io.ReadIops)}/s {Units.Rate(v.Io.ReadBytesPerSecond)}")
             .Add("writes", $"{v.Io.Writes} ({Units.Bytes(v.Io.WriteBytes)}), now {Units.Count(v.Io.WriteIops)}/s {Units.Rate(v.Io.WriteBytesPerSecond)}")
             .Add("flushes", v.Io.Flushes)

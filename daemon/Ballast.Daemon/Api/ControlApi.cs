@@ -61,7 +61,7 @@ public static class ControlApi
         }));
 
         app.MapGet(Routes.Volumes + "/{name}", (string name, PoolService p, ExportCatalog x, RateSampler r, ReplicationService repl) => Run(p, () =>
-            Task.FromResult(Ok(Dto(p, x, r, p.Pool.Describe(name), repl)))));
+            Task.FromResult(Ok(Dto(p, x, r, p.Pool.Describe(name), repl) with { Usage = Usage(p.Pool.GetUsage(name)) }))));
 
         app.MapPost(Routes.Volumes + "/{name}/resize", (string name, HttpContext ctx, PoolService p, ExportCatalog x, RateSampler r, ReplicationService repl) => Run(p, async () =>
         {
@@ -227,6 +227,8 @@ public static class ControlApi
 
     private static IReadOnlyList<ReplicaDto>? Replicas(Engine.Replication.ReplicationNode node, string name) =>
         node.Describe(name)?.Select(s => new ReplicaDto(s.Node, s.Role, s.State, s.Lsn, s.Lag, s.ResyncPercent, s.EtaSeconds, s.ResyncedBytes, s.Error)).ToList();
+
+    private static VolumeUsageDto Usage(VolumeUsage u) => new(u.DataBytes, u.DataRuns, u.ZeroBytes);
 
     private static VolumeDto Dto(PoolService p, ExportCatalog x, RateSampler r, VolumeInfo v, ReplicationService repl)
     {

@@ -95,6 +95,12 @@ public class CliEndToEndTests
         var inspect = await CtlJson("volume", "inspect", "app-copy");
         Assert.That(inspect.GetProperty("parent").GetString(), Is.EqualTo("app@before"));
         Assert.That(inspect.GetProperty("io").GetProperty("reads").GetInt64(), Is.EqualTo(1));
+        // The clone maps the snapshot's 64 KiB: its data, counted where it is shared too.
+        Assert.That(inspect.GetProperty("usage").GetProperty("dataBytes").GetInt64(), Is.EqualTo(65536));
+        Assert.That(inspect.GetProperty("usage").GetProperty("dataRuns").GetInt64(), Is.EqualTo(1));
+        var human = await Ctl("volume", "inspect", "app");
+        Assert.That(human.Stdout, Does.Match(@"(?m)^data\s+64 KiB in 1 run on the device \(average 64 KiB\)"));
+        Assert.That(human.Stdout, Does.Match(@"(?m)^zeroes\s+0 B"));
 
         var resize = await Ctl("volume", "resize", "app", "--size", "512MiB");
         Assert.That(resize.ExitCode, Is.Zero, resize.ToString());

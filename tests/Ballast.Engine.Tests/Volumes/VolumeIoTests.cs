@@ -36,6 +36,26 @@ public class VolumeIoTests
     }
 
     [Test]
+    public async Task Usage_counts_data_runs_and_zeroes_across_map_windows_and_walk_chunks()
+    {
+        var v = await _pool.CreateVolumeAsync("v", 2L << 30);
+        Assert.That(_pool.GetUsage("v"), Is.EqualTo(new VolumeUsage(0, 0, 0)));
+        // One write across a map window (4 MiB) and one across the walk's 64 MiB chunks: a run each.
+        await v.WriteAsync((4 << 20) - (32 << 10), TestPools.Pattern(1, 64 << 10), WriteFlags.None);
+        await v.WriteAsync((64L << 20) - 4096, TestPools.Pattern(2, 8192), WriteFlags.None);
+        // Ten blocks written last to first: adjacent in the volume, not on the device.
+        for (var i = 9; i >= 0; i--)
+        {
+            await v.WriteAsync((96L << 20) + i * 4096L, TestPools.Pattern(3 + i, 4096), WriteFlags.None);
+        }
+        await v.WriteZeroesAsync(128L << 20, 1 << 20, mayDeallocate: false);
+        // A trim inside the first write splits its run and frees its block.
+        await v.TrimAsync((4 << 20) + 8192, 4096);
+        Assert.That(_pool.GetUsage("v"), Is.EqualTo(new VolumeUsage((64 << 10) - 4096 + 8192 + 10 * 4096, 2 + 1 + 10, 1 << 20)));
+        Assert.Throws<VolumeNotFoundException>(() => _pool.GetUsage("nosuch"));
+    }
+
+    [Test]
     public async Task Aligned_writes_read_back()
     {
         var v = await _pool.CreateVolumeAsync("v", 8 << 20);
