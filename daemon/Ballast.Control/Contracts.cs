@@ -65,7 +65,8 @@ public sealed record PoolDto(
     string Path, long Capacity, long Used, long Live, long Reclaimable, long Free, int SegmentSize, int Segments, int FreeSegments,
     double WriteAmplification, long CleanerPasses, long CleanerSegmentsFreed, long CleanerBytesMoved, long Checkpoints, bool Healthy);
 
-public sealed record StatusDto(string Version, DateTimeOffset Started, PoolDto Pool, int Volumes, int Snapshots, IReadOnlyList<ClientDto> Clients, IReadOnlyList<VolumeRateDto> Rates);
+/// <summary>What status reports; Provisioned is the sum of the volumes' sizes (thin: it may exceed the pool's capacity).</summary>
+public sealed record StatusDto(string Version, DateTimeOffset Started, PoolDto Pool, int Volumes, int Snapshots, IReadOnlyList<ClientDto> Clients, IReadOnlyList<VolumeRateDto> Rates, long Provisioned = 0);
 
 public sealed record VolumeRateDto(string Volume, double ReadIops, double WriteIops, double ReadBytesPerSecond, double WriteBytesPerSecond);
 

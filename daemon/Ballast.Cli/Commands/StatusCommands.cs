@@ -27,7 +27,7 @@ public static class StatusCommands
             .Add("free", $"{Units.Bytes(p.Free)} ({p.FreeSegments} of {p.Segments} segments of {Units.Bytes(p.SegmentSize)})")
             .Add("cleaner", $"{p.CleanerPasses} passes, {p.CleanerSegmentsFreed} segments freed, {Units.Bytes(p.CleanerBytesMoved)} moved")
             .Add("write amplification", p.WriteAmplification.ToString("0.00", System.Globalization.CultureInfo.InvariantCulture))
-            .Add("volumes", $"{s.Volumes} ({s.Snapshots} snapshots)")
+            .Add("volumes", $"{s.Volumes} ({s.Snapshots} snapshots), {Units.Bytes(s.Provisioned)} provisioned ({(double)s.Provisioned / Math.Max(1, p.Capacity):0.##}x capacity)")
             .Add("clients", s.Clients.Count)
             .Add("ballastd", $"{s.Version}, up {Units.Ago(s.Started)}"));
         var t = new Table("VOLUME", "READ/S", "WRITE/S", "READ", "WRITE");

@@ -106,7 +106,7 @@ public static class ControlApi
         {
             var volumes = p.Pool.ListVolumes();
             return Task.FromResult(Ok(new StatusDto(info.Version, info.Started, PoolDto(p), volumes.Count(v => v.Kind == VolumeKind.Volume),
-                volumes.Count(v => v.Kind == VolumeKind.Snapshot), x.Clients(), r.All)));
+                volumes.Count(v => v.Kind == VolumeKind.Snapshot), x.Clients(), r.All, volumes.Where(v => v.Kind == VolumeKind.Volume).Sum(v => v.Size))));
         }));
 
         app.MapGet(Routes.Exports, (PoolService p, ExportCatalog x) => Run(p, () =>

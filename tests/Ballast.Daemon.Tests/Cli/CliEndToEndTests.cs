@@ -218,6 +218,13 @@ public class CliEndToEndTests
         Assert.That(larger.Stderr, Does.Contain("note: larger (1 TiB) is larger than the space its pool has left").And.Contain("of 2 GiB"));
         var fits = await Ctl("volume", "create", "fits", "--size", "64MiB");
         Assert.That(fits.Stderr, Is.Empty, fits.ToString());
+        // status sums what the volumes promise, which thin volumes let exceed the pool.
+        var status = await CtlJson("status");
+        var listed = await CtlJson("volume", "list");
+        Assert.That(status.GetProperty("provisioned").GetInt64(), Is.EqualTo(listed.EnumerateArray().Sum(v => v.GetProperty("size").GetInt64())));
+        Assert.That(status.GetProperty("provisioned").GetInt64(), Is.GreaterThan(1L << 40));
+        var human = await Ctl("status");
+        Assert.That(human.Stdout, Does.Match(@"(?m)^volumes\s+\d+ \(\d+ snapshots\), 1(\.\d+)? TiB provisioned \(\d+(\.\d+)?x capacity\)"), human.Stdout);
         Assert.That((await Ctl("volume", "delete", "larger")).ExitCode, Is.Zero);
         Assert.That((await Ctl("volume", "delete", "fits")).ExitCode, Is.Zero);
 
