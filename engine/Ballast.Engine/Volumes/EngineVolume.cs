@@ -136,7 +136,7 @@ public sealed partial class EngineVolume : IBlockVolume
                         }
                         catch (Exception e)
                         {
-                            (failure, failedAt) = (e, started);
+                            (failure, failedAt) = (AsVolumeError(e, startBlock), started);
                             break;
                         }
                         startBlock += scratch.Pieces[started].Count;
@@ -160,7 +160,7 @@ public sealed partial class EngineVolume : IBlockVolume
                         }
                         catch (Exception e) when (i < failedAt)
                         {
-                            (failure, failedAt) = (e, i);
+                            (failure, failedAt) = (AsVolumeError(e, doneBlock), i);
                         }
                         catch (Exception)
                         {
@@ -169,11 +169,6 @@ public sealed partial class EngineVolume : IBlockVolume
                         scratch.Reads[i] = default;
                     }
                     doneBlock += scratch.Pieces[i].Count;
-                }
-                if (failure is Storage.StorageException se)
-                {
-                    var pieceStart = PieceBlock(scratch, block, failedAt) << PoolLayout.BlockShift;
-                    throw new BlockVolumeException(BlockError.Io, $"volume {Name}: reading offset {pieceStart} failed: {se.Message}", se);
                 }
                 if (failure != null)
                 {
@@ -241,15 +236,10 @@ public sealed partial class EngineVolume : IBlockVolume
         return (target, buf, direct);
     }
 
-    private static long PieceBlock(ReadScratch scratch, long block, int piece)
-    {
-        var b = block;
-        for (var i = 0; i < piece; i++)
-        {
-            b += scratch.Pieces[i].Count;
-        }
-        return b;
-    }
+    /// <summary>A device error reading the piece at block <paramref name="b"/> as the volume's I/O error; anything else as it is.</summary>
+    private Exception AsVolumeError(Exception e, long b) => e is Storage.StorageException se
+        ? new BlockVolumeException(BlockError.Io, $"volume {Name}: reading offset {b << PoolLayout.BlockShift} failed: {se.Message}", se)
+        : e;
 
     private void Verify(ReadOnlySpan<byte> data, long phys, long volumeOffset)
     {
