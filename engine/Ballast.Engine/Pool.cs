@@ -198,6 +198,7 @@ public sealed partial class Pool : IAsyncDisposable
         {
             var applier = new ReplayApplier(catalog, segments, options.Log);
             end = replayer.Replay(sb.ReplayStart, report, applier.Apply, out lastSeq);
+            report.UncommittedMoves = applier.UncommittedMoves;
         }
         report.ReplayTime = phase.Elapsed;
         lastSeq = Math.Max(lastSeq, loaded?.LastSeq ?? 0);
@@ -262,6 +263,14 @@ public sealed partial class Pool : IAsyncDisposable
         Appender.InlineMaxBytes = _options.InlineWriteMaxBytes;
         Appender.AckBeforeDeviceWrite = _options.AckBeforeDeviceWrite;
         Appender.Start();
+        if (Recovery.UncommittedMoves > 0)
+        {
+            // Replay hands relocation records to the next commit it meets. Those of the
+            // interrupted pass must not reach the next pass's commit (its redirect needs disjoint
+            // copies, and a copy it did not make could win): a commit that moves nothing, logged
+            // before anything else can move blocks, makes replay forget them.
+            LogMetadataAsync(RecordKind.CleanCommit, null, 0, [], 0, _ => { }).GetAwaiter().GetResult();
+        }
         if (_options.BackgroundMaintenance)
         {
             _maintenanceTask = Task.Run(MaintenanceLoopAsync);

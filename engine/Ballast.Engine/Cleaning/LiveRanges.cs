@@ -127,8 +127,13 @@ internal sealed class LiveRanges
         return sub;
     }
 
-    /// <summary>New location of a physical block that lies in a moved component, or -1.</summary>
-    public long Redirect(long phys)
+    /// <summary>
+    /// New location of [phys, phys+count) when the whole range lies in one moved component, or
+    /// -1. Both ends landing in copies one offset apart is not enough: two components copied back
+    /// to back (the defragmenter copies in volume order) would take a range across the block
+    /// between them, whose copy is of something else.
+    /// </summary>
+    public long RedirectRange(long phys, int count)
     {
         if (!_layout.IsDataBlock(phys) || !_bySegment.TryGetValue(_layout.SegmentOf(phys), out var list))
         {
@@ -149,7 +154,7 @@ internal sealed class LiveRanges
             }
             else
             {
-                return c.NewPhys < 0 ? -1 : c.NewPhys + (phys - c.Phys);
+                return c.NewPhys < 0 || phys + count > c.Phys + c.Count ? -1 : c.NewPhys + (phys - c.Phys);
             }
         }
         return -1;

@@ -58,8 +58,8 @@ internal static class Redirector
                         {
                             continue;
                         }
-                        var np = moved.Redirect(e.Phys);
-                        if (np >= 0 && moved.Redirect(e.Phys + e.Count - 1) == np + e.Count - 1)
+                        var np = moved.RedirectRange(e.Phys, e.Count);
+                        if (np >= 0)
                         {
                             Volatile.Write(ref e.Target, MapEntry.Pack(ExtentKind.Data, np));
                         }

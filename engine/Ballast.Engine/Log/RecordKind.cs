@@ -24,6 +24,11 @@ public enum RecordKind : byte
     /// entries as the relocation records before it say, then frees those segments.
     /// </summary>
     CleanCommit = 15,
+    /// <summary>
+    /// Ends a defragmentation step: inline payload lists the segments blocks were copied from.
+    /// Replay redirects map entries as the relocation records before it say; nothing is freed.
+    /// </summary>
+    MoveCommit = 16,
     /// <summary>Closes a segment; Aux is the next segment's index, Lba its sequence number.</summary>
     Seal = 20,
 }
@@ -34,7 +39,7 @@ public enum RecordFlags : byte
     None = 0,
     /// <summary>The client asked for this record to be durable before it completes.</summary>
     Fua = 1,
-    /// <summary>Copied forward by the cleaner; Aux is the old physical block. Takes effect at the next CleanCommit.</summary>
+    /// <summary>Copied forward by the cleaner or the defragmenter; Aux is the old physical block. Takes effect at the next CleanCommit or MoveCommit.</summary>
     Relocated = 2,
     /// <summary>
     /// Replica resync: applied only to blocks whose extent LSN is older than Aux (the primary's

@@ -30,6 +30,8 @@ public sealed class RecoveryReport
     /// elsewhere), or damaged since (reading them fails their checksum).
     /// </summary>
     public int InPlaceBlocksMismatched { get; set; }
+    /// <summary>Relocation records at the log's end without their commit (a cleaning pass or defragmentation step a crash interrupted); their copies are unused.</summary>
+    public int UncommittedMoves { get; set; }
     public TimeSpan Duration { get; set; }
     /// <summary>Where the opening time went: reading the checkpoint, loading the sealed segments' summaries, replaying the tail.</summary>
     public TimeSpan CheckpointTime { get; set; }
@@ -45,6 +47,7 @@ public sealed class RecoveryReport
           + $"log ends at {LogEnd} ({StopReason})"
           + (DiscardedBatches > 0 ? $"; discarded {DiscardedBatches} torn or unsynced batch(es) ({DiscardedBytes / 1024} KiB) from there on" : "")
           + (InPlaceBlocksMismatched > 0 ? $"; {InPlaceBlocksMismatched} block(s) of writes into recycled holes no longer held their data (replaced and recycled again, or damaged)" : "")
+          + (UncommittedMoves > 0 ? $"; {UncommittedMoves} block copies of an interrupted cleaning pass or defragmentation step left unused" : "")
           + (SummariesRebuilt > 0 ? $"; {SummariesRebuilt} damaged segment summaries rebuilt" : "")
           + (CleanShutdown ? "; last shutdown was clean" : "; last shutdown was not clean");
 }

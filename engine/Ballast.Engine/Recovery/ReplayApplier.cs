@@ -54,7 +54,10 @@ internal sealed class ReplayApplier(VolumeCatalog catalog, SegmentTable segments
                 catalog.ApplyDelete(d.VolumeId);
                 break;
             case RecordKind.CleanCommit:
-                CommitCleaning(Cleaning.Redirector.DecodeVictims(inline, segments.Count));
+                CommitMoves(Cleaning.Redirector.DecodeVictims(inline, segments.Count), free: true);
+                break;
+            case RecordKind.MoveCommit:
+                CommitMoves(Cleaning.Redirector.DecodeVictims(inline, segments.Count), free: false);
                 break;
             default:
                 log?.Invoke(PoolLogLevel.Warning, $"replay: skipped a record of unknown kind {(int)d.Kind}");
@@ -62,8 +65,11 @@ internal sealed class ReplayApplier(VolumeCatalog catalog, SegmentTable segments
         }
     }
 
-    /// <summary>Redoes a cleaning pass: redirect entries into its victims, then free them.</summary>
-    private void CommitCleaning(List<int> victims)
+    /// <summary>Relocation records replayed since the last commit: at the end of replay, those of a pass a crash interrupted.</summary>
+    public int UncommittedMoves => _moves.Count;
+
+    /// <summary>Redoes a cleaning pass (redirect entries into its victims, then free them) or a defragmentation step (redirect only).</summary>
+    private void CommitMoves(List<int> victims, bool free)
     {
         var moved = new Cleaning.LiveRanges(segments.Layout);
         foreach (var v in victims)
@@ -76,7 +82,7 @@ internal sealed class ReplayApplier(VolumeCatalog catalog, SegmentTable segments
         }
         moved.SortMoved();
         var keep = Cleaning.Redirector.Apply(catalog.All(), moved, segments.Layout);
-        foreach (var v in victims)
+        foreach (var v in free ? victims : [])
         {
             if (keep.Contains(v))
             {

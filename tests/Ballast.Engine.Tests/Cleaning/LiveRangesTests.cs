@@ -27,6 +27,24 @@ public class LiveRangesTests
     }
 
     [Test]
+    public void A_range_is_redirected_only_when_one_moved_copy_holds_all_of_it()
+    {
+        // Blocks 10 and 12 moved to 500 and 502 (copied back to back with 11's successor between):
+        // a range 10-12 has both ends in copies one offset apart, but block 11 was not copied.
+        var moved = new LiveRanges(Layout);
+        moved.Track(3);
+        moved.AddMoved(Block(3, 10), 1, Block(3, 500));
+        moved.AddMoved(Block(3, 12), 3, Block(3, 502));
+        moved.SortMoved();
+        Assert.That(moved.RedirectRange(Block(3, 10), 1), Is.EqualTo(Block(3, 500)));
+        Assert.That(moved.RedirectRange(Block(3, 13), 2), Is.EqualTo(Block(3, 503)));
+        Assert.That(moved.RedirectRange(Block(3, 10), 3), Is.EqualTo(-1));
+        Assert.That(moved.RedirectRange(Block(3, 12), 4), Is.EqualTo(-1), "runs past the copy");
+        Assert.That(moved.RedirectRange(Block(3, 11), 1), Is.EqualTo(-1), "not copied");
+        Assert.That(moved.RedirectRange(Block(4, 10), 1), Is.EqualTo(-1), "segment not tracked");
+    }
+
+    [Test]
     public void Merge_keeps_adjacent_ranges_apart_past_the_copy_size()
     {
         var live = new LiveRanges(Layout);

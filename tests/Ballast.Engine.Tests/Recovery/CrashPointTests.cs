@@ -34,6 +34,7 @@ public class CrashPointTests
         }
         TestContext.Out.WriteLine($"crash points {SeedsPerBatch}: {coverage}");
         Assert.That(coverage.ZeroedFreeSegments, runs < 10 ? Is.GreaterThanOrEqualTo(0) : Is.GreaterThan(0), "some runs should zero free segments before the crash");
+        Assert.That(coverage.Defragmented, runs < 10 ? Is.GreaterThanOrEqualTo(0) : Is.GreaterThan(0), "some runs should move blocks to defragment before the crash");
     }
 
     /// <summary>
@@ -82,13 +83,14 @@ public class CrashPointTests
         public int MultiSegmentReplay;
         public int TornOrDiscarded;
         public int AfterCleaning;
+        public int Defragmented;
         public int SnapshotsTaken;
         public int Recycled;
         public int InPlaceMismatched;
         public int ZeroedFreeSegments;
 
         public override string ToString() =>
-            $"{FromCheckpoint} recovered from a checkpoint, {MultiSegmentReplay} replayed across segments, {TornOrDiscarded} discarded a torn/unsynced tail, {AfterCleaning} crashed after cleaning, {SnapshotsTaken} took snapshots, {Recycled} wrote into recycled holes, {InPlaceMismatched} replayed in-place records whose blocks were recycled again, {ZeroedFreeSegments} zeroed free segments ahead of the log";
+            $"{FromCheckpoint} recovered from a checkpoint, {MultiSegmentReplay} replayed across segments, {TornOrDiscarded} discarded a torn/unsynced tail, {AfterCleaning} crashed after cleaning, {Defragmented} moved blocks to defragment, {SnapshotsTaken} took snapshots, {Recycled} wrote into recycled holes, {InPlaceMismatched} replayed in-place records whose blocks were recycled again, {ZeroedFreeSegments} zeroed free segments ahead of the log";
     }
 
     private sealed record Vol(string Name, EngineVolume Volume, int Blocks);
@@ -117,6 +119,8 @@ public class CrashPointTests
         storage.CrashAtOp = storage.Writes + storage.Syncs + 1 + rng.Next(1, 300);
         var busy = new HashSet<(string, long)>();
         var inflight = new List<Task>();
+        long moved = 0;
+        async Task CountDefragAsync(Task<DefragReport> defrag) => Interlocked.Add(ref moved, (await defrag).BlocksMoved);
         for (var op = 0; op < 400 && !storage.Crashed; op++)
         {
             inflight.RemoveAll(t => t.IsCompleted);
@@ -197,6 +201,12 @@ public class CrashPointTests
                 // (a segment's worth of writes, so rare enough to leave room for other crash points).
                 inflight.Add(Swallow(storage, Task.Run(() => pool.Preparer!.PrepareOne())));
             }
+            else if (op % 3 == 0)
+            {
+                // Rewrites the volume's scattered windows in order (relocation records and their
+                // commits, beside the writes).
+                inflight.Add(Swallow(storage, CountDefragAsync(pool.DefragmentAsync(vol.Name))));
+            }
             else
             {
                 inflight.Add(Swallow(storage, pool.CleanPassAsync(pool.GetStats().Segments)));
@@ -204,6 +214,7 @@ public class CrashPointTests
         }
         await Quiet(inflight);
         storage.Crash();
+        var defragmented = Volatile.Read(ref moved) > 0;
         var cleaned = pool.CleanerStats.SegmentsFreed > 0;
         var recycled = pool.GetStats().RecycledBlocksWritten > 0;
         await pool.AbandonAsync();
@@ -217,6 +228,7 @@ public class CrashPointTests
             coverage.MultiSegmentReplay += r.ReplayedSegments > 1 ? 1 : 0;
             coverage.TornOrDiscarded += r.DiscardedBatches > 0 ? 1 : 0;
             coverage.AfterCleaning += cleaned ? 1 : 0;
+            coverage.Defragmented += defragmented ? 1 : 0;
             coverage.SnapshotsTaken += snapshots.Count > 0 ? 1 : 0;
             coverage.Recycled += recycled ? 1 : 0;
             coverage.InPlaceMismatched += r.InPlaceBlocksMismatched > 0 ? 1 : 0;
@@ -327,7 +339,15 @@ public class CrashPointTests
             {
                 await s.ReadAsync(b * 4096L, buf);
                 var expect = content.TryGetValue(b, out var c) ? c : new byte[4096];
-                Assert.That(buf.AsSpan().SequenceEqual(expect), Is.True, $"snapshot {name} block {b} differs from the volume at snapshot time");
+                if (!buf.AsSpan().SequenceEqual(expect))
+                {
+                    var info = "";
+                    lock (s.State.Lock)
+                    {
+                        s.State.Map.Visit(b, b + 1, -1, (in ExtentMap.MapPieceInfo p) => info += $" piece block {p.Block} n {p.Count} kind {p.Kind} phys {p.Phys} lsn {p.Lsn};");
+                    }
+                    Assert.Fail($"snapshot {name} block {b} differs from the volume at snapshot time; map:{info} crc {Crc32C.Compute(buf):x8}, expected crc {Crc32C.Compute(expect):x8}");
+                }
             }
         }
     }

@@ -1,0 +1,372 @@
+using Ballast.Engine.Buffers;
+using Ballast.Engine.Cleaning;
+using Ballast.Engine.Log;
+using Ballast.Engine.Maps;
+using Ballast.Engine.Volumes;
+
+namespace Ballast.Engine;
+
+/// <summary>
+/// Defragmentation. A volume written at random lies in the log in write order, so reading it in
+/// volume order costs one device read per block. This rewrites each badly scattered window of
+/// the volume, in volume order, as relocation records (the cleaner's), redirects the maps and
+/// logs a <see cref="RecordKind.MoveCommit"/>, step by step. Nothing is freed here: the old
+/// copies become dead blocks the cleaner reclaims, so a crash at any point leaves every map
+/// pointing at valid data, and replay redoes a step exactly when its commit is in the log.
+/// Every step that appended a copy logs its commit, even when the copy failed part way: replay
+/// hands relocation records to the next commit it meets, which must be their own.
+/// </summary>
+public sealed partial class Pool
+{
+    /// <summary>Judged and moved as a unit: the map's window, so no map entry crosses one.</summary>
+    public const int DefragWindowBlocks = ExtentMap.WindowBlocks;
+
+    /// <summary>A window is rewritten when its data forms at least this many runs (a mean run under 256 KiB when full).</summary>
+    public const int DefragMinRuns = 16;
+
+    /// <summary>Blocks one step moves at most (one commit, one walk of the maps): 16 MiB.</summary>
+    internal const int DefragStepBlocks = 4 * DefragWindowBlocks;
+
+    private const int DefragReadsInFlight = 16;
+
+    /// <summary>
+    /// Rewrites the scattered windows of <paramref name="name"/> in volume order. Runs beside
+    /// client I/O; the maintenance and structure locks are held one step at a time, so the
+    /// cleaner and checkpoints go on between steps. Stops early, with the reason in the report,
+    /// when the pool is short of free space or the volume goes away.
+    /// </summary>
+    public async Task<DefragReport> DefragmentAsync(string name, CancellationToken ct = default)
+    {
+        var v = FindState(name);
+        var report = new DefragReport();
+        var usageBefore = GetUsage(name);
+        report.RunsBefore = usageBefore.DataRuns;
+        var plan = new List<(long Phys, int Count)>();
+        var copies = new List<(long Old, int Count, long New)>();
+        using var buffer = new AlignedBuffer(DefragStepBlocks << PoolLayout.BlockShift);
+        for (long next = 0; next < EndBlock(v) && report.StoppedBecause == null;)
+        {
+            ct.ThrowIfCancellationRequested();
+            await _maintenance.WaitAsync(ct).ConfigureAwait(false);
+            try
+            {
+                await _structure.WaitAsync(ct).ConfigureAwait(false);
+                try
+                {
+                    next = await DefragStepAsync(v, next, plan, copies, buffer, report).ConfigureAwait(false);
+                }
+                finally
+                {
+                    _structure.Release();
+                }
+            }
+            finally
+            {
+                _maintenance.Release();
+            }
+            if (report.StoppedBecause == null && report.WaitForSpace)
+            {
+                report.WaitForSpace = false;
+                if (!await WaitForDefragSpaceAsync(ct).ConfigureAwait(false))
+                {
+                    report.StoppedBecause = $"the pool is short of free space ({Segments.FreeCount} free segments); the data moved so far stays moved, and a later run goes on from there";
+                }
+            }
+        }
+        if (!v.Deleted)
+        {
+            report.RunsAfter = GetUsage(name).DataRuns;
+        }
+        Report(PoolLogLevel.Information, $"volume {name}: defragmented {report.WindowsMoved} of {report.WindowsScanned} windows, {report.BlocksMoved << PoolLayout.BlockShift >> 20} MiB moved, runs on the device {report.RunsBefore} -> {report.RunsAfter}"
+            + (report.StoppedBecause is { } why ? $"; stopped: {why}" : ""));
+        return report;
+    }
+
+    /// <summary>
+    /// One step from block <paramref name="from"/>: plans up to <see cref="DefragStepBlocks"/>
+    /// from the windows that need it, copies, redirects, commits. Returns where the next step starts.
+    /// Caller holds the maintenance and structure locks.
+    /// </summary>
+    private async Task<long> DefragStepAsync(VolumeState v, long from, List<(long Phys, int Count)> plan, List<(long Old, int Count, long New)> copies, AlignedBuffer buffer, DefragReport report)
+    {
+        if (v.Deleted)
+        {
+            report.StoppedBecause = "the volume was deleted";
+            return from;
+        }
+        plan.Clear();
+        int planned = 0, scanned = 0, chosen = 0;
+        var next = from;
+        while (next < EndBlock(v) && planned + DefragWindowBlocks <= DefragStepBlocks)
+        {
+            var blocks = PlanWindow(v, next, plan);
+            planned += blocks;
+            chosen += blocks > 0 ? 1 : 0;
+            scanned++;
+            next += DefragWindowBlocks;
+        }
+        if (plan.Count > 0 && Overlaps(plan))
+        {
+            // Two pieces on the same device blocks (not made by any write path): the redirect
+            // needs disjoint copies, so these windows stay as they are.
+            Report(PoolLogLevel.Warning, $"defragment: volume {v.Name} maps a device block twice in blocks {from}-{next - 1}; left as is");
+            plan.Clear();
+        }
+        if (plan.Count == 0)
+        {
+            report.WindowsScanned += scanned;
+            return next;
+        }
+        if (DefragRoom() < planned + planned / 16)
+        {
+            report.WaitForSpace = true;
+            return from;
+        }
+        report.WindowsScanned += scanned;
+        report.WindowsMoved += chosen;
+        copies.Clear();
+        Exception? failure = null;
+        try
+        {
+            await CopyPlanAsync(plan, copies, buffer).ConfigureAwait(false);
+        }
+        catch (Exception e)
+        {
+            // Whatever failed, the copies that landed get their commit below.
+            failure = e;
+        }
+        if (copies.Count > 0)
+        {
+            var moved = new LiveRanges(Layout);
+            var segments = new HashSet<int>();
+            foreach (var (old, count, fresh) in copies)
+            {
+                var seg = Layout.SegmentOf(old);
+                if (segments.Add(seg))
+                {
+                    moved.Track(seg);
+                }
+                moved.AddMoved(old, count, fresh);
+                report.BlocksMoved += count;
+            }
+            moved.SortMoved();
+            // Entries partly outside a copy (a snapshot sharing a larger range) keep the old blocks,
+            // which stay until no map points at them: nothing is freed here, so this is safe.
+            Redirector.Apply(_catalog.All(), moved, Layout, _walk);
+            await LogMetadataAsync(RecordKind.MoveCommit, null, 0, Redirector.EncodeVictims(segments), 0, _ => { }).ConfigureAwait(false);
+        }
+        if (failure != null)
+        {
+            report.StoppedBecause = $"copying stopped: {failure.Message}";
+        }
+        return next;
+    }
+
+    /// <summary>Adds the data pieces of the window at <paramref name="start"/> to the plan if they form enough runs; returns the blocks added.</summary>
+    private int PlanWindow(VolumeState v, long start, List<(long Phys, int Count)> plan)
+    {
+        var mark = plan.Count;
+        long runs = 0, lastEnd = -1, lastPhysEnd = -1;
+        var blocks = 0;
+        lock (v.Lock)
+        {
+            v.Map.Visit(start, start + DefragWindowBlocks, -1, (in ExtentMap.MapPieceInfo p) =>
+            {
+                if (p.Kind != ExtentKind.Data)
+                {
+                    return;
+                }
+                var contiguous = p.Block == lastEnd && p.Phys == lastPhysEnd;
+                if (!contiguous)
+                {
+                    runs++;
+                }
+                // Pieces that continue each other in the same segment move as one copy.
+                if (contiguous && Layout.SegmentOf(p.Phys) == Layout.SegmentOf(lastPhysEnd - 1))
+                {
+                    var (phys, count) = plan[^1];
+                    plan[^1] = (phys, count + p.Count);
+                }
+                else
+                {
+                    plan.Add((p.Phys, p.Count));
+                }
+                blocks += p.Count;
+                lastEnd = p.Block + p.Count;
+                lastPhysEnd = p.Phys + p.Count;
+            });
+        }
+        if (runs < DefragMinRuns)
+        {
+            plan.RemoveRange(mark, plan.Count - mark);
+            return 0;
+        }
+        return blocks;
+    }
+
+    /// <summary>The volume's end in pool blocks (its size may change between steps).</summary>
+    private static long EndBlock(VolumeState v) => Math.Min(v.Map.CapacityBlocks, (v.Meta.Size + PoolLayout.BlockSize - 1) >> PoolLayout.BlockShift);
+
+    private static bool Overlaps(List<(long Phys, int Count)> plan)
+    {
+        var sorted = plan.ToArray();
+        Array.Sort(sorted, (a, b) => a.Phys.CompareTo(b.Phys));
+        for (var i = 1; i < sorted.Length; i++)
+        {
+            if (sorted[i].Phys < sorted[i - 1].Phys + sorted[i - 1].Count)
+            {
+                return true;
+            }
+        }
+        return false;
+    }
+
+    /// <summary>
+    /// Reads the plan's pieces into <paramref name="buffer"/> back to back (up to
+    /// <see cref="DefragReadsInFlight"/> at once) and appends them in order as relocation records;
+    /// <paramref name="copies"/> gets each copy that landed. Throws on the first failed read or append.
+    /// </summary>
+    private async Task CopyPlanAsync(List<(long Phys, int Count)> plan, List<(long Old, int Count, long New)> copies, AlignedBuffer buffer)
+    {
+        var reads = new ValueTask[DefragReadsInFlight];
+        var offsets = new int[plan.Count + 1];
+        for (var i = 0; i < plan.Count; i++)
+        {
+            offsets[i + 1] = offsets[i] + (plan[i].Count << PoolLayout.BlockShift);
+        }
+        Exception? readFailure = null;
+        for (var i = 0; i < plan.Count; i++)
+        {
+            if (i >= DefragReadsInFlight)
+            {
+                readFailure ??= await Settle(reads[i % DefragReadsInFlight]).ConfigureAwait(false);
+            }
+            if (readFailure == null)
+            {
+                reads[i % DefragReadsInFlight] = ReadDataAsync(plan[i].Phys, buffer.Memory[offsets[i]..offsets[i + 1]]);
+            }
+            else
+            {
+                reads[i % DefragReadsInFlight] = default;
+            }
+        }
+        for (var i = Math.Max(0, plan.Count - DefragReadsInFlight); i < plan.Count; i++)
+        {
+            readFailure ??= await Settle(reads[i % DefragReadsInFlight]).ConfigureAwait(false);
+        }
+        if (readFailure != null)
+        {
+            throw readFailure;
+        }
+        var requests = new AppendRequest[plan.Count];
+        var pending = new ValueTask[plan.Count];
+        // The appender is woken once, when all are queued: woken at the first, it would write
+        // the copies in many small batches, and each batch's header breaks the run they form.
+        using (Async.CompletionBatch.Begin())
+        {
+            for (var i = 0; i < plan.Count; i++)
+            {
+                var (phys, count) = plan[i];
+                var slice = buffer.Memory[offsets[i]..offsets[i + 1]];
+                var r = requests[i] = Appender.Rent();
+                r.Desc.Kind = RecordKind.Data;
+                r.Desc.Flags = RecordFlags.Relocated;
+                r.Desc.BlockCount = count;
+                r.Desc.Aux = phys;
+                r.Payload = slice;
+                r.UseReserve = true;
+                r.DrainAtBatchEnd = true;
+                for (var k = 0; k < count; k++)
+                {
+                    Segments.TryGetCrc(phys + k, out r.Crcs[k]);
+                    if (Crc32C.Compute(slice.Span.Slice(k << PoolLayout.BlockShift, PoolLayout.BlockSize)) != r.Crcs[k])
+                    {
+                        // Carried with its original CRC, so it stays an I/O error for readers.
+                        Report(PoolLogLevel.Error, $"defragment: pool block {phys + k} fails its checksum; moved as is");
+                    }
+                }
+                pending[i] = Appender.SubmitAsync(r);
+            }
+        }
+        Exception? failure = null;
+        for (var i = 0; i < plan.Count; i++)
+        {
+            try
+            {
+                await pending[i].ConfigureAwait(false);
+                copies.Add((plan[i].Phys, plan[i].Count, requests[i].ResultPhys));
+            }
+            catch (Exception e)
+            {
+                failure ??= e;
+            }
+            finally
+            {
+                Appender.Return(requests[i]);
+            }
+        }
+        if (failure != null)
+        {
+            throw failure;
+        }
+
+        static async ValueTask<Exception?> Settle(ValueTask read)
+        {
+            try
+            {
+                await read.ConfigureAwait(false);
+                return null;
+            }
+            catch (Exception e)
+            {
+                return e;
+            }
+        }
+    }
+
+    /// <summary>
+    /// Blocks the copies may take: what free segments hold above the reserve client writes need
+    /// and above the point where client writes go into recycled holes (the copies must not push
+    /// the pool there).
+    /// </summary>
+    private long DefragRoom() =>
+        (long)(Segments.FreeCount - Math.Max(Appender.DataReserve + 2, Appender.RecycleBelow + 1)) * Layout.DataBlocksPerSegment;
+
+    /// <summary>Lets the cleaner run until the next step fits, for a bounded time; false if it did not.</summary>
+    private async Task<bool> WaitForDefragSpaceAsync(CancellationToken ct)
+    {
+        if (!_options.BackgroundMaintenance)
+        {
+            // No cleaner runs by itself here (tests): waiting would only delay the answer.
+            return false;
+        }
+        for (var i = 0; i < 50; i++)
+        {
+            _maintenanceSignal.Release();
+            await Task.Delay(100, ct).ConfigureAwait(false);
+            if (DefragRoom() >= DefragStepBlocks + DefragStepBlocks / 16)
+            {
+                return true;
+            }
+        }
+        return false;
+    }
+}
+
+/// <summary>What <see cref="Pool.DefragmentAsync"/> did.</summary>
+public sealed class DefragReport
+{
+    /// <summary>Windows of <see cref="Pool.DefragWindowBlocks"/> looked at, and those rewritten.</summary>
+    public long WindowsScanned { get; set; }
+    public long WindowsMoved { get; set; }
+    public long BlocksMoved { get; set; }
+
+    /// <summary>Runs of blocks the volume's data forms on the device (see <see cref="VolumeUsage.DataRuns"/>).</summary>
+    public long RunsBefore { get; set; }
+    public long RunsAfter { get; set; }
+
+    /// <summary>Why it ended before the volume's end, or null.</summary>
+    public string? StoppedBecause { get; set; }
+
+    internal bool WaitForSpace { get; set; }
+}

@@ -1,0 +1,275 @@
+using Ballast.Engine.Tests.FaultInjection;
+using Ballast.Engine.Volumes;
+
+namespace Ballast.Engine.Tests.Cleaning;
+
+public class DefragmentTests
+{
+    private const int Block = 4096;
+    private const int VolumeBytes = 8 << 20;
+
+    // Batches as large as a test segment allows, so a moved window lies in a few runs.
+    private static Task<Pool> OpenAsync(FaultStorage storage, long capacity = 64L << 20, Action<PoolLogLevel, string>? log = null) =>
+        Pool.OpenAsync(TestPools.Options(storage, capacity, log: log, maxBatchBytes: 1 << 20));
+
+    /// <summary>Every block of the volume written once, one 4 KiB write at a time in random order: one run per block.</summary>
+    private static async Task<byte[]> WriteAtRandomAsync(EngineVolume v, int seed, int bytes = VolumeBytes)
+    {
+        var model = new byte[bytes];
+        var order = Enumerable.Range(0, bytes / Block).ToArray();
+        new Random(seed).Shuffle(order);
+        foreach (var b in order)
+        {
+            var data = TestPools.Pattern(seed * 100_000 + b, Block);
+            await v.WriteAsync((long)b * Block, data, WriteFlags.None);
+            data.CopyTo(model, b * Block);
+        }
+        await v.FlushAsync();
+        return model;
+    }
+
+    private static async Task<byte[]> ReadAllAsync(IBlockVolume v, int bytes = VolumeBytes)
+    {
+        var b = new byte[bytes];
+        await v.ReadAsync(0, b);
+        return b;
+    }
+
+    [Test]
+    public async Task A_volume_written_at_random_reads_the_same_from_a_few_runs_after_a_crash_and_after_a_restart()
+    {
+        var storage = new FaultStorage();
+        var pool = await OpenAsync(storage);
+        var v = await pool.CreateVolumeAsync("v", VolumeBytes);
+        var model = await WriteAtRandomAsync(v, 1);
+        Assert.That(pool.GetUsage("v").DataRuns, Is.GreaterThan(1500), "written at random: nearly one run per block");
+
+        var report = await pool.DefragmentAsync("v");
+
+        TestContext.Out.WriteLine($"runs {report.RunsBefore} -> {report.RunsAfter}, windows {report.WindowsMoved}/{report.WindowsScanned}, blocks {report.BlocksMoved}");
+        Assert.That(report.StoppedBecause, Is.Null);
+        Assert.That(report.WindowsScanned, Is.EqualTo(VolumeBytes / Block / Pool.DefragWindowBlocks));
+        Assert.That(report.WindowsMoved, Is.EqualTo(report.WindowsScanned));
+        Assert.That(report.BlocksMoved, Is.EqualTo(VolumeBytes / Block));
+        // A 1 MiB test segment holds 255 blocks, and batches break runs too: 64 blocks a run at least.
+        Assert.That(report.RunsAfter, Is.LessThanOrEqualTo(VolumeBytes / Block / 64));
+        Assert.That(pool.GetUsage("v").DataRuns, Is.EqualTo(report.RunsAfter));
+        Assert.That(await ReadAllAsync(v), Is.EqualTo(model));
+
+        var again = await pool.DefragmentAsync("v");
+        Assert.That(again.BlocksMoved, Is.Zero, "a defragmented volume has nothing left to move");
+
+        // Replay (no checkpoint since) must redo each step's redirection from its commit record.
+        storage.Crash();
+        await pool.AbandonAsync();
+        var crashed = storage.CrashImage(new Random(1), CrashMode.Subset);
+        var reopened = await OpenAsync(crashed);
+        Assert.That(reopened.Recovery.ReplayedRecords, Is.GreaterThan(2 * 2048), "the writes and the moves came back through replay");
+        Assert.That(await ReadAllAsync(reopened.OpenVolume("v")), Is.EqualTo(model));
+        Assert.That(reopened.GetUsage("v").DataRuns, Is.EqualTo(report.RunsAfter));
+        // The old copies are dead: cleaning frees their segments and the data stays.
+        Assert.That(await reopened.CleanPassAsync(reopened.GetStats().Segments), Is.GreaterThan(0));
+        await reopened.DisposeAsync();
+        await using var restarted = await OpenAsync(crashed.CleanImage());
+        Assert.That(await ReadAllAsync(restarted.OpenVolume("v")), Is.EqualTo(model));
+    }
+
+    [Test]
+    public async Task Segments_the_moves_emptied_are_freed_and_replay_still_finds_the_data()
+    {
+        const int Bytes = 2 << 20;
+        var storage = new FaultStorage();
+        var pool = await OpenAsync(storage);
+        var v = await pool.CreateVolumeAsync("v", Bytes);
+        var model = await WriteAtRandomAsync(v, 7, Bytes);
+        // Only segments before the replay start are cleaned: the random writes' must be.
+        await pool.CheckpointAsync();
+        var report = await pool.DefragmentAsync("v");
+        Assert.That(report.BlocksMoved, Is.EqualTo(Bytes / Block));
+        var freed = await pool.CleanPassAsync(pool.GetStats().Segments);
+        Assert.That(freed, Is.GreaterThanOrEqualTo(3), "the segments the random writes filled hold nothing live");
+        // New data fills the pool, freed segments included: a map that still pointed there would read it.
+        var filler = await pool.CreateVolumeAsync("f", 40 << 20);
+        for (var at = 0; at < 40 << 20; at += 1 << 20)
+        {
+            await filler.WriteAsync(at, TestPools.Pattern(at, 1 << 20), WriteFlags.Fua);
+        }
+        storage.Crash();
+        await pool.AbandonAsync();
+        await using var reopened = await OpenAsync(storage.CrashImage(new Random(7), CrashMode.Prefix));
+        Assert.That(reopened.Recovery.ReplayedRecords, Is.GreaterThan(Bytes / Block), "the moves and the cleaning came back through replay");
+        Assert.That(await ReadAllAsync(reopened.OpenVolume("v"), Bytes), Is.EqualTo(model));
+    }
+
+    [Test]
+    public async Task A_snapshot_whose_entries_span_blocks_the_volume_replaced_keeps_its_data()
+    {
+        var storage = new FaultStorage();
+        var pool = await OpenAsync(storage);
+        var v = await pool.CreateVolumeAsync("v", VolumeBytes);
+        // 64 KiB writes in random order: the snapshot's entries run 16 blocks each.
+        var old = new byte[VolumeBytes];
+        var chunks = Enumerable.Range(0, VolumeBytes / 65536).ToArray();
+        new Random(2).Shuffle(chunks);
+        foreach (var c in chunks)
+        {
+            var data = TestPools.Pattern(600_000 + c, 65536);
+            await v.WriteAsync(c * 65536L, data, WriteFlags.None);
+            data.CopyTo(old, c * 65536);
+        }
+        await pool.CreateSnapshotAsync("v", "s");
+        // Every fourth block overwritten: the volume's pieces alternate between the snapshot's
+        // blocks and new ones, and the copies of both land back to back in volume order. A
+        // snapshot entry spans them, but only parts of it were copied.
+        var current = (byte[])old.Clone();
+        for (var b = 1; b < VolumeBytes / Block; b += 4)
+        {
+            var data = TestPools.Pattern(900_000 + b, Block);
+            await v.WriteAsync((long)b * Block, data, WriteFlags.None);
+            data.CopyTo(current, b * Block);
+        }
+        var snapshotRuns = pool.GetUsage("v@s").DataRuns;
+
+        var report = await pool.DefragmentAsync("v");
+
+        Assert.That(report.BlocksMoved, Is.EqualTo(VolumeBytes / Block));
+        Assert.That(await ReadAllAsync(v), Is.EqualTo(current));
+        Assert.That(await ReadAllAsync(pool.OpenVolume("v@s")), Is.EqualTo(old));
+        // The snapshot's entries each span blocks the volume no longer has: they stay where they were.
+        Assert.That(pool.GetUsage("v@s").DataRuns, Is.EqualTo(snapshotRuns));
+        Assert.That(await pool.CleanPassAsync(pool.GetStats().Segments), Is.GreaterThanOrEqualTo(0));
+        Assert.That(await ReadAllAsync(pool.OpenVolume("v@s")), Is.EqualTo(old));
+
+        storage.Crash();
+        await pool.AbandonAsync();
+        await using var reopened = await OpenAsync(storage.CrashImage(new Random(2), CrashMode.Prefix));
+        Assert.That(await ReadAllAsync(reopened.OpenVolume("v")), Is.EqualTo(current));
+        Assert.That(await ReadAllAsync(reopened.OpenVolume("v@s")), Is.EqualTo(old));
+    }
+
+    [Test]
+    public async Task A_write_that_lands_while_its_block_is_being_copied_wins_over_the_copy()
+    {
+        var storage = new FaultStorage();
+        var pool = await OpenAsync(storage);
+        var v = await pool.CreateVolumeAsync("v", VolumeBytes);
+        var model = await WriteAtRandomAsync(v, 3);
+        var started = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        storage.ReadGate = (_, _) =>
+        {
+            started.TrySetResult();
+            return release.Task;
+        };
+        var defrag = pool.DefragmentAsync("v");
+        await started.Task.WaitAsync(TimeSpan.FromSeconds(20));
+        // The defragmenter has read the map of the first step and waits on its device reads.
+        var fresh = new Dictionary<int, byte[]>();
+        foreach (var b in new[] { 0, 1, 7, 500, 1023, 1024, 2047 })
+        {
+            fresh[b] = TestPools.Pattern(700_000 + b, Block);
+            await v.WriteAsync((long)b * Block, fresh[b], WriteFlags.Fua);
+            fresh[b].CopyTo(model, b * Block);
+        }
+        storage.ReadGate = null;
+        release.SetResult();
+        var report = await defrag.WaitAsync(TimeSpan.FromSeconds(60));
+
+        Assert.That(report.StoppedBecause, Is.Null);
+        Assert.That(await ReadAllAsync(v), Is.EqualTo(model));
+        storage.Crash();
+        await pool.AbandonAsync();
+        await using var reopened = await OpenAsync(storage.CrashImage(new Random(3), CrashMode.Subset));
+        Assert.That(await ReadAllAsync(reopened.OpenVolume("v")), Is.EqualTo(model));
+    }
+
+    /// <summary>
+    /// Power cut at each of the first device operations of a defragmentation (copies, commit
+    /// records), then recovery, then cleaning and another defragmentation and another cut:
+    /// relocation records a cut left without their commit must not join a later commit.
+    /// </summary>
+    [Test]
+    public async Task Every_cut_during_a_defragmentation_recovers_the_data_and_a_second_cut_after_cleaning_too()
+    {
+        var interrupted = 0;
+        for (var cut = 1; cut <= 24; cut++)
+        {
+            var storage = new FaultStorage();
+            var pool = await OpenAsync(storage);
+            var v = await pool.CreateVolumeAsync("v", VolumeBytes);
+            var model = await WriteAtRandomAsync(v, 4);
+            storage.CrashAtOp = storage.Writes + storage.Syncs + cut;
+            try
+            {
+                await pool.DefragmentAsync("v");
+            }
+            catch (Exception) when (storage.Crashed)
+            {
+            }
+            storage.Crash();
+            await pool.AbandonAsync();
+            var image = storage.CrashImage(new Random(cut), cut % 2 == 0 ? CrashMode.Prefix : CrashMode.Subset);
+            var reopened = await OpenAsync(image);
+            Assert.That(await ReadAllAsync(reopened.OpenVolume("v")), Is.EqualTo(model), $"cut {cut}: after the first recovery");
+            if (reopened.Recovery.UncommittedMoves > 0)
+            {
+                // Opening logged a commit that makes replay forget those copies: cut again at once.
+                interrupted++;
+                image.Crash();
+                await reopened.AbandonAsync();
+                image = image.CrashImage(new Random(cut), CrashMode.Prefix);
+                reopened = await OpenAsync(image);
+                Assert.That(reopened.Recovery.UncommittedMoves, Is.Zero, $"cut {cut}: the copies were forgotten");
+                Assert.That(await ReadAllAsync(reopened.OpenVolume("v")), Is.EqualTo(model), $"cut {cut}: after the recovery of the recovery");
+            }
+
+            // Overwrite some, clean what the cut left dead, defragment again, cut again.
+            var v2 = reopened.OpenVolume("v");
+            for (var b = cut; b < VolumeBytes / Block; b += 97)
+            {
+                var data = TestPools.Pattern(800_000 + b, Block);
+                await v2.WriteAsync((long)b * Block, data, WriteFlags.None);
+                data.CopyTo(model, b * Block);
+            }
+            await v2.FlushAsync();
+            await reopened.CleanPassAsync(reopened.GetStats().Segments);
+            await reopened.DefragmentAsync("v");
+            await reopened.CleanPassAsync(reopened.GetStats().Segments);
+            image.Crash();
+            await reopened.AbandonAsync();
+            await using var second = await OpenAsync(image.CrashImage(new Random(cut), CrashMode.Prefix));
+            Assert.That(await ReadAllAsync(second.OpenVolume("v")), Is.EqualTo(model), $"cut {cut}: after the second recovery");
+        }
+        TestContext.Out.WriteLine($"{interrupted} of 24 cuts left copies without their commit");
+        Assert.That(interrupted, Is.GreaterThan(0), "some cuts should fall between a step's copies and its commit");
+    }
+
+    [Test]
+    public async Task A_pool_short_of_free_space_stops_with_the_reason_and_keeps_the_data()
+    {
+        var storage = new FaultStorage();
+        // 32 segments of 1 MiB; 4 KiB writes at random take a batch header each: the 8 MiB volume
+        // takes 16 MiB, and with 4 MiB more too little is free for a step.
+        await using var pool = await OpenAsync(storage, capacity: 32L << 20);
+        var v = await pool.CreateVolumeAsync("v", VolumeBytes);
+        var filler = await pool.CreateVolumeAsync("f", 4 << 20);
+        var model = await WriteAtRandomAsync(v, 5);
+        await filler.WriteAsync(0, TestPools.Pattern(6, 4 << 20), WriteFlags.None);
+
+        var report = await pool.DefragmentAsync("v");
+
+        TestContext.Out.WriteLine($"free {pool.GetStats().FreeSegments}: {report.StoppedBecause}");
+        Assert.That(report.StoppedBecause, Does.Contain("short of free space"));
+        Assert.That(await ReadAllAsync(v), Is.EqualTo(model));
+    }
+
+    [Test]
+    public void An_unknown_volume_is_refused()
+    {
+        Assert.ThrowsAsync<VolumeNotFoundException>(async () =>
+        {
+            await using var pool = await OpenAsync(new FaultStorage());
+            await pool.DefragmentAsync("nope");
+        });
+    }
+}
