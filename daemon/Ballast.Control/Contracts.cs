@@ -10,6 +10,13 @@ public sealed record VerifyDto(string Volume, IReadOnlyList<ReplicaDto> Replicas
 
 public sealed record DifferenceDto(string Node, long Offset, long Length);
 
+/// <summary>
+/// What a defragmentation did: windows of <see cref="WindowBytes"/> looked at and rewritten, the
+/// bytes copied, the runs of blocks the volume's data formed on the device before and after, and
+/// why it stopped early (null when it reached the volume's end; ShortOfSpace when free space ran out).
+/// </summary>
+public sealed record DefragDto(string Volume, long WindowBytes, long WindowsScanned, long WindowsMoved, long BytesMoved, long RunsBefore, long RunsAfter, double Seconds, string? Stopped, bool ShortOfSpace);
+
 /// <summary>One copy of a replicated volume: node, role, state, LSN, lag, resync progress.</summary>
 public sealed record ReplicaDto(string Node, string Role, string State, long Lsn, long Lag, double? ResyncPercent, double? EtaSeconds, long ResyncedBytes, string? Error);
 

@@ -59,12 +59,12 @@ public sealed class ControlClient : IDisposable
                 }
             },
         };
-        return new ControlClient(new HttpClient(handler) { BaseAddress = new Uri("http://ballastd"), Timeout = TimeSpan.FromSeconds(120) }, path);
+        return new ControlClient(new HttpClient(handler) { BaseAddress = new Uri("http://ballastd"), Timeout = Timeout.InfiniteTimeSpan }, path);
     }
 
     public static ControlClient ForUrl(Uri url, string? token)
     {
-        var http = new HttpClient { BaseAddress = url, Timeout = TimeSpan.FromSeconds(120) };
+        var http = new HttpClient { BaseAddress = url, Timeout = Timeout.InfiniteTimeSpan };
         if (token != null)
         {
             http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", token);
@@ -95,6 +95,10 @@ public sealed class ControlClient : IDisposable
 
     public Task<VerifyDto> VerifyAsync(string name, CancellationToken ct = default) => SendAsync<VerifyDto>(HttpMethod.Post, Routes.Verify(name), new { }, ct);
 
+    /// <summary>Runs until the volume is defragmented (no time limit: it takes as long as copying the scattered data); cancelling stops it.</summary>
+    public Task<DefragDto> DefragmentAsync(string name, CancellationToken ct = default) =>
+        SendAsync<DefragDto>(HttpMethod.Post, Routes.Defragment(name), new { }, ct, Timeout.InfiniteTimeSpan);
+
     public Task<StatusDto> StatusAsync(CancellationToken ct = default) => GetAsync<StatusDto>(Routes.Status, ct);
 
     public Task<ExportListDto> ExportsAsync(CancellationToken ct = default) => GetAsync<ExportListDto>(Routes.Exports, ct);
@@ -107,14 +111,17 @@ public sealed class ControlClient : IDisposable
 
     private Task<T> GetAsync<T>(string path, CancellationToken ct) => SendAsync<T>(HttpMethod.Get, path, null, ct);
 
-    private async Task<T> SendAsync<T>(HttpMethod method, string path, object? body, CancellationToken ct)
+    /// <summary>How long a call may take, unless it says otherwise.</summary>
+    public static readonly TimeSpan CallTimeout = TimeSpan.FromSeconds(120);
+
+    private async Task<T> SendAsync<T>(HttpMethod method, string path, object? body, CancellationToken ct, TimeSpan? timeout = null)
     {
         var request = new HttpRequestMessage(method, path);
         if (body != null)
         {
             request.Content = JsonContent.Create(body, body.GetType(), options: Json);
         }
-        using var response = await CallAsync(request, ct).ConfigureAwait(false);
+        using var response = await CallAsync(request, ct, timeout).ConfigureAwait(false);
         if (response.StatusCode == HttpStatusCode.NoContent)
         {
             return default!;
@@ -122,12 +129,19 @@ public sealed class ControlClient : IDisposable
         return (await response.Content.ReadFromJsonAsync<T>(Json, ct).ConfigureAwait(false))!;
     }
 
-    private async Task<HttpResponseMessage> CallAsync(HttpRequestMessage request, CancellationToken ct)
+    private async Task<HttpResponseMessage> CallAsync(HttpRequestMessage request, CancellationToken ct, TimeSpan? timeout = null)
     {
         HttpResponseMessage response;
+        using var limit = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        limit.CancelAfter(timeout ?? CallTimeout);
         try
         {
-            response = await _http.SendAsync(request, ct).ConfigureAwait(false);
+            response = await _http.SendAsync(request, limit.Token).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) when (!ct.IsCancellationRequested)
+        {
+            throw new ControlException(ControlException.Unreachable, $"ballastd at {_target} did not answer within {(timeout ?? CallTimeout).TotalSeconds:F0} s",
+                "it may be busy or stuck: see its log (journalctl -u ballastd)", 0);
         }
         catch (HttpRequestException e)
         {

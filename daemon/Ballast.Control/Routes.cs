@@ -16,5 +16,6 @@ public static class Routes
     public static string Clone(string snapshot) => $"{Volume(snapshot)}/clone";
     public static string Attach(string name) => $"{Volume(name)}/attach";
     public static string Verify(string name) => $"{Volume(name)}/verify";
+    public static string Defragment(string name) => $"{Volume(name)}/defragment";
     public static string Snapshot(string name) => $"{Snapshots}/{Uri.EscapeDataString(name)}";
 }

@@ -69,6 +69,7 @@ public sealed partial class Pool
                 report.WaitForSpace = false;
                 if (!await WaitForDefragSpaceAsync(ct).ConfigureAwait(false))
                 {
+                    report.ShortOfSpace = true;
                     report.StoppedBecause = $"the pool is short of free space ({Segments.FreeCount} free segments); the data moved so far stays moved, and a later run goes on from there";
                 }
             }
@@ -367,6 +368,9 @@ public sealed class DefragReport
 
     /// <summary>Why it ended before the volume's end, or null.</summary>
     public string? StoppedBecause { get; set; }
+
+    /// <summary>It stopped because the pool lacked the free space for the next step.</summary>
+    public bool ShortOfSpace { get; set; }
 
     internal bool WaitForSpace { get; set; }
 }

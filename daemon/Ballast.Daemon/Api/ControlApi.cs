@@ -60,6 +60,16 @@ public static class ControlApi
             return Ok(new VerifyDto(name, Replicas(node, name) ?? [], [.. diffs.Select(d => new DifferenceDto(d.Node, d.Offset, d.Length))]));
         }));
 
+        // Local to this node (each node lays its copy out itself); the client waits for the end,
+        // and going away stops it (what was moved stays moved).
+        app.MapPost(Routes.Volumes + "/{name}/defragment", (string name, HttpContext ctx, PoolService p) => Run(p, async () =>
+        {
+            var sw = System.Diagnostics.Stopwatch.StartNew();
+            var d = await p.Pool.DefragmentAsync(name, ctx.RequestAborted).ConfigureAwait(false);
+            return Ok(new DefragDto(name, (long)Engine.Pool.DefragWindowBlocks * 4096, d.WindowsScanned, d.WindowsMoved, d.BlocksMoved * 4096, d.RunsBefore, d.RunsAfter,
+                sw.Elapsed.TotalSeconds, d.StoppedBecause, d.ShortOfSpace));
+        }));
+
         app.MapGet(Routes.Volumes + "/{name}", (string name, PoolService p, ExportCatalog x, RateSampler r, ReplicationService repl) => Run(p, () =>
             Task.FromResult(Ok(Dto(p, x, r, p.Pool.Describe(name), repl) with { Usage = Usage(p.Pool.GetUsage(name)) }))));
 

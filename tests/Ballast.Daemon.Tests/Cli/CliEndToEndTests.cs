@@ -276,6 +276,45 @@ public class CliEndToEndTests
     }
 
     [Test]
+    public async Task Defragment_rewrites_a_volume_fio_wrote_at_random_into_few_runs_and_nbdcopy_reads_the_same_bytes()
+    {
+        Assert.That((await Ctl("volume", "create", "scattered", "--size", "64MiB")).ExitCode, Is.Zero);
+        var uri = $"nbd://127.0.0.1:{_daemon.Port}/scattered";
+        // Every 4 KiB block written once, in random order: one run per block on the device.
+        var fio = await Tool.RunAsync(Tool.Require("fio", "fio"), [
+            "--name=scatter", "--ioengine=nbd", $"--uri={uri}", "--rw=randwrite", "--bs=4k", "--iodepth=16", "--size=64M",
+            "--randrepeat=0", "--refill_buffers", "--end_fsync=1"], Limit);
+        Assert.That(fio.ExitCode, Is.Zero, fio.ToString());
+        var before = Path.Combine(_dir, "before.img");
+        var after = Path.Combine(_dir, "after.img");
+        await Tool.RunOkAsync(Tool.Require("nbdcopy", "libnbd-bin"), [uri, before], Limit);
+        var runsBefore = (await CtlJson("volume", "inspect", "scattered")).GetProperty("usage").GetProperty("dataRuns").GetInt64();
+        Assert.That(runsBefore, Is.GreaterThan(10_000));
+
+        var d = await CtlJson("volume", "defragment", "scattered");
+
+        Assert.That(d.GetProperty("windowsScanned").GetInt64(), Is.EqualTo(16), "64 MiB in windows of 4 MiB");
+        Assert.That(d.GetProperty("windowsMoved").GetInt64(), Is.EqualTo(16));
+        Assert.That(d.GetProperty("bytesMoved").GetInt64(), Is.EqualTo(64L << 20));
+        Assert.That(d.GetProperty("runsBefore").GetInt64(), Is.EqualTo(runsBefore));
+        // 8 MiB segments and 4 MiB batches: a handful of runs per window at most.
+        var runsAfter = d.GetProperty("runsAfter").GetInt64();
+        Assert.That(runsAfter, Is.LessThanOrEqualTo(64));
+        Assert.That(d.GetProperty("stopped").ValueKind, Is.EqualTo(JsonValueKind.Null));
+        Assert.That((await CtlJson("volume", "inspect", "scattered")).GetProperty("usage").GetProperty("dataRuns").GetInt64(), Is.EqualTo(runsAfter));
+        await Tool.RunOkAsync("nbdcopy", [uri, after], Limit);
+        Assert.That(await File.ReadAllBytesAsync(after), Is.EqualTo(await File.ReadAllBytesAsync(before)), "the volume reads the same bytes");
+
+        var again = await Ctl("volume", "defragment", "scattered");
+        Assert.That(again.ExitCode, Is.Zero, again.ToString());
+        Assert.That(again.Stdout, Does.Contain("rewrote 0 of 16 windows"));
+        var missing = await Ctl("volume", "defragment", "ghost");
+        Assert.That(missing.ExitCode, Is.EqualTo(3));
+        Assert.That(missing.Stderr, Does.Contain("\"ghost\" not found"));
+        Assert.That((await Ctl("volume", "delete", "scattered")).ExitCode, Is.Zero);
+    }
+
+    [Test]
     public async Task Metrics_count_exactly_the_io_that_was_done()
     {
         Assert.That((await Ctl("volume", "create", "metered", "--size", "64MiB")).ExitCode, Is.Zero);
