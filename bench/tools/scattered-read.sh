@@ -4,6 +4,7 @@
 # Each block lies elsewhere on the device, so a 1 MiB read is 256 device reads. Trees are run one
 # after the other, ROUNDS times (each built with `dotnet build -c Release daemon/Ballast.Daemon`);
 # the raw file's sequential and 4 KiB random read rates are measured in each round for scale.
+# With DEFRAG=1 each tree then defragments the volume (`volume defragment`, timed) and reads again.
 #
 #   bench/tools/scattered-read.sh /work/base /work/main
 set -euo pipefail
@@ -31,15 +32,25 @@ for round in $(seq "${ROUNDS:-1}"); do
     for _ in $(seq 100); do curl -sf --unix-socket "$dir/api.sock" http://b/v1/status >/dev/null 2>&1 && break; sleep 0.1; done
     uri="nbd://127.0.0.1:$port/bench"
     fio --name=scatter --ioengine=nbd --uri="$uri" --size=4G --rw=randwrite --bs=4k --iodepth=32 --randseed=7 --output-format=terse >/dev/null
-    line="  $(basename "$tree"):"
-    for bs in 1M 64k; do
+    reads() {
+      line="  $(basename "$tree")$1:"
+      for bs in 1M 64k; do
+        c0=$(awk '{print $14+$15}' "/proc/$pid/stat")
+        r=$(fio --name=read --ioengine=nbd --uri="$uri" --size=4G --rw=read --bs="$bs" --iodepth=8 --runtime="$seconds" --time_based \
+          --output-format=terse | awk -F';' '$1=="3"{printf "%.0f MiB/s %d IOPS", $7/1024, $8}')
+        c1=$(awk '{print $14+$15}' "/proc/$pid/stat")
+        line+="  seq $bs QD8 $r ($(( (c1 - c0) * 1000 / $(getconf CLK_TCK) )) ms CPU)"
+      done
+      echo "$line"
+    }
+    reads ""
+    if [ "${DEFRAG:-0}" = 1 ]; then
       c0=$(awk '{print $14+$15}' "/proc/$pid/stat")
-      r=$(fio --name=read --ioengine=nbd --uri="$uri" --size=4G --rw=read --bs="$bs" --iodepth=8 --runtime="$seconds" --time_based \
-        --output-format=terse | awk -F';' '$1=="3"{printf "%.0f MiB/s %d IOPS", $7/1024, $8}')
+      d=$(curl -sf --unix-socket "$dir/api.sock" -X POST -H 'Content-Type: application/json' -d '{}' http://b/v1/volumes/bench/defragment)
       c1=$(awk '{print $14+$15}' "/proc/$pid/stat")
-      line+="  seq $bs QD8 $r ($(( (c1 - c0) * 1000 / $(getconf CLK_TCK) )) ms CPU)"
-    done
-    echo "$line"
+      echo "  defragment: $d ($(( (c1 - c0) * 1000 / $(getconf CLK_TCK) )) ms CPU)"
+      reads " after defragment"
+    fi
     kill "$pid"; wait "$pid" 2>/dev/null || true
   done
 done

@@ -10,6 +10,9 @@ public sealed record VerifyDto(string Volume, IReadOnlyList<ReplicaDto> Replicas
 
 public sealed record DifferenceDto(string Node, long Offset, long Length);
 
+/// <summary>Defragment a volume, copying no faster than RateBytesPerSecond when it is set.</summary>
+public sealed record DefragRequest(long? RateBytesPerSecond = null);
+
 /// <summary>
 /// What a defragmentation did: windows of <see cref="WindowBytes"/> looked at and rewritten, the
 /// bytes copied, the runs of blocks the volume's data formed on the device before and after, and

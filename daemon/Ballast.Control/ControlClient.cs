@@ -96,8 +96,8 @@ public sealed class ControlClient : IDisposable
     public Task<VerifyDto> VerifyAsync(string name, CancellationToken ct = default) => SendAsync<VerifyDto>(HttpMethod.Post, Routes.Verify(name), new { }, ct);
 
     /// <summary>Runs until the volume is defragmented (no time limit: it takes as long as copying the scattered data); cancelling stops it.</summary>
-    public Task<DefragDto> DefragmentAsync(string name, CancellationToken ct = default) =>
-        SendAsync<DefragDto>(HttpMethod.Post, Routes.Defragment(name), new { }, ct, Timeout.InfiniteTimeSpan);
+    public Task<DefragDto> DefragmentAsync(string name, DefragRequest request, CancellationToken ct = default) =>
+        SendAsync<DefragDto>(HttpMethod.Post, Routes.Defragment(name), request, ct, Timeout.InfiniteTimeSpan);
 
     public Task<StatusDto> StatusAsync(CancellationToken ct = default) => GetAsync<StatusDto>(Routes.Status, ct);
 

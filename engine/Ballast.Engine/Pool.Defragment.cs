@@ -33,14 +33,19 @@ public sealed partial class Pool
     /// Rewrites the scattered windows of <paramref name="name"/> in volume order. Runs beside
     /// client I/O; the maintenance and structure locks are held one step at a time, so the
     /// cleaner and checkpoints go on between steps. Stops early, with the reason in the report,
-    /// when the pool is short of free space or the volume goes away.
+    /// when the pool is short of free space or the volume goes away. With
+    /// <paramref name="bytesPerSecond"/> above 0 it copies no faster than that (between steps),
+    /// leaving more of the device to clients.
     /// </summary>
-    public async Task<DefragReport> DefragmentAsync(string name, CancellationToken ct = default)
+    public async Task<DefragReport> DefragmentAsync(string name, long bytesPerSecond = 0, CancellationToken ct = default)
     {
+        ArgumentOutOfRangeException.ThrowIfNegative(bytesPerSecond);
         var v = FindState(name);
+        var clock = System.Diagnostics.Stopwatch.StartNew();
         var report = new DefragReport();
         var usageBefore = GetUsage(name);
         report.RunsBefore = usageBefore.DataRuns;
+        Report(PoolLogLevel.Information, $"volume {name}: defragmenting {usageBefore.DataBytes >> 20} MiB of data in {usageBefore.DataRuns} runs on the device");
         var plan = new List<(long Phys, int Count)>();
         var copies = new List<(long Old, int Count, long New)>();
         using var buffer = new AlignedBuffer(DefragStepBlocks << PoolLayout.BlockShift);
@@ -64,6 +69,14 @@ public sealed partial class Pool
             {
                 _maintenance.Release();
             }
+            if (bytesPerSecond > 0)
+            {
+                var due = TimeSpan.FromSeconds((double)(report.BlocksMoved << PoolLayout.BlockShift) / bytesPerSecond);
+                if (due > clock.Elapsed)
+                {
+                    await Task.Delay(due - clock.Elapsed, ct).ConfigureAwait(false);
+                }
+            }
             if (report.StoppedBecause == null && report.WaitForSpace)
             {
                 report.WaitForSpace = false;
@@ -78,7 +91,7 @@ public sealed partial class Pool
         {
             report.RunsAfter = GetUsage(name).DataRuns;
         }
-        Report(PoolLogLevel.Information, $"volume {name}: defragmented {report.WindowsMoved} of {report.WindowsScanned} windows, {report.BlocksMoved << PoolLayout.BlockShift >> 20} MiB moved, runs on the device {report.RunsBefore} -> {report.RunsAfter}"
+        Report(PoolLogLevel.Information, $"volume {name}: defragmented {report.WindowsMoved} of {report.WindowsScanned} windows, {report.BlocksMoved << PoolLayout.BlockShift >> 20} MiB moved, runs on the device {report.RunsBefore} -> {report.RunsAfter}, maps redirected in {report.RedirectMs:F0} ms (at most {report.MaxRedirectMs:F1} ms a step)"
             + (report.StoppedBecause is { } why ? $"; stopped: {why}" : ""));
         return report;
     }
@@ -153,8 +166,12 @@ public sealed partial class Pool
             moved.SortMoved();
             // Entries partly outside a copy (a snapshot sharing a larger range) keep the old blocks,
             // which stay until no map points at them: nothing is freed here, so this is safe.
-            Redirector.Apply(_catalog.All(), moved, Layout, _walk);
-            await LogMetadataAsync(RecordKind.MoveCommit, null, 0, Redirector.EncodeVictims(segments), 0, _ => { }).ConfigureAwait(false);
+            // Only the step's range of each map is walked (replay walks the same one).
+            var redirect = System.Diagnostics.Stopwatch.StartNew();
+            Redirector.Apply(_catalog.All(), moved, Layout, _walk, (from, next));
+            report.MaxRedirectMs = Math.Max(report.MaxRedirectMs, redirect.Elapsed.TotalMilliseconds);
+            report.RedirectMs += redirect.Elapsed.TotalMilliseconds;
+            await LogMetadataAsync(RecordKind.MoveCommit, null, 0, Redirector.EncodeMoves(from, next, segments), 0, _ => { }).ConfigureAwait(false);
         }
         if (failure != null)
         {
@@ -261,32 +278,35 @@ public sealed partial class Pool
         }
         var requests = new AppendRequest[plan.Count];
         var pending = new ValueTask[plan.Count];
-        // The appender is woken once, when all are queued: woken at the first, it would write
-        // the copies in many small batches, and each batch's header breaks the run they form.
+        for (var i = 0; i < plan.Count; i++)
+        {
+            var (phys, count) = plan[i];
+            var slice = buffer.Memory[offsets[i]..offsets[i + 1]];
+            var r = requests[i] = Appender.Rent();
+            r.Desc.Kind = RecordKind.Data;
+            r.Desc.Flags = RecordFlags.Relocated;
+            r.Desc.BlockCount = count;
+            r.Desc.Aux = phys;
+            r.Payload = slice;
+            r.UseReserve = true;
+            r.DrainAtBatchEnd = true;
+            for (var k = 0; k < count; k++)
+            {
+                Segments.TryGetCrc(phys + k, out r.Crcs[k]);
+                if (Crc32C.Compute(slice.Span.Slice(k << PoolLayout.BlockShift, PoolLayout.BlockSize)) != r.Crcs[k])
+                {
+                    // Carried with its original CRC, so it stays an I/O error for readers.
+                    Report(PoolLogLevel.Error, $"defragment: pool block {phys + k} fails its checksum; moved as is");
+                }
+            }
+        }
+        // Queued all at once, and the appender woken when all are there: taking them as they
+        // came, it would write them in small batches, and each batch's header breaks the run.
         using (Async.CompletionBatch.Begin())
         {
             for (var i = 0; i < plan.Count; i++)
             {
-                var (phys, count) = plan[i];
-                var slice = buffer.Memory[offsets[i]..offsets[i + 1]];
-                var r = requests[i] = Appender.Rent();
-                r.Desc.Kind = RecordKind.Data;
-                r.Desc.Flags = RecordFlags.Relocated;
-                r.Desc.BlockCount = count;
-                r.Desc.Aux = phys;
-                r.Payload = slice;
-                r.UseReserve = true;
-                r.DrainAtBatchEnd = true;
-                for (var k = 0; k < count; k++)
-                {
-                    Segments.TryGetCrc(phys + k, out r.Crcs[k]);
-                    if (Crc32C.Compute(slice.Span.Slice(k << PoolLayout.BlockShift, PoolLayout.BlockSize)) != r.Crcs[k])
-                    {
-                        // Carried with its original CRC, so it stays an I/O error for readers.
-                        Report(PoolLogLevel.Error, $"defragment: pool block {phys + k} fails its checksum; moved as is");
-                    }
-                }
-                pending[i] = Appender.SubmitAsync(r);
+                pending[i] = Appender.SubmitAsync(requests[i]);
             }
         }
         Exception? failure = null;
@@ -373,4 +393,8 @@ public sealed class DefragReport
     public bool ShortOfSpace { get; set; }
 
     internal bool WaitForSpace { get; set; }
+
+    /// <summary>Time spent pointing the maps at the copies (each volume's lock held for its walk), in all and at most in one step.</summary>
+    public double RedirectMs { get; set; }
+    public double MaxRedirectMs { get; set; }
 }

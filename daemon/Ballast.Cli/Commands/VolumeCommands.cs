@@ -181,13 +181,15 @@ public static class VolumeCommands
     private static Command Defragment()
     {
         var name = new Argument<string>("NAME") { Description = "A volume or snapshot (VOLUME@SNAPSHOT)." };
+        var rate = new Option<string?>("--rate") { Description = "Copy at most this much a second, like 100MiB, leaving more of the disk to clients (default: no limit).", HelpName = "SIZE" };
         var c = new Command("defragment", "Rewrite the volume's scattered data in volume order, so it reads in order at the disk's sequential speed. "
             + "Runs beside client I/O and waits until done (Ctrl-C stops it; what was moved stays moved). Needs free space for the data it moves; "
-            + "the space of the old copies comes back through the cleaner. See the runs in volume inspect.") { name };
+            + "the space of the old copies comes back through the cleaner. See the runs in volume inspect.") { name, rate };
         c.SetAction(async (r, ct) =>
         {
             DefragDto? done = null;
-            var code = await CliContext.RunAsync(r, client => client.DefragmentAsync(r.GetValue(name)!, ct), d =>
+            var code = await CliContext.RunAsync(r, client => client.DefragmentAsync(r.GetValue(name)!,
+                new DefragRequest(r.GetValue(rate) is { } limit ? CliContext.ParseSize(limit, "--rate") : null), ct), d =>
             {
                 done = d;
                 return $"volume {d.Volume}: rewrote {d.WindowsMoved} of {d.WindowsScanned} windows of {Units.Bytes(d.WindowBytes)} ({Units.Bytes(d.BytesMoved)}) in {d.Seconds:F1} s; "

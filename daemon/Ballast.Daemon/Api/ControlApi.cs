@@ -64,8 +64,13 @@ public static class ControlApi
         // and going away stops it (what was moved stays moved).
         app.MapPost(Routes.Volumes + "/{name}/defragment", (string name, HttpContext ctx, PoolService p) => Run(p, async () =>
         {
+            var req = await Body<DefragRequest>(ctx).ConfigureAwait(false);
+            if (req.RateBytesPerSecond is <= 0)
+            {
+                throw new ArgumentException("rateBytesPerSecond must be above 0 (leave it out for no limit)");
+            }
             var sw = System.Diagnostics.Stopwatch.StartNew();
-            var d = await p.Pool.DefragmentAsync(name, ctx.RequestAborted).ConfigureAwait(false);
+            var d = await p.Pool.DefragmentAsync(name, req.RateBytesPerSecond ?? 0, ctx.RequestAborted).ConfigureAwait(false);
             return Ok(new DefragDto(name, (long)Engine.Pool.DefragWindowBlocks * 4096, d.WindowsScanned, d.WindowsMoved, d.BlocksMoved * 4096, d.RunsBefore, d.RunsAfter,
                 sw.Elapsed.TotalSeconds, d.StoppedBecause, d.ShortOfSpace));
         }));

@@ -11,14 +11,21 @@ namespace Ballast.Engine.Cleaning;
 /// </summary>
 internal static class Redirector
 {
-    /// <summary>Returns victims some entry still points into without a copy (none, unless there is a bug).</summary>
-    public static HashSet<int> Apply(IEnumerable<VolumeState> volumes, LiveRanges moved, PoolLayout layout, MapWalkScratch? scratch = null)
+    /// <summary>
+    /// Returns victims some entry still points into without a copy (none, unless there is a bug).
+    /// With <paramref name="blocks"/> only that range of each map is walked: the defragmenter's
+    /// copies are of one range of a volume, and a block a map shares with another (snapshot,
+    /// clone) lies at the same offset in both, since sharing never moves data to another offset.
+    /// (Were one elsewhere, it would keep pointing at the old block, which nothing frees while a
+    /// map points at it; replay walks the same range, so both paths agree.)
+    /// </summary>
+    public static HashSet<int> Apply(IEnumerable<VolumeState> volumes, LiveRanges moved, PoolLayout layout, MapWalkScratch? scratch = null, (long Start, long End)? blocks = null)
     {
         var unsafeVictims = new HashSet<int>();
         scratch ??= new MapWalkScratch();
         try
         {
-            Redirect(volumes, moved, layout, scratch, unsafeVictims);
+            Redirect(volumes, moved, layout, scratch, unsafeVictims, blocks);
         }
         finally
         {
@@ -27,7 +34,7 @@ internal static class Redirector
         return unsafeVictims;
     }
 
-    private static void Redirect(IEnumerable<VolumeState> volumes, LiveRanges moved, PoolLayout layout, MapWalkScratch scratch, HashSet<int> unsafeVictims)
+    private static void Redirect(IEnumerable<VolumeState> volumes, LiveRanges moved, PoolLayout layout, MapWalkScratch scratch, HashSet<int> unsafeVictims, (long Start, long End)? blocks)
     {
         var seen = scratch.Seen;
         var leaves = scratch.Leaves;
@@ -41,7 +48,14 @@ internal static class Redirector
             lock (v.Lock)
             {
                 leaves.Clear();
-                ExtentMap.CollectLeaves(v.Map.Root, seen, leaves, scratch.Stack);
+                if (blocks is var (start, end))
+                {
+                    v.Map.CollectLeavesIn(start, end, seen, leaves);
+                }
+                else
+                {
+                    ExtentMap.CollectLeaves(v.Map.Root, seen, leaves, scratch.Stack);
+                }
                 foreach (var leaf in leaves)
                 {
                     for (var i = 0; i < leaf.Count; i++)
@@ -71,6 +85,32 @@ internal static class Redirector
                 }
             }
         }
+    }
+
+    /// <summary>A MoveCommit's payload: the block range its copies came from, then the segments.</summary>
+    public static byte[] EncodeMoves(long start, long end, IReadOnlyCollection<int> segments)
+    {
+        var list = EncodeVictims(segments);
+        var b = new byte[16 + list.Length];
+        System.Buffers.Binary.BinaryPrimitives.WriteInt64LittleEndian(b, start);
+        System.Buffers.Binary.BinaryPrimitives.WriteInt64LittleEndian(b.AsSpan(8), end);
+        list.CopyTo(b, 16);
+        return b;
+    }
+
+    /// <summary>Reads <see cref="EncodeMoves"/>; false for a payload too short or a range that makes no sense.</summary>
+    public static bool DecodeMoves(ReadOnlySpan<byte> inline, int segmentCount, out long start, out long end, out List<int> segments)
+    {
+        start = end = 0;
+        segments = [];
+        if (inline.Length < 16)
+        {
+            return false;
+        }
+        start = System.Buffers.Binary.BinaryPrimitives.ReadInt64LittleEndian(inline);
+        end = System.Buffers.Binary.BinaryPrimitives.ReadInt64LittleEndian(inline[8..]);
+        segments = DecodeVictims(inline[16..], segmentCount);
+        return start >= 0 && end > start;
     }
 
     public static byte[] EncodeVictims(IReadOnlyCollection<int> victims)

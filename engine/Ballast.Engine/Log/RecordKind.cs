@@ -25,8 +25,9 @@ public enum RecordKind : byte
     /// </summary>
     CleanCommit = 15,
     /// <summary>
-    /// Ends a defragmentation step: inline payload lists the segments blocks were copied from.
-    /// Replay redirects map entries as the relocation records before it say; nothing is freed.
+    /// Ends a defragmentation step: inline payload is the step's block range (two int64) and the
+    /// segments blocks were copied from. Replay redirects the map entries in that range as the
+    /// relocation records before it say; nothing is freed.
     /// </summary>
     MoveCommit = 16,
     /// <summary>Closes a segment; Aux is the next segment's index, Lba its sequence number.</summary>

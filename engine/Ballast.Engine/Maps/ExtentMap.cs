@@ -440,6 +440,19 @@ public sealed class ExtentMap
     }
 
     /// <summary>Every leaf reachable from <paramref name="root"/> not already in <paramref name="seen"/>.</summary>
+    /// <summary>Adds the leaves of the windows that overlap blocks [start, end) not yet in <paramref name="seen"/>.</summary>
+    internal void CollectLeavesIn(long start, long end, HashSet<MapNode> seen, List<MapLeaf> leaves)
+    {
+        var last = (Math.Min(end, CapacityBlocks) - 1) >> WindowShift;
+        for (var window = Math.Max(0, start) >> WindowShift; window <= last; window++)
+        {
+            if (FindLeaf(window) is { } leaf && seen.Add(leaf))
+            {
+                leaves.Add(leaf);
+            }
+        }
+    }
+
     internal static void CollectLeaves(MapNode? root, HashSet<MapNode> seen, List<MapLeaf> leaves, Stack<MapNode>? stack = null)
     {
         if (root == null)

@@ -57,7 +57,16 @@ internal sealed class ReplayApplier(VolumeCatalog catalog, SegmentTable segments
                 CommitMoves(Cleaning.Redirector.DecodeVictims(inline, segments.Count), free: true);
                 break;
             case RecordKind.MoveCommit:
-                CommitMoves(Cleaning.Redirector.DecodeVictims(inline, segments.Count), free: false);
+                if (Cleaning.Redirector.DecodeMoves(inline, segments.Count, out var start, out var end, out var moved))
+                {
+                    CommitMoves(moved, free: false, (start, end));
+                }
+                else
+                {
+                    // Its copies stay unused, as the live pool's would have had it no commit.
+                    log?.Invoke(PoolLogLevel.Warning, "replay: a defragmentation commit with a damaged range; its copies are left unused");
+                    _moves.Clear();
+                }
                 break;
             default:
                 log?.Invoke(PoolLogLevel.Warning, $"replay: skipped a record of unknown kind {(int)d.Kind}");
@@ -69,7 +78,7 @@ internal sealed class ReplayApplier(VolumeCatalog catalog, SegmentTable segments
     public int UncommittedMoves => _moves.Count;
 
     /// <summary>Redoes a cleaning pass (redirect entries into its victims, then free them) or a defragmentation step (redirect only).</summary>
-    private void CommitMoves(List<int> victims, bool free)
+    private void CommitMoves(List<int> victims, bool free, (long Start, long End)? blocks = null)
     {
         var moved = new Cleaning.LiveRanges(segments.Layout);
         foreach (var v in victims)
@@ -81,7 +90,7 @@ internal sealed class ReplayApplier(VolumeCatalog catalog, SegmentTable segments
             moved.AddMoved(old, count, fresh);
         }
         moved.SortMoved();
-        var keep = Cleaning.Redirector.Apply(catalog.All(), moved, segments.Layout);
+        var keep = Cleaning.Redirector.Apply(catalog.All(), moved, segments.Layout, blocks: blocks);
         foreach (var v in free ? victims : [])
         {
             if (keep.Contains(v))

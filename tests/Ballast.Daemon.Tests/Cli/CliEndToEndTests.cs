@@ -305,9 +305,12 @@ public class CliEndToEndTests
         await Tool.RunOkAsync("nbdcopy", [uri, after], Limit);
         Assert.That(await File.ReadAllBytesAsync(after), Is.EqualTo(await File.ReadAllBytesAsync(before)), "the volume reads the same bytes");
 
-        var again = await Ctl("volume", "defragment", "scattered");
+        var again = await Ctl("volume", "defragment", "scattered", "--rate", "100MiB");
         Assert.That(again.ExitCode, Is.Zero, again.ToString());
         Assert.That(again.Stdout, Does.Contain("rewrote 0 of 16 windows"));
+        var badRate = await Ctl("volume", "defragment", "scattered", "--rate", "0");
+        Assert.That(badRate.ExitCode, Is.Not.Zero);
+        Assert.That(badRate.Stderr, Does.Contain("--rate"));
         var missing = await Ctl("volume", "defragment", "ghost");
         Assert.That(missing.ExitCode, Is.EqualTo(3));
         Assert.That(missing.Stderr, Does.Contain("\"ghost\" not found"));

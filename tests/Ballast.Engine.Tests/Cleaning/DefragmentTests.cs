@@ -264,6 +264,36 @@ public class DefragmentTests
     }
 
     [Test]
+    public async Task A_rate_limit_spreads_the_copies_over_time()
+    {
+        await using var pool = await OpenAsync(new FaultStorage());
+        var v = await pool.CreateVolumeAsync("v", VolumeBytes);
+        var model = await WriteAtRandomAsync(v, 8);
+        var sw = System.Diagnostics.Stopwatch.StartNew();
+        // 8 MiB at 4 MiB/s: not done in under 2 s, however fast the copies themselves.
+        var report = await pool.DefragmentAsync("v", bytesPerSecond: 4 << 20);
+        Assert.That(report.BlocksMoved, Is.EqualTo(VolumeBytes / Block));
+        Assert.That(sw.Elapsed, Is.GreaterThanOrEqualTo(TimeSpan.FromSeconds(1.9)));
+        Assert.That(await ReadAllAsync(v), Is.EqualTo(model));
+        Assert.ThrowsAsync<ArgumentOutOfRangeException>(async () => await pool.DefragmentAsync("v", bytesPerSecond: -1));
+    }
+
+    [Test]
+    public void A_commit_carries_its_range_and_segments_and_a_damaged_range_is_refused()
+    {
+        var payload = Ballast.Engine.Cleaning.Redirector.EncodeMoves(4096, 8192, [3, 7]);
+        Assert.That(Ballast.Engine.Cleaning.Redirector.DecodeMoves(payload, 16, out var start, out var end, out var segments), Is.True);
+        Assert.That((start, end, segments), Is.EqualTo((4096L, 8192L, new List<int> { 3, 7 })));
+        Assert.That(Ballast.Engine.Cleaning.Redirector.DecodeMoves(payload.AsSpan(0, 15), 16, out _, out _, out _), Is.False, "too short");
+        var backwards = Ballast.Engine.Cleaning.Redirector.EncodeMoves(8192, 4096, [3]);
+        Assert.That(Ballast.Engine.Cleaning.Redirector.DecodeMoves(backwards, 16, out _, out _, out _), Is.False, "end before start");
+        var negative = Ballast.Engine.Cleaning.Redirector.EncodeMoves(-1, 4096, [3]);
+        Assert.That(Ballast.Engine.Cleaning.Redirector.DecodeMoves(negative, 16, out _, out _, out _), Is.False, "negative start");
+        Assert.That(Ballast.Engine.Cleaning.Redirector.DecodeMoves(Ballast.Engine.Cleaning.Redirector.EncodeMoves(0, 1, [3, 99]), 16, out _, out _, out var valid), Is.True);
+        Assert.That(valid, Is.EqualTo(new List<int> { 3 }), "segments outside the pool are dropped");
+    }
+
+    [Test]
     public void An_unknown_volume_is_refused()
     {
         Assert.ThrowsAsync<VolumeNotFoundException>(async () =>
