@@ -13,8 +13,11 @@ namespace Ballast.Engine;
 /// logs a <see cref="RecordKind.MoveCommit"/>, step by step. Nothing is freed here: the old
 /// copies become dead blocks the cleaner reclaims, so a crash at any point leaves every map
 /// pointing at valid data, and replay redoes a step exactly when its commit is in the log.
-/// Every step that appended a copy logs its commit, even when the copy failed part way: replay
-/// hands relocation records to the next commit it meets, which must be their own.
+/// The maps are redirected when the commit is applied, on the log's writer in log order, so the
+/// live maps see client records before and after it exactly as replay does (maps merge
+/// neighbouring entries, so the order matters). Every step that appended a copy logs its
+/// commit, even when the copy failed part way, and if the commit itself fails a checkpoint
+/// follows: replay hands relocation records to the next commit it meets, which must be their own.
 /// </summary>
 public sealed partial class Pool
 {
@@ -26,6 +29,9 @@ public sealed partial class Pool
 
     /// <summary>Blocks one step moves at most (one commit, one walk of the maps): 16 MiB.</summary>
     internal const int DefragStepBlocks = 4 * DefragWindowBlocks;
+
+    /// <summary>Windows holding data one step looks at, at most: a step's locks stay short on a volume with little to move.</summary>
+    private const int DefragScanWindows = 256;
 
     private const int DefragReadsInFlight = 16;
 
@@ -40,7 +46,11 @@ public sealed partial class Pool
     public async Task<DefragReport> DefragmentAsync(string name, long bytesPerSecond = 0, CancellationToken ct = default)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(bytesPerSecond);
+        ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
         var v = FindState(name);
+        // Closing the pool stops it between steps (waits included).
+        using var stop = CancellationTokenSource.CreateLinkedTokenSource(ct, _stop.Token);
+        ct = stop.Token;
         var clock = System.Diagnostics.Stopwatch.StartNew();
         var report = new DefragReport();
         var usageBefore = GetUsage(name);
@@ -49,9 +59,11 @@ public sealed partial class Pool
         var plan = new List<(long Phys, int Count)>();
         var copies = new List<(long Old, int Count, long New)>();
         using var buffer = new AlignedBuffer(DefragStepBlocks << PoolLayout.BlockShift);
+        var spaceWaits = 0;
         for (long next = 0; next < EndBlock(v) && report.StoppedBecause == null;)
         {
             ct.ThrowIfCancellationRequested();
+            ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
             await _maintenance.WaitAsync(ct).ConfigureAwait(false);
             try
             {
@@ -80,7 +92,9 @@ public sealed partial class Pool
             if (report.StoppedBecause == null && report.WaitForSpace)
             {
                 report.WaitForSpace = false;
-                if (!await WaitForDefragSpaceAsync(ct).ConfigureAwait(false))
+                // Client writes may take what the cleaner frees as fast as it frees it: a few
+                // tries, then stop rather than compete for ever.
+                if (++spaceWaits > 8 || !await WaitForDefragSpaceAsync(report.NeedBlocks, ct).ConfigureAwait(false))
                 {
                     report.ShortOfSpace = true;
                     report.StoppedBecause = $"the pool is short of free space ({Segments.FreeCount} free segments); the data moved so far stays moved, and a later run goes on from there";
@@ -98,8 +112,8 @@ public sealed partial class Pool
 
     /// <summary>
     /// One step from block <paramref name="from"/>: plans up to <see cref="DefragStepBlocks"/>
-    /// from the windows that need it, copies, redirects, commits. Returns where the next step starts.
-    /// Caller holds the maintenance and structure locks.
+    /// from the windows that need it, copies, commits (the commit redirects the maps). Returns
+    /// where the next step starts. Caller holds the maintenance and structure locks.
     /// </summary>
     private async Task<long> DefragStepAsync(VolumeState v, long from, List<(long Phys, int Count)> plan, List<(long Old, int Count, long New)> copies, AlignedBuffer buffer, DefragReport report)
     {
@@ -110,14 +124,30 @@ public sealed partial class Pool
         }
         plan.Clear();
         int planned = 0, scanned = 0, chosen = 0;
-        var next = from;
-        while (next < EndBlock(v) && planned + DefragWindowBlocks <= DefragStepBlocks)
+        long next = from, first = -1, last = -1;
+        var end = EndBlock(v);
+        while (scanned < DefragScanWindows && planned + DefragWindowBlocks <= DefragStepBlocks)
         {
-            var blocks = PlanWindow(v, next, plan);
+            long window;
+            lock (v.Lock)
+            {
+                window = v.Map.NextPopulatedWindow(next >> ExtentMap.WindowShift) << ExtentMap.WindowShift;
+            }
+            if (window >= end)
+            {
+                next = end;
+                break;
+            }
+            var blocks = PlanWindow(v, window, plan);
+            if (blocks > 0)
+            {
+                first = first < 0 ? window : first;
+                last = window + DefragWindowBlocks;
+                chosen++;
+            }
             planned += blocks;
-            chosen += blocks > 0 ? 1 : 0;
             scanned++;
-            next += DefragWindowBlocks;
+            next = window + DefragWindowBlocks;
         }
         if (plan.Count > 0 && Overlaps(plan))
         {
@@ -131,13 +161,13 @@ public sealed partial class Pool
             report.WindowsScanned += scanned;
             return next;
         }
-        if (DefragRoom() < planned + planned / 16)
+        var need = planned + planned / 16;
+        if (DefragRoom() < need)
         {
             report.WaitForSpace = true;
+            report.NeedBlocks = need;
             return from;
         }
-        report.WindowsScanned += scanned;
-        report.WindowsMoved += chosen;
         copies.Clear();
         Exception? failure = null;
         try
@@ -151,28 +181,18 @@ public sealed partial class Pool
         }
         if (copies.Count > 0)
         {
-            var moved = new LiveRanges(Layout);
-            var segments = new HashSet<int>();
-            foreach (var (old, count, fresh) in copies)
-            {
-                var seg = Layout.SegmentOf(old);
-                if (segments.Add(seg))
-                {
-                    moved.Track(seg);
-                }
-                moved.AddMoved(old, count, fresh);
-                report.BlocksMoved += count;
-            }
-            moved.SortMoved();
-            // Entries partly outside a copy (a snapshot sharing a larger range) keep the old blocks,
-            // which stay until no map points at them: nothing is freed here, so this is safe.
-            // Only the step's range of each map is walked (replay walks the same one).
-            var redirect = System.Diagnostics.Stopwatch.StartNew();
-            Redirector.Apply(_catalog.All(), moved, Layout, _walk, (from, next));
-            report.MaxRedirectMs = Math.Max(report.MaxRedirectMs, redirect.Elapsed.TotalMilliseconds);
-            report.RedirectMs += redirect.Elapsed.TotalMilliseconds;
-            await LogMetadataAsync(RecordKind.MoveCommit, null, 0, Redirector.EncodeMoves(from, next, segments), 0, _ => { }).ConfigureAwait(false);
+            await CommitMovesAsync(copies, first, last, report).ConfigureAwait(false);
         }
+        if (failure is BlockVolumeException { Error: BlockError.NoSpace } && copies.Count < plan.Count)
+        {
+            // Client writes took the room meanwhile: this step again after the cleaner's turn
+            // (the windows it moved have few runs now and are passed over).
+            report.WaitForSpace = true;
+            report.NeedBlocks = need;
+            return from;
+        }
+        report.WindowsScanned += scanned;
+        report.WindowsMoved += chosen;
         if (failure != null)
         {
             report.StoppedBecause = $"copying stopped: {failure.Message}";
@@ -180,10 +200,67 @@ public sealed partial class Pool
         return next;
     }
 
+    /// <summary>
+    /// Logs the step's commit; applying it (on the log's writer, in log order) redirects every
+    /// map's entries in [first, last) that lie in a copy. A commit that cannot be logged leaves
+    /// the copies unused, and a checkpoint then keeps replay from giving them to a later commit.
+    /// </summary>
+    private async Task CommitMovesAsync(List<(long Old, int Count, long New)> copies, long first, long last, DefragReport report)
+    {
+        var moved = new LiveRanges(Layout);
+        var segments = new HashSet<int>();
+        long blocks = 0;
+        foreach (var (old, count, fresh) in copies)
+        {
+            var seg = Layout.SegmentOf(old);
+            if (segments.Add(seg))
+            {
+                moved.Track(seg);
+            }
+            moved.AddMoved(old, count, fresh);
+            blocks += count;
+        }
+        moved.SortMoved();
+        Exception? redirectFailure = null;
+        try
+        {
+            // Entries partly outside a copy (a snapshot sharing a larger range) keep the old
+            // blocks, which stay until no map points at them: nothing is freed here.
+            await LogMetadataAsync(RecordKind.MoveCommit, null, 0, Redirector.EncodeMoves(first, last, segments), 0, _ =>
+            {
+                var redirect = System.Diagnostics.Stopwatch.StartNew();
+                try
+                {
+                    Redirector.Apply(_catalog.All(), moved, Layout, _walk, (first, last), Segments);
+                }
+                catch (Exception e)
+                {
+                    // Not on the log's writer's way: the step fails below, and its checkpoint
+                    // makes replay take the maps as they are instead of redoing the redirect.
+                    redirectFailure = e;
+                }
+                report.MaxRedirectMs = Math.Max(report.MaxRedirectMs, redirect.Elapsed.TotalMilliseconds);
+                report.RedirectMs += redirect.Elapsed.TotalMilliseconds;
+            }).ConfigureAwait(false);
+            if (redirectFailure != null)
+            {
+                throw new InvalidOperationException($"redirecting the maps failed: {redirectFailure.Message}", redirectFailure);
+            }
+            report.BlocksMoved += blocks;
+        }
+        catch (Exception e) when (e is not ObjectDisposedException)
+        {
+            Report(PoolLogLevel.Error, $"defragment: the commit of {blocks} copied blocks failed ({e.Message}); a checkpoint follows so that replay does not give them to a later commit");
+            await WriteCheckpointLockedAsync(clean: false).ConfigureAwait(false);
+            throw;
+        }
+    }
+
     /// <summary>Adds the data pieces of the window at <paramref name="start"/> to the plan if they form enough runs; returns the blocks added.</summary>
     private int PlanWindow(VolumeState v, long start, List<(long Phys, int Count)> plan)
     {
         var mark = plan.Count;
+        var maxCopy = Appender.MaxBatchBlocks;
         long runs = 0, lastEnd = -1, lastPhysEnd = -1;
         var blocks = 0;
         lock (v.Lock)
@@ -199,8 +276,15 @@ public sealed partial class Pool
                 {
                     runs++;
                 }
+                if (p.Count > maxCopy)
+                {
+                    // Longer than one copy can be (a map entry is never split over two copies):
+                    // a long run already, it stays where it is.
+                    lastEnd = lastPhysEnd = -1;
+                    return;
+                }
                 // Pieces that continue each other in the same segment move as one copy.
-                if (contiguous && Layout.SegmentOf(p.Phys) == Layout.SegmentOf(lastPhysEnd - 1))
+                if (contiguous && Layout.SegmentOf(p.Phys) == Layout.SegmentOf(lastPhysEnd - 1) && plan.Count > mark && plan[^1].Count + p.Count <= maxCopy)
                 {
                     var (phys, count) = plan[^1];
                     plan[^1] = (phys, count + p.Count);
@@ -223,7 +307,7 @@ public sealed partial class Pool
     }
 
     /// <summary>The volume's end in pool blocks (its size may change between steps).</summary>
-    private static long EndBlock(VolumeState v) => Math.Min(v.Map.CapacityBlocks, (v.Meta.Size + PoolLayout.BlockSize - 1) >> PoolLayout.BlockShift);
+    private static long EndBlock(VolumeState v) => Math.Min(v.Map.CapacityBlocks, (Volatile.Read(ref v.Size) + PoolLayout.BlockSize - 1) >> PoolLayout.BlockShift);
 
     private static bool Overlaps(List<(long Phys, int Count)> plan)
     {
@@ -288,7 +372,10 @@ public sealed partial class Pool
             r.Desc.BlockCount = count;
             r.Desc.Aux = phys;
             r.Payload = slice;
-            r.UseReserve = true;
+            // Client writes' floor (the cleaner's reserve stays whole), and no waiting for space
+            // while this holds the locks the cleaner needs: a copy that finds none fails.
+            r.UseReserve = false;
+            r.NoPark = true;
             r.DrainAtBatchEnd = true;
             for (var k = 0; k < count; k++)
             {
@@ -353,24 +440,18 @@ public sealed partial class Pool
     private long DefragRoom() =>
         (long)(Segments.FreeCount - Math.Max(Appender.DataReserve + 2, Appender.RecycleBelow + 1)) * Layout.DataBlocksPerSegment;
 
-    /// <summary>Lets the cleaner run until the next step fits, for a bounded time; false if it did not.</summary>
-    private async Task<bool> WaitForDefragSpaceAsync(CancellationToken ct)
+    /// <summary>Runs cleaning passes until <paramref name="blocks"/> fit (the space the steps before freed is dead now); false if they do not.</summary>
+    private async Task<bool> WaitForDefragSpaceAsync(long blocks, CancellationToken ct)
     {
-        if (!_options.BackgroundMaintenance)
+        for (var pass = 0; pass < 4 && DefragRoom() < blocks; pass++)
         {
-            // No cleaner runs by itself here (tests): waiting would only delay the answer.
-            return false;
-        }
-        for (var i = 0; i < 50; i++)
-        {
-            _maintenanceSignal.Release();
-            await Task.Delay(100, ct).ConfigureAwait(false);
-            if (DefragRoom() >= DefragStepBlocks + DefragStepBlocks / 16)
+            var want = Math.Max(Appender.DataReserve + 2, Appender.RecycleBelow + 1) + (int)(blocks / Layout.DataBlocksPerSegment) + 2;
+            if (await CleanPassAsync(want, ct).ConfigureAwait(false) == 0)
             {
-                return true;
+                break;
             }
         }
-        return false;
+        return DefragRoom() >= blocks;
     }
 }
 
@@ -393,6 +474,7 @@ public sealed class DefragReport
     public bool ShortOfSpace { get; set; }
 
     internal bool WaitForSpace { get; set; }
+    internal long NeedBlocks { get; set; }
 
     /// <summary>Time spent pointing the maps at the copies (each volume's lock held for its walk), in all and at most in one step.</summary>
     public double RedirectMs { get; set; }

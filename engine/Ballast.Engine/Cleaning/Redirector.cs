@@ -19,13 +19,14 @@ internal static class Redirector
     /// (Were one elsewhere, it would keep pointing at the old block, which nothing frees while a
     /// map points at it; replay walks the same range, so both paths agree.)
     /// </summary>
-    public static HashSet<int> Apply(IEnumerable<VolumeState> volumes, LiveRanges moved, PoolLayout layout, MapWalkScratch? scratch = null, (long Start, long End)? blocks = null)
+    public static HashSet<int> Apply(IEnumerable<VolumeState> volumes, LiveRanges moved, PoolLayout layout, MapWalkScratch? scratch = null, (long Start, long End)? blocks = null,
+        IDisplacedSink? displaced = null)
     {
         var unsafeVictims = new HashSet<int>();
         scratch ??= new MapWalkScratch();
         try
         {
-            Redirect(volumes, moved, layout, scratch, unsafeVictims, blocks);
+            Redirect(volumes, moved, layout, scratch, unsafeVictims, blocks, displaced);
         }
         finally
         {
@@ -34,7 +35,8 @@ internal static class Redirector
         return unsafeVictims;
     }
 
-    private static void Redirect(IEnumerable<VolumeState> volumes, LiveRanges moved, PoolLayout layout, MapWalkScratch scratch, HashSet<int> unsafeVictims, (long Start, long End)? blocks)
+    private static void Redirect(IEnumerable<VolumeState> volumes, LiveRanges moved, PoolLayout layout, MapWalkScratch scratch, HashSet<int> unsafeVictims, (long Start, long End)? blocks,
+        IDisplacedSink? displaced)
     {
         var seen = scratch.Seen;
         var leaves = scratch.Leaves;
@@ -75,6 +77,9 @@ internal static class Redirector
                         var np = moved.RedirectRange(e.Phys, e.Count);
                         if (np >= 0)
                         {
+                            // The old blocks are dead unless another entry (not redirected) still
+                            // holds them: an estimate for the pool's space figures, as for writes.
+                            displaced?.Displaced(e.Phys, e.Count);
                             Volatile.Write(ref e.Target, MapEntry.Pack(ExtentKind.Data, np));
                         }
                         else

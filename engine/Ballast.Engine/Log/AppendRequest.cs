@@ -33,6 +33,8 @@ internal sealed class AppendRequest : IValueTaskSource
     public Action<AppendRequest>? Apply;
     /// <summary>May take segments from the reserve kept for trims, metadata and the cleaner.</summary>
     public bool UseReserve;
+    /// <summary>Fails at once when the pool has no room instead of waiting for the cleaner (a caller that holds the cleaner's locks).</summary>
+    public bool NoPark;
     /// <summary>First physical block of the payload once written.</summary>
     public long ResultPhys;
     public object? State;
@@ -73,6 +75,7 @@ internal sealed class AppendRequest : IValueTaskSource
         Inline = null;
         Apply = null;
         UseReserve = false;
+        NoPark = false;
         ResultPhys = -1;
         State = null;
         ParkedAt = 0;

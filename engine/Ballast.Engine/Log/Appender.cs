@@ -1002,7 +1002,7 @@ internal sealed class Appender : IDisposable
     /// <summary>No segment may be taken for this request: a client write waits for the cleaner (up to SpaceWait), anything else fails.</summary>
     private void OnNoSpace(AppendRequest r)
     {
-        if (!r.UseReserve && SpaceWait > TimeSpan.Zero && (r.ParkedAt == 0 || Environment.TickCount64 - r.ParkedAt <= SpaceWait.TotalMilliseconds))
+        if (!r.UseReserve && !r.NoPark && SpaceWait > TimeSpan.Zero && (r.ParkedAt == 0 || Environment.TickCount64 - r.ParkedAt <= SpaceWait.TotalMilliseconds))
         {
             // Wait for the cleaner rather than fail a client on a pool full of dead data.
             Park(r);

@@ -263,7 +263,8 @@ public sealed class ExtentMap
         return found;
     }
 
-    private long NextPopulatedWindow(long window)
+    /// <summary>The first window at or after <paramref name="window"/> that has a leaf (the map's capacity in windows if none).</summary>
+    internal long NextPopulatedWindow(long window)
     {
         // Windows are sparse: skip empty subtrees instead of scanning every window.
         var cap = CapacityOf(Levels) >> WindowShift;
@@ -439,7 +440,6 @@ public sealed class ExtentMap
         }
     }
 
-    /// <summary>Every leaf reachable from <paramref name="root"/> not already in <paramref name="seen"/>.</summary>
     /// <summary>Adds the leaves of the windows that overlap blocks [start, end) not yet in <paramref name="seen"/>.</summary>
     internal void CollectLeavesIn(long start, long end, HashSet<MapNode> seen, List<MapLeaf> leaves)
     {
@@ -453,6 +453,7 @@ public sealed class ExtentMap
         }
     }
 
+    /// <summary>Every leaf reachable from <paramref name="root"/> not already in <paramref name="seen"/>.</summary>
     internal static void CollectLeaves(MapNode? root, HashSet<MapNode> seen, List<MapLeaf> leaves, Stack<MapNode>? stack = null)
     {
         if (root == null)

@@ -47,7 +47,7 @@ public sealed class RecoveryReport
           + $"log ends at {LogEnd} ({StopReason})"
           + (DiscardedBatches > 0 ? $"; discarded {DiscardedBatches} torn or unsynced batch(es) ({DiscardedBytes / 1024} KiB) from there on" : "")
           + (InPlaceBlocksMismatched > 0 ? $"; {InPlaceBlocksMismatched} block(s) of writes into recycled holes no longer held their data (replaced and recycled again, or damaged)" : "")
-          + (UncommittedMoves > 0 ? $"; {UncommittedMoves} block copies of an interrupted cleaning pass or defragmentation step left unused" : "")
+          + (UncommittedMoves > 0 ? $"; {UncommittedMoves} relocation records of an interrupted cleaning pass or defragmentation step left unused" : "")
           + (SummariesRebuilt > 0 ? $"; {SummariesRebuilt} damaged segment summaries rebuilt" : "")
           + (CleanShutdown ? "; last shutdown was clean" : "; last shutdown was not clean");
 }

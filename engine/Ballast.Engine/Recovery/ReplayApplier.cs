@@ -90,7 +90,7 @@ internal sealed class ReplayApplier(VolumeCatalog catalog, SegmentTable segments
             moved.AddMoved(old, count, fresh);
         }
         moved.SortMoved();
-        var keep = Cleaning.Redirector.Apply(catalog.All(), moved, segments.Layout, blocks: blocks);
+        var keep = Cleaning.Redirector.Apply(catalog.All(), moved, segments.Layout, blocks: blocks, displaced: free ? null : segments);
         foreach (var v in free ? victims : [])
         {
             if (keep.Contains(v))

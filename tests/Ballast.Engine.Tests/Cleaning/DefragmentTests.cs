@@ -279,6 +279,84 @@ public class DefragmentTests
     }
 
     [Test]
+    public async Task A_volume_grown_since_it_was_created_is_defragmented_to_its_new_end()
+    {
+        await using var pool = await OpenAsync(new FaultStorage());
+        await pool.CreateVolumeAsync("v", VolumeBytes / 2);
+        await pool.ResizeVolumeAsync("v", VolumeBytes);
+        var v = pool.OpenVolume("v");
+        var model = await WriteAtRandomAsync(v, 9);
+        var report = await pool.DefragmentAsync("v");
+        Assert.That(report.WindowsMoved, Is.EqualTo(2));
+        Assert.That(report.BlocksMoved, Is.EqualTo(VolumeBytes / Block));
+        Assert.That(await ReadAllAsync(v), Is.EqualTo(model));
+    }
+
+    [Test]
+    public async Task A_map_entry_longer_than_one_copy_stays_and_the_pieces_around_it_move()
+    {
+        var storage = new FaultStorage();
+        var first = await OpenAsync(storage);
+        var v = await first.CreateVolumeAsync("v", 4 << 20);
+        var model = await WriteAtRandomAsync(v, 10, 4 << 20);
+        // 128 blocks in one write and one batch: one map entry.
+        var run = TestPools.Pattern(11, 128 * Block);
+        await v.WriteAsync(256 * Block, run, WriteFlags.Fua);
+        run.CopyTo(model, 256 * Block);
+        await first.DisposeAsync();
+        // Reopened with 64 KiB batches: a copy holds 16 blocks at most, less than that entry.
+        var pool = await Pool.OpenAsync(TestPools.Options(storage, maxBatchBytes: 64 << 10));
+        v = pool.OpenVolume("v");
+
+        var report = await pool.DefragmentAsync("v");
+
+        Assert.That(report.StoppedBecause, Is.Null);
+        Assert.That(report.BlocksMoved, Is.EqualTo(1024 - 128), "all but the long entry");
+        Assert.That(await ReadAllAsync(v, 4 << 20), Is.EqualTo(model));
+        storage.Crash();
+        await pool.AbandonAsync();
+        await using var reopened = await Pool.OpenAsync(TestPools.Options(storage.CrashImage(new Random(10), CrashMode.Prefix), maxBatchBytes: 64 << 10));
+        Assert.That(await ReadAllAsync(reopened.OpenVolume("v"), 4 << 20), Is.EqualTo(model));
+    }
+
+    [Test]
+    public async Task Closing_the_pool_stops_a_defragmentation_between_steps_and_the_data_stays()
+    {
+        var storage = new FaultStorage();
+        var pool = await OpenAsync(storage);
+        var v = await pool.CreateVolumeAsync("v", VolumeBytes);
+        var model = await WriteAtRandomAsync(v, 12);
+        // Slow enough to be between steps when the pool closes.
+        var defrag = pool.DefragmentAsync("v", bytesPerSecond: 1 << 20);
+        await Task.Delay(300);
+        await pool.DisposeAsync();
+        Assert.That(async () => await defrag.WaitAsync(TimeSpan.FromSeconds(20)),
+            Throws.InstanceOf<OperationCanceledException>().Or.InstanceOf<ObjectDisposedException>());
+        await using var reopened = await OpenAsync(storage.CleanImage());
+        Assert.That(await ReadAllAsync(reopened.OpenVolume("v")), Is.EqualTo(model));
+    }
+
+    [Test]
+    public async Task A_pool_short_of_space_that_holds_dead_data_is_cleaned_and_the_defragmentation_goes_on()
+    {
+        var storage = new FaultStorage();
+        await using var pool = await OpenAsync(storage, capacity: 48L << 20);
+        var v = await pool.CreateVolumeAsync("v", VolumeBytes);
+        await WriteAtRandomAsync(v, 13);
+        // Written again: the first copy of everything is dead, and too little is free for a step.
+        var model = await WriteAtRandomAsync(v, 14);
+        var passes = pool.CleanerStats.Passes;
+
+        var report = await pool.DefragmentAsync("v");
+
+        TestContext.Out.WriteLine($"free {pool.GetStats().FreeSegments}, cleaner passes {pool.CleanerStats.Passes - passes}: {report.StoppedBecause}");
+        Assert.That(report.StoppedBecause, Is.Null);
+        Assert.That(report.BlocksMoved, Is.EqualTo(VolumeBytes / Block));
+        Assert.That(pool.CleanerStats.Passes, Is.GreaterThan(passes), "the cleaner made the room");
+        Assert.That(await ReadAllAsync(v), Is.EqualTo(model));
+    }
+
+    [Test]
     public void A_commit_carries_its_range_and_segments_and_a_damaged_range_is_refused()
     {
         var payload = Ballast.Engine.Cleaning.Redirector.EncodeMoves(4096, 8192, [3, 7]);
