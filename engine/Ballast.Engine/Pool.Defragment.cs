@@ -16,8 +16,9 @@ namespace Ballast.Engine;
 /// The maps are redirected when the commit is applied, on the log's writer in log order, so the
 /// live maps see client records before and after it exactly as replay does (maps merge
 /// neighbouring entries, so the order matters). Every step that appended a copy logs its
-/// commit, even when the copy failed part way, and if the commit itself fails a checkpoint
-/// follows: replay hands relocation records to the next commit it meets, which must be their own.
+/// commit, even when the copy failed part way, and a commit that fails is followed by one that
+/// moves nothing (or a checkpoint): replay hands relocation records to the next commit it meets,
+/// which must be their own.
 /// </summary>
 public sealed partial class Pool
 {
@@ -70,7 +71,12 @@ public sealed partial class Pool
                 await _structure.WaitAsync(ct).ConfigureAwait(false);
                 try
                 {
+                    var moved = report.BlocksMoved;
                     next = await DefragStepAsync(v, next, plan, copies, buffer, report).ConfigureAwait(false);
+                    if (report.BlocksMoved > moved)
+                    {
+                        spaceWaits = 0;
+                    }
                 }
                 finally
                 {
@@ -93,7 +99,7 @@ public sealed partial class Pool
             {
                 report.WaitForSpace = false;
                 // Client writes may take what the cleaner frees as fast as it frees it: a few
-                // tries, then stop rather than compete for ever.
+                // tries without progress, then stop rather than compete for ever.
                 if (++spaceWaits > 8 || !await WaitForDefragSpaceAsync(report.NeedBlocks, ct).ConfigureAwait(false))
                 {
                     report.ShortOfSpace = true;
@@ -250,8 +256,8 @@ public sealed partial class Pool
         }
         catch (Exception e) when (e is not ObjectDisposedException)
         {
-            Report(PoolLogLevel.Error, $"defragment: the commit of {blocks} copied blocks failed ({e.Message}); a checkpoint follows so that replay does not give them to a later commit");
-            await WriteCheckpointLockedAsync(clean: false).ConfigureAwait(false);
+            Report(PoolLogLevel.Error, $"defragment: the commit of {blocks} copied blocks failed ({e.Message}); they stay unused");
+            await ForgetCopiesAsync(logged: redirectFailure != null).ConfigureAwait(false);
             throw;
         }
     }
@@ -429,6 +435,37 @@ public sealed partial class Pool
             {
                 return e;
             }
+        }
+    }
+
+    /// <summary>
+    /// After a failed commit. One that was never logged: a commit that moves nothing (what
+    /// opening logs after a crash) makes replay drop the step's relocation records. One logged
+    /// whose redirect failed part way: only a checkpoint (taking the maps as they are, its replay
+    /// start past the commit) keeps replay from redoing the whole redirect. Were the checkpoint
+    /// to fail too, a crash would replay what the live pool did not do: said loudly.
+    /// </summary>
+    private async Task ForgetCopiesAsync(bool logged)
+    {
+        if (!logged)
+        {
+            try
+            {
+                await LogMetadataAsync(RecordKind.CleanCommit, null, 0, [], 0, _ => { }).ConfigureAwait(false);
+                return;
+            }
+            catch (Exception e)
+            {
+                Report(PoolLogLevel.Warning, $"defragment: could not log that the copies are unused ({e.Message}); writing a checkpoint instead");
+            }
+        }
+        try
+        {
+            await WriteCheckpointLockedAsync(clean: false).ConfigureAwait(false);
+        }
+        catch (Exception e)
+        {
+            Report(PoolLogLevel.Error, $"defragment: no checkpoint ({e.Message}): until one is written, a crash may replay the step's copies differently from what the pool did");
         }
     }
 

@@ -444,7 +444,8 @@ public sealed class ExtentMap
     internal void CollectLeavesIn(long start, long end, HashSet<MapNode> seen, List<MapLeaf> leaves)
     {
         var last = (Math.Min(end, CapacityBlocks) - 1) >> WindowShift;
-        for (var window = Math.Max(0, start) >> WindowShift; window <= last; window++)
+        // Empty subtrees are skipped: a range may span a thin volume's unwritten terabytes.
+        for (var window = NextPopulatedWindow(Math.Max(0, start) >> WindowShift); window <= last; window = NextPopulatedWindow(window + 1))
         {
             if (FindLeaf(window) is { } leaf && seen.Add(leaf))
             {
