@@ -74,6 +74,7 @@ public static class DaemonCommand
         var logger = LogSetup.Create(settings.LogLevel);
         try
         {
+            ListenPreflight.Check(settings);
             // ballastd reads no appsettings.json, so the host must not watch for one: its watcher
             // covers the working directory recursively, which under systemd is "/" (tens of
             // thousands of inotify watches) and otherwise often holds the pool (an event per write).

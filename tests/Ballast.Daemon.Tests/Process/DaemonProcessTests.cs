@@ -25,6 +25,15 @@ public class DaemonProcessTests
 
     private string DataDir => Path.Combine(_dir, "data");
 
+    /// <summary>A bearer token file as --api-token-file wants it (its owner's alone).</summary>
+    private string TokenFile()
+    {
+        var path = Path.Combine(_dir, "api.token");
+        File.WriteAllText(path, "test-token-0123456789abcdef\n");
+        File.SetUnixFileMode(path, UnixFileMode.UserRead | UnixFileMode.UserWrite);
+        return path;
+    }
+
     [Test]
     public async Task Starts_prints_how_to_attach_and_stops_cleanly_then_restarts_with_the_data()
     {
@@ -141,7 +150,7 @@ public class DaemonProcessTests
     }
 
     [Test]
-    public async Task A_port_in_use_exits_1_saying_which_address_and_closes_the_pool_cleanly()
+    public async Task A_port_in_use_exits_1_saying_which_address_before_the_data_directory_is_touched()
     {
         using var taken = new TcpListener(IPAddress.Loopback, 0);
         taken.Start();
@@ -149,13 +158,23 @@ public class DaemonProcessTests
         await using (var d = DaemonProcess.Start(DataDir, ["--pool-size", "1GiB"], port))
         {
             Assert.That(await d.WaitForExitAsync(TimeSpan.FromSeconds(60)), Is.EqualTo(1));
-            Assert.That(d.Output, Does.Contain($"NBD: cannot listen on 127.0.0.1:{port}"));
-            Assert.That(d.Output, Does.Contain("closed cleanly"), "the pool opened before the listener failed");
+            Assert.That(d.Output, Does.Contain($"NBD: cannot listen on 127.0.0.1:{port}").And.Contain("could not start"));
+            Assert.That(d.Output, Does.Not.Contain("new pool created"));
         }
-        // A pool left open would be taken for a crash: the next start would scrub all of it.
+        Assert.That(Directory.Exists(DataDir) ? Directory.GetFileSystemEntries(DataDir) : [], Is.Empty, "a failed first start leaves no pool behind");
+        // And the same for the replication and API ports, on a data directory that holds a pool.
+        await using (var first = await DaemonProcess.StartReadyAsync(DataDir, ["--pool-size", "1GiB"]))
+        {
+            await first.StopAsync();
+        }
+        await using (var d = DaemonProcess.Start(DataDir, ["--pool-size", "1GiB", "--api-listen", $"127.0.0.1:{port}", "--api-token-file", TokenFile()]))
+        {
+            Assert.That(await d.WaitForExitAsync(TimeSpan.FromSeconds(60)), Is.EqualTo(1));
+            Assert.That(d.Output, Does.Contain($"api-listen: cannot listen on 127.0.0.1:{port}"));
+            Assert.That(d.Output, Does.Not.Contain("opened in"), "the pool was not opened");
+        }
         await using var again = await DaemonProcess.StartReadyAsync(DataDir, ["--pool-size", "1GiB"]);
         Assert.That(again.Output, Does.Contain("last shutdown was clean"));
-        Assert.That(again.Output, Does.Not.Contain("scrub"));
     }
 
     [Test]
