@@ -579,23 +579,8 @@ public sealed partial class Pool
                         _cleanerStats.Reads++;
                     }
                     var slice = buffer.Memory.Slice(readOffset + ((int)(c.Phys - readStart) << PoolLayout.BlockShift), bytes);
-                    var r = Appender.Rent();
-                    r.Desc.Kind = RecordKind.Data;
-                    r.Desc.Flags = RecordFlags.Relocated;
-                    r.Desc.BlockCount = c.Count;
-                    r.Desc.Aux = c.Phys;
-                    r.Payload = slice;
+                    var r = RentCopy(c.Phys, c.Count, slice, "cleaner");
                     r.UseReserve = true;
-                    for (var k = 0; k < c.Count; k++)
-                    {
-                        Segments.TryGetCrc(c.Phys + k, out r.Crcs[k]);
-                        if (Crc32C.Compute(slice.Span.Slice(k << PoolLayout.BlockShift, PoolLayout.BlockSize)) != r.Crcs[k])
-                        {
-                            // Carried with its original CRC, so it stays an I/O error for readers.
-                            _cleanerStats.CorruptBlocksCarried++;
-                            Report(PoolLogLevel.Error, $"cleaner: pool block {c.Phys + k} fails its checksum; moved as is");
-                        }
-                    }
                     group.Add((seg, i, r));
                     moved += bytes;
                 }
@@ -634,6 +619,31 @@ public sealed partial class Pool
             }
         }
         return copied;
+    }
+
+    /// <summary>
+    /// A relocation record copying <paramref name="count"/> blocks from <paramref name="phys"/>,
+    /// whose bytes are in <paramref name="data"/>. Each block keeps its original CRC, so one that
+    /// fails it (counted and logged) is moved as is and stays an I/O error for readers.
+    /// </summary>
+    private AppendRequest RentCopy(long phys, int count, Memory<byte> data, string who)
+    {
+        var r = Appender.Rent();
+        r.Desc.Kind = RecordKind.Data;
+        r.Desc.Flags = RecordFlags.Relocated;
+        r.Desc.BlockCount = count;
+        r.Desc.Aux = phys;
+        r.Payload = data;
+        for (var k = 0; k < count; k++)
+        {
+            Segments.TryGetCrc(phys + k, out r.Crcs[k]);
+            if (Crc32C.Compute(data.Span.Slice(k << PoolLayout.BlockShift, PoolLayout.BlockSize)) != r.Crcs[k])
+            {
+                _cleanerStats.CorruptBlocksCarried++;
+                Report(PoolLogLevel.Error, $"{who}: pool block {phys + k} fails its checksum; moved as is");
+            }
+        }
+        return r;
     }
 
     /// <summary>

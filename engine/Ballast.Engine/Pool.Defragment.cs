@@ -52,7 +52,6 @@ public sealed partial class Pool
         // Closing the pool stops it between steps (waits included).
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(ct, _stop.Token);
         ct = stop.Token;
-        var clock = System.Diagnostics.Stopwatch.StartNew();
         var report = new DefragReport();
         var usageBefore = GetUsage(name);
         report.RunsBefore = usageBefore.DataRuns;
@@ -60,6 +59,28 @@ public sealed partial class Pool
         var plan = new List<(long Phys, int Count)>();
         var copies = new List<(long Old, int Count, long New)>();
         using var buffer = new AlignedBuffer(DefragStepBlocks << PoolLayout.BlockShift);
+        try
+        {
+            await DefragStepsAsync(v, bytesPerSecond, plan, copies, buffer, report, ct).ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is OperationCanceledException or ObjectDisposedException)
+        {
+            Report(PoolLogLevel.Information, $"volume {name}: defragmentation stopped (cancelled, or the pool is closing) after {report.BlocksMoved << PoolLayout.BlockShift >> 20} MiB moved; what moved stays moved");
+            throw;
+        }
+        if (!v.Deleted)
+        {
+            report.RunsAfter = GetUsage(name).DataRuns;
+        }
+        Report(PoolLogLevel.Information, $"volume {name}: defragmented {report.WindowsMoved} of {report.WindowsScanned} windows, {report.BlocksMoved << PoolLayout.BlockShift >> 20} MiB moved, runs on the device {report.RunsBefore} -> {report.RunsAfter}, maps redirected in {report.RedirectMs:F0} ms (at most {report.MaxRedirectMs:F1} ms a step)"
+            + (report.StoppedBecause is { } why ? $"; stopped: {why}" : ""));
+        return report;
+    }
+
+    /// <summary>The steps of one run, from the volume's start to its end or a stop.</summary>
+    private async Task DefragStepsAsync(VolumeState v, long bytesPerSecond, List<(long Phys, int Count)> plan, List<(long Old, int Count, long New)> copies, AlignedBuffer buffer, DefragReport report, CancellationToken ct)
+    {
+        var clock = System.Diagnostics.Stopwatch.StartNew();
         var spaceWaits = 0;
         for (long next = 0; next < EndBlock(v) && report.StoppedBecause == null;)
         {
@@ -107,13 +128,6 @@ public sealed partial class Pool
                 }
             }
         }
-        if (!v.Deleted)
-        {
-            report.RunsAfter = GetUsage(name).DataRuns;
-        }
-        Report(PoolLogLevel.Information, $"volume {name}: defragmented {report.WindowsMoved} of {report.WindowsScanned} windows, {report.BlocksMoved << PoolLayout.BlockShift >> 20} MiB moved, runs on the device {report.RunsBefore} -> {report.RunsAfter}, maps redirected in {report.RedirectMs:F0} ms (at most {report.MaxRedirectMs:F1} ms a step)"
-            + (report.StoppedBecause is { } why ? $"; stopped: {why}" : ""));
-        return report;
     }
 
     /// <summary>
@@ -370,28 +384,12 @@ public sealed partial class Pool
         var pending = new ValueTask[plan.Count];
         for (var i = 0; i < plan.Count; i++)
         {
-            var (phys, count) = plan[i];
-            var slice = buffer.Memory[offsets[i]..offsets[i + 1]];
-            var r = requests[i] = Appender.Rent();
-            r.Desc.Kind = RecordKind.Data;
-            r.Desc.Flags = RecordFlags.Relocated;
-            r.Desc.BlockCount = count;
-            r.Desc.Aux = phys;
-            r.Payload = slice;
+            var r = requests[i] = RentCopy(plan[i].Phys, plan[i].Count, buffer.Memory[offsets[i]..offsets[i + 1]], "defragment");
             // Client writes' floor (the cleaner's reserve stays whole), and no waiting for space
             // while this holds the locks the cleaner needs: a copy that finds none fails.
             r.UseReserve = false;
             r.NoPark = true;
             r.DrainAtBatchEnd = true;
-            for (var k = 0; k < count; k++)
-            {
-                Segments.TryGetCrc(phys + k, out r.Crcs[k]);
-                if (Crc32C.Compute(slice.Span.Slice(k << PoolLayout.BlockShift, PoolLayout.BlockSize)) != r.Crcs[k])
-                {
-                    // Carried with its original CRC, so it stays an I/O error for readers.
-                    Report(PoolLogLevel.Error, $"defragment: pool block {phys + k} fails its checksum; moved as is");
-                }
-            }
         }
         // Queued all at once, and the appender woken when all are there: taking them as they
         // came, it would write them in small batches, and each batch's header breaks the run.

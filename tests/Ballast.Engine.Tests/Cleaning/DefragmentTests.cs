@@ -323,7 +323,8 @@ public class DefragmentTests
     public async Task Closing_the_pool_stops_a_defragmentation_between_steps_and_the_data_stays()
     {
         var storage = new FaultStorage();
-        var pool = await OpenAsync(storage);
+        var logged = new System.Collections.Concurrent.ConcurrentQueue<string>();
+        var pool = await OpenAsync(storage, log: (_, m) => logged.Enqueue(m));
         var v = await pool.CreateVolumeAsync("v", VolumeBytes);
         var model = await WriteAtRandomAsync(v, 12);
         // Slow enough to be between steps when the pool closes.
@@ -332,6 +333,7 @@ public class DefragmentTests
         await pool.DisposeAsync();
         Assert.That(async () => await defrag.WaitAsync(TimeSpan.FromSeconds(20)),
             Throws.InstanceOf<OperationCanceledException>().Or.InstanceOf<ObjectDisposedException>());
+        Assert.That(logged, Has.Some.Contains("volume v: defragmentation stopped"), "the log says it stopped, and what moved");
         await using var reopened = await OpenAsync(storage.CleanImage());
         Assert.That(await ReadAllAsync(reopened.OpenVolume("v")), Is.EqualTo(model));
     }
