@@ -222,8 +222,8 @@ public sealed partial class Pool
 
     /// <summary>
     /// Logs the step's commit; applying it (on the log's writer, in log order) redirects every
-    /// map's entries in [first, last) that lie in a copy. A commit that cannot be logged leaves
-    /// the copies unused, and a checkpoint then keeps replay from giving them to a later commit.
+    /// map's entries in [first, last) that lie in a copy. A commit that fails leaves the copies
+    /// unused, and <see cref="ForgetCopiesAsync"/> keeps replay from giving them to a later commit.
     /// </summary>
     private async Task CommitMovesAsync(List<(long Old, int Count, long New)> copies, long first, long last, DefragReport report)
     {
