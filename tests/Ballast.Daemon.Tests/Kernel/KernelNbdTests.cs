@@ -6,7 +6,8 @@ namespace Ballast.Daemon.Tests.Kernel;
 
 /// <summary>
 /// The Linux kernel's NBD client (in a qemu VM, tests/vm) against ballastd: ext4 made, written,
-/// detached, re-attached and checked; then checked again after ballastd restarted.
+/// detached, re-attached and checked; then, after ballastd restarted and defragmented the
+/// volume, checked again by the kernel and by e2fsck through qemu's NBD client.
 /// </summary>
 [CancelAfter(600_000)]
 public partial class KernelNbdTests
@@ -48,6 +49,14 @@ public partial class KernelNbdTests
             }
             await using (var d = await DaemonProcess.StartReadyAsync(dir, [], port))
             {
+                // Every block of the file system read and written back unchanged in random order
+                // (scattered on the device, as a random-write workload leaves it), then rewritten in
+                // volume order by defragmenting: the kernel and e2fsck read what that left.
+                await ScatterAsync(d.Endpoint, "kern", 256 << 20);
+                var defrag = await Tool.RunOkAsync("dotnet", [Path.Combine(AppContext.BaseDirectory, "ballastctl.dll"), "--socket", d.ApiSocket, "volume", "defragment", "kern", "--json"],
+                    TimeSpan.FromSeconds(120));
+                TestContext.Out.WriteLine(defrag.Stdout);
+                Assert.That(defrag.Stdout, Does.Contain("\"stopped\": null").And.Contain("\"windowsMoved\": 64"), "every 4 MiB window was scattered, and moved");
                 var sumsFile = Path.Combine(dir, "sums");
                 await File.WriteAllTextAsync(sumsFile, sums);
                 var second = await RunVmAsync("verify", port, "--add", $"{sumsFile}:/root/sums");
@@ -65,6 +74,27 @@ public partial class KernelNbdTests
         finally
         {
             Directory.Delete(dir, recursive: true);
+        }
+    }
+
+    /// <summary>Reads each 4 KiB block of the export and writes it back as it was, in random order, over one NBD connection.</summary>
+    private static async Task ScatterAsync(System.Net.IPEndPoint endpoint, string export, int bytes)
+    {
+        var (c, _, _) = await NbdRawClient.OpenAsync(endpoint, export);
+        await using (c)
+        {
+            var blocks = Enumerable.Range(0, bytes / 4096).ToArray();
+            new Random(5).Shuffle(blocks);
+            foreach (var b in blocks)
+            {
+                await c.SendRequestAsync(0, NbdRawClient.CmdRead, (ulong)b, (ulong)b * 4096, 4096);
+                var (error, _, data) = await c.ReadSimpleReplyAsync(4096);
+                Assert.That(error, Is.Zero);
+                await c.SendRequestAsync(0, NbdRawClient.CmdWrite, (ulong)b, (ulong)b * 4096, 4096, data);
+                Assert.That((await c.ReadSimpleReplyAsync()).Error, Is.Zero);
+            }
+            await c.SendRequestAsync(0, NbdRawClient.CmdFlush, 0, 0, 0);
+            Assert.That((await c.ReadSimpleReplyAsync()).Error, Is.Zero);
         }
     }
 
