@@ -472,15 +472,17 @@ public sealed partial class Pool
     /// and above the point where client writes go into recycled holes (the copies must not push
     /// the pool there).
     /// </summary>
-    private long DefragRoom() =>
-        (long)(Segments.FreeCount - Math.Max(Appender.DataReserve + 2, Appender.RecycleBelow + 1)) * Layout.DataBlocksPerSegment;
+    private long DefragRoom() => (long)(Segments.FreeCount - DefragFloor()) * Layout.DataBlocksPerSegment;
+
+    /// <summary>Free segments the copies leave: client writes' reserve, and above where client writes go into recycled holes.</summary>
+    private int DefragFloor() => Math.Max(Appender.DataReserve + 2, Appender.RecycleBelow + 1);
 
     /// <summary>Runs cleaning passes until <paramref name="blocks"/> fit (the space the steps before freed is dead now); false if they do not.</summary>
     private async Task<bool> WaitForDefragSpaceAsync(long blocks, CancellationToken ct)
     {
         for (var pass = 0; pass < 4 && DefragRoom() < blocks; pass++)
         {
-            var want = Math.Max(Appender.DataReserve + 2, Appender.RecycleBelow + 1) + (int)(blocks / Layout.DataBlocksPerSegment) + 2;
+            var want = DefragFloor() + (int)(blocks / Layout.DataBlocksPerSegment) + 2;
             if (await CleanPassAsync(want, ct).ConfigureAwait(false) == 0)
             {
                 break;

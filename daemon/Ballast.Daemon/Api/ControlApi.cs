@@ -71,7 +71,8 @@ public static class ControlApi
             }
             var sw = System.Diagnostics.Stopwatch.StartNew();
             var d = await p.Pool.DefragmentAsync(name, req.RateBytesPerSecond ?? 0, ctx.RequestAborted).ConfigureAwait(false);
-            return Ok(new DefragDto(name, (long)Engine.Pool.DefragWindowBlocks * 4096, d.WindowsScanned, d.WindowsMoved, d.BlocksMoved * 4096, d.RunsBefore, d.RunsAfter,
+            return Ok(new DefragDto(name, (long)Engine.Pool.DefragWindowBlocks * Engine.Log.PoolLayout.BlockSize, d.WindowsScanned, d.WindowsMoved,
+                d.BlocksMoved * Engine.Log.PoolLayout.BlockSize, d.RunsBefore, d.RunsAfter,
                 sw.Elapsed.TotalSeconds, d.StoppedBecause, d.ShortOfSpace));
         }));
 
