@@ -31,6 +31,17 @@ public static class TestPools
     public static Task<Pool> OpenAsync(FaultStorage storage, long capacity = 64L << 20, bool background = false, Action<PoolLogLevel, string>? log = null) =>
         Pool.OpenAsync(Options(storage, capacity, background, log));
 
+    /// <summary>
+    /// Cuts the power under <paramref name="pool"/>: the device takes no more writes, the pool is
+    /// dropped without closing, and what a crash would have left of the device is returned.
+    /// </summary>
+    public static async Task<FaultStorage> CutPowerAsync(FaultStorage storage, Pool pool, int seed, CrashMode mode)
+    {
+        storage.Crash();
+        await pool.AbandonAsync();
+        return storage.CrashImage(new Random(seed), mode);
+    }
+
     public static byte[] Pattern(int seed, int length)
     {
         var b = new byte[length];

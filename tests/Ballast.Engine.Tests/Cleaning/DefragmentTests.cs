@@ -60,9 +60,7 @@ public class DefragmentTests
         Assert.That(again.BlocksMoved, Is.Zero, "a defragmented volume has nothing left to move");
 
         // Replay (no checkpoint since) must redo each step's redirection from its commit record.
-        storage.Crash();
-        await pool.AbandonAsync();
-        var crashed = storage.CrashImage(new Random(1), CrashMode.Subset);
+        var crashed = await TestPools.CutPowerAsync(storage, pool, 1, CrashMode.Subset);
         var reopened = await OpenAsync(crashed);
         Assert.That(reopened.Recovery.ReplayedRecords, Is.GreaterThan(2 * 2048), "the writes and the moves came back through replay");
         Assert.That(await ReadAllAsync(reopened.OpenVolume("v")), Is.EqualTo(model));
@@ -94,9 +92,7 @@ public class DefragmentTests
         {
             await filler.WriteAsync(at, TestPools.Pattern(at, 1 << 20), WriteFlags.Fua);
         }
-        storage.Crash();
-        await pool.AbandonAsync();
-        await using var reopened = await OpenAsync(storage.CrashImage(new Random(7), CrashMode.Prefix));
+        await using var reopened = await OpenAsync(await TestPools.CutPowerAsync(storage, pool, 7, CrashMode.Prefix));
         Assert.That(reopened.Recovery.ReplayedRecords, Is.GreaterThan(Bytes / Block), "the moves and the cleaning came back through replay");
         Assert.That(await ReadAllAsync(reopened.OpenVolume("v"), Bytes), Is.EqualTo(model));
     }
@@ -140,9 +136,7 @@ public class DefragmentTests
         Assert.That(await pool.CleanPassAsync(pool.GetStats().Segments), Is.GreaterThanOrEqualTo(0));
         Assert.That(await ReadAllAsync(pool.OpenVolume("v@s")), Is.EqualTo(old));
 
-        storage.Crash();
-        await pool.AbandonAsync();
-        await using var reopened = await OpenAsync(storage.CrashImage(new Random(2), CrashMode.Prefix));
+        await using var reopened = await OpenAsync(await TestPools.CutPowerAsync(storage, pool, 2, CrashMode.Prefix));
         Assert.That(await ReadAllAsync(reopened.OpenVolume("v")), Is.EqualTo(current));
         Assert.That(await ReadAllAsync(reopened.OpenVolume("v@s")), Is.EqualTo(old));
     }
@@ -177,9 +171,7 @@ public class DefragmentTests
 
         Assert.That(report.StoppedBecause, Is.Null);
         Assert.That(await ReadAllAsync(v), Is.EqualTo(model));
-        storage.Crash();
-        await pool.AbandonAsync();
-        await using var reopened = await OpenAsync(storage.CrashImage(new Random(3), CrashMode.Subset));
+        await using var reopened = await OpenAsync(await TestPools.CutPowerAsync(storage, pool, 3, CrashMode.Subset));
         Assert.That(await ReadAllAsync(reopened.OpenVolume("v")), Is.EqualTo(model));
     }
 
@@ -206,18 +198,14 @@ public class DefragmentTests
             catch (Exception) when (storage.Crashed)
             {
             }
-            storage.Crash();
-            await pool.AbandonAsync();
-            var image = storage.CrashImage(new Random(cut), cut % 2 == 0 ? CrashMode.Prefix : CrashMode.Subset);
+            var image = await TestPools.CutPowerAsync(storage, pool, cut, cut % 2 == 0 ? CrashMode.Prefix : CrashMode.Subset);
             var reopened = await OpenAsync(image);
             Assert.That(await ReadAllAsync(reopened.OpenVolume("v")), Is.EqualTo(model), $"cut {cut}: after the first recovery");
             if (reopened.Recovery.UncommittedMoves > 0)
             {
                 // Opening logged a commit that makes replay forget those copies: cut again at once.
                 interrupted++;
-                image.Crash();
-                await reopened.AbandonAsync();
-                image = image.CrashImage(new Random(cut), CrashMode.Prefix);
+                image = await TestPools.CutPowerAsync(image, reopened, cut, CrashMode.Prefix);
                 reopened = await OpenAsync(image);
                 Assert.That(reopened.Recovery.UncommittedMoves, Is.Zero, $"cut {cut}: the copies were forgotten");
                 Assert.That(await ReadAllAsync(reopened.OpenVolume("v")), Is.EqualTo(model), $"cut {cut}: after the recovery of the recovery");
@@ -235,9 +223,7 @@ public class DefragmentTests
             await reopened.CleanPassAsync(reopened.GetStats().Segments);
             await reopened.DefragmentAsync("v");
             await reopened.CleanPassAsync(reopened.GetStats().Segments);
-            image.Crash();
-            await reopened.AbandonAsync();
-            await using var second = await OpenAsync(image.CrashImage(new Random(cut), CrashMode.Prefix));
+            await using var second = await OpenAsync(await TestPools.CutPowerAsync(image, reopened, cut, CrashMode.Prefix));
             Assert.That(await ReadAllAsync(second.OpenVolume("v")), Is.EqualTo(model), $"cut {cut}: after the second recovery");
         }
         TestContext.Out.WriteLine($"{interrupted} of 24 cuts left copies without their commit");
@@ -313,9 +299,7 @@ public class DefragmentTests
         Assert.That(report.StoppedBecause, Is.Null);
         Assert.That(report.BlocksMoved, Is.EqualTo(1024 - 128), "all but the long entry");
         Assert.That(await ReadAllAsync(v, 4 << 20), Is.EqualTo(model));
-        storage.Crash();
-        await pool.AbandonAsync();
-        await using var reopened = await Pool.OpenAsync(TestPools.Options(storage.CrashImage(new Random(10), CrashMode.Prefix), maxBatchBytes: 64 << 10));
+        await using var reopened = await Pool.OpenAsync(TestPools.Options(await TestPools.CutPowerAsync(storage, pool, 10, CrashMode.Prefix), maxBatchBytes: 64 << 10));
         Assert.That(await ReadAllAsync(reopened.OpenVolume("v"), 4 << 20), Is.EqualTo(model));
     }
 
@@ -389,9 +373,7 @@ public class DefragmentTests
                 // A pool poisoned by the error cleans nothing; recovery is what counts.
             }
             commitFailures += commitFailed ? 1 : 0;
-            storage.Crash();
-            await pool.AbandonAsync();
-            await using var reopened = await OpenAsync(storage.CrashImage(new Random(k), CrashMode.Prefix));
+            await using var reopened = await OpenAsync(await TestPools.CutPowerAsync(storage, pool, k, CrashMode.Prefix));
             Assert.That(await ReadAllAsync(reopened.OpenVolume("v")), Is.EqualTo(model), $"write error at write {k}");
         }
         TestContext.Out.WriteLine($"{commitFailures} of {points.Length} errors failed a commit");
