@@ -11,3 +11,17 @@ refuse_ports_in_use() { # port...
     fi
   done
 }
+
+# Starts TREE's ballastd with a 12 GiB pool in DIR/b and one 4 GiB volume "bench" served on NBD at
+# 127.0.0.1:PORT (no iSCSI; API socket DIR/api.sock; log DIR/log), waits until its API answers,
+# and sets pid (a caller's local pid, if it has one). Arguments after LEVEL are environment
+# assignments for ballastd (VAR=value).
+start_bench_ballastd() { # tree dir port log-level [VAR=value...]
+  local tree=$1 dir=$2 port=$3 level=$4
+  shift 4
+  env "$@" dotnet "$tree/daemon/Ballast.Daemon/bin/Release/net10.0/ballastd.dll" --data-dir "$dir/b" --pool-size 12GiB \
+    --api-socket "$dir/api.sock" --nbd-listen "127.0.0.1:$port" --iscsi-listen off --log-level "$level" \
+    --volume bench:4GiB >"$dir/log" 2>&1 &
+  pid=$!
+  for _ in $(seq 100); do curl -sf --unix-socket "$dir/api.sock" http://b/v1/status >/dev/null 2>&1 && break; sleep 0.1; done
+}

@@ -17,11 +17,9 @@ port=${PORT:-10898}
 refuse_ports_in_use "$port"
 run() { # tree env
   rm -rf "$dir"; mkdir -p "$dir"
-  env ${2:-AB=1} dotnet "$1/daemon/Ballast.Daemon/bin/Release/net10.0/ballastd.dll" --data-dir "$dir/b" --pool-size 12GiB \
-    --api-socket "$dir/api.sock" --nbd-listen "127.0.0.1:$port" --iscsi-listen off --log-level warning \
-    --volume bench:4GiB >"$dir/log" 2>&1 &
-  local pid=$!
-  for _ in $(seq 100); do curl -sf --unix-socket "$dir/api.sock" http://b/v1/status >/dev/null 2>&1 && break; sleep 0.1; done
+  local pid
+  # shellcheck disable=SC2086 # ENV_A/ENV_B hold several assignments
+  start_bench_ballastd "$1" "$dir" "$port" warning ${2:-AB=1}
   local uri="nbd://127.0.0.1:$port/bench"
   fio --name=prefill --ioengine=nbd --uri="$uri" --size=4G --rw=write --bs=1M --iodepth=8 --output-format=terse >/dev/null
   local c0 c1 m g0 g1 after

@@ -17,12 +17,8 @@ port=${PORT:-10897}
 . bench/lib.sh
 refuse_ports_in_use "$port"
 rm -rf "$dir"; mkdir -p "$dir/b"
-dotnet daemon/Ballast.Daemon/bin/Release/net10.0/ballastd.dll --data-dir "$dir/b" --pool-size 12GiB \
-  --api-socket "$dir/api.sock" --nbd-listen "127.0.0.1:$port" --iscsi-listen off --log-level information \
-  --volume bench:4GiB >"$dir/log" 2>&1 &
-pid=$!
-trap 'kill $pid 2>/dev/null || true' EXIT
-for _ in $(seq 100); do curl -sf --unix-socket "$dir/api.sock" http://b/v1/status >/dev/null 2>&1 && break; sleep 0.1; done
+trap 'kill ${pid:-} 2>/dev/null || true' EXIT
+start_bench_ballastd . "$dir" "$port" information
 uri="nbd://127.0.0.1:$port/bench"
 fio --name=scatter --ioengine=nbd --uri="$uri" --size=4G --rw=randwrite --bs=4k --iodepth=32 --randseed=7 --output-format=terse >/dev/null
 rr() { # seconds

@@ -13,14 +13,11 @@ cd "$(dirname "$0")/../.."
 dir=${BENCH_DIR:-$PWD/bench/out/threads}
 port=${PORT:-10899}
 n=${N:-20000}
+. bench/lib.sh
 rm -rf "$dir"; mkdir -p "$dir"
 dotnet build -c Release daemon/Ballast.Daemon -nologo -v quiet >/dev/null
-env "$@" dotnet daemon/Ballast.Daemon/bin/Release/net10.0/ballastd.dll --data-dir "$dir/b" --pool-size 12GiB \
-  --api-socket "$dir/api.sock" --nbd-listen "127.0.0.1:$port" --iscsi-listen off --log-level warning \
-  --volume bench:4GiB >"$dir/log" 2>&1 &
-pid=$!
-trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$dir"' EXIT
-for _ in $(seq 100); do curl -sf --unix-socket "$dir/api.sock" http://b/v1/status >/dev/null 2>&1 && break; sleep 0.1; done
+trap 'kill ${pid:-} 2>/dev/null; wait ${pid:-} 2>/dev/null; rm -rf "$dir"' EXIT
+start_bench_ballastd . "$dir" "$port" warning "$@"
 uri="nbd://127.0.0.1:$port/bench"
 fio --name=prefill --ioengine=nbd --uri="$uri" --size=1G --rw=write --bs=1M --iodepth=8 --output-format=terse >/dev/null
 # tid|name|utime+stime ticks|voluntary|nonvoluntary (the name may hold spaces: parse after ")")

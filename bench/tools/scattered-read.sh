@@ -25,11 +25,7 @@ for round in $(seq "${ROUNDS:-1}"); do
   echo "round $round raw file: seq 1M QD8 $(raw read 1M 8), rand 4k QD32 $(raw randread 4k 32)"
   for tree in "${trees[@]}"; do
     rm -rf "$dir/b"; mkdir -p "$dir/b"
-    dotnet "$tree/daemon/Ballast.Daemon/bin/Release/net10.0/ballastd.dll" --data-dir "$dir/b" --pool-size 12GiB \
-      --api-socket "$dir/api.sock" --nbd-listen "127.0.0.1:$port" --iscsi-listen off --log-level warning \
-      --volume bench:4GiB >"$dir/log" 2>&1 &
-    pid=$!
-    for _ in $(seq 100); do curl -sf --unix-socket "$dir/api.sock" http://b/v1/status >/dev/null 2>&1 && break; sleep 0.1; done
+    start_bench_ballastd "$tree" "$dir" "$port" warning
     uri="nbd://127.0.0.1:$port/bench"
     fio --name=scatter --ioengine=nbd --uri="$uri" --size=4G --rw=randwrite --bs=4k --iodepth=32 --randseed=7 --output-format=terse >/dev/null
     reads() {
